@@ -1,0 +1,19 @@
+/*
+ * libloop.h — the core of libloop: include this for the loop, futures, tasks, combinators,
+ * synchronisation, the executor and debug mode. Clients have their own headers
+ * (libloop/pg.h, libloop/redis.h, libloop/http.h, libloop/smtp.h) and libraries.
+ */
+#ifndef LIBLOOP_H
+#define LIBLOOP_H
+
+#include "libloop/common.h"
+#include "libloop/error.h"
+#include "libloop/future.h"
+#include "libloop/loop.h"
+#include "libloop/task.h"
+#include "libloop/combinators.h"
+#include "libloop/sync.h"
+#include "libloop/executor.h"
+#include "libloop/debug.h"
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * libloop/common.h — definitions every libloop header shares: the export macro, the time type and
+ * the allocator hook.
+ *
+ * Ownership: ll_set_allocator() must be called before any other libloop function and never while a
+ * loop exists; memory allocated by one allocator is always released by the same one.
+ */
+#ifndef LIBLOOP_COMMON_H
+#define LIBLOOP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#if defined(__GNUC__)
+#define LL_EXPORT __attribute__((visibility("default")))
+#define LL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define LL_EXPORT
+#define LL_PRINTF(a, b)
+#endif
+
+/* Seconds on the monotonic clock. Deadlines are absolute ll_time values; timeouts are relative
+ * seconds. LL_NEVER means "no deadline". */
+typedef double ll_time;
+#define LL_NEVER 1e300
+
+/* Memory functions used for every allocation libloop makes (hiredis' hiredisSetAllocators). A
+ * function may return NULL: every caller turns that into LL_ENOMEM. Passing NULL for all four
+ * restores the C library's. */
+typedef struct ll_allocator {
+    void *(*malloc_fn)(size_t);
+    void *(*calloc_fn)(size_t, size_t);
+    void *(*realloc_fn)(void *, size_t);
+    void (*free_fn)(void *);
+} ll_allocator;
+
+LL_EXPORT void ll_set_allocator(const ll_allocator *a);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * future.c — the future: one settle-once result with reference counting and done callbacks.
+ *
+ * Design notes:
+ * - Settling never runs a callback. It puts the future's `work` on the loop's ready queue, and the
+ *   loop runs the callbacks (dispatch). A producer can therefore settle from deep inside a parser
+ *   or a cancel hook without being re-entered.
+ * - The first callback is stored inline. A task awaiting a future is one callback, so the common
+ *   await allocates nothing.
+ * - The queue holds a reference while the future is queued, so dropping the last user reference
+ *   between settle and dispatch is safe.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "internal.h"
+
+ll_future *ll_future_new(ll_loop *loop) {
+    loop = ll__loop_or_current(loop);
+    if (!loop) return NULL;
+    ll_future *f = ll__calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->loop = loop;
+    f->refs = 1;
+    loop->nfutures++;
+    if (loop->debug) {
+        f->dbg_next = loop->dbg_futures;
+        if (loop->dbg_futures) loop->dbg_futures->dbg_prev = f;
+        loop->dbg_futures = f;
+        if (ll__tls_task) f->creator = ll__tls_task->name;
+    }
+    return f;
+}
+
+ll_future *ll_future_ref(ll_future *f) {
+    if (f) f->refs++;
+    return f;
+}
+
+void ll__future_debug_unlink(ll_future *f) {
+    ll_loop *loop = f->loop;
+    if (f->dbg_prev) f->dbg_prev->dbg_next = f->dbg_next;
+    else if (loop->dbg_futures == f) loop->dbg_futures = f->dbg_next;
+    if (f->dbg_next) f->dbg_next->dbg_prev = f->dbg_prev;
+    f->dbg_prev = f->dbg_next = NULL;
+}
+
+static void destroy(ll_future *f) {
+    ll_loop *loop = f->loop;
+    if (loop->debug && f->state == LL_FUTURE_FAILED && !f->retrieved) {
+        ll__warn(loop, "future '%s'%s%s failed with %s (%s) and was freed without anyone "
+                       "retrieving its error",
+                 f->label ? f->label : "future", f->creator ? " created by task " : "",
+                 f->creator ? f->creator : "", ll_err_name(f->code),
+                 f->msg ? f->msg : ll_strerror(f->code));
+    }
+    ll__future_debug_unlink(f);
+    if (f->value_free && f->value) f->value_free(f->value);
+    if (f->borrowed) ll_future_free(f->borrowed);
+    ll__free(f->msg);
+    ll__free(f->cbs);
+    loop->nfutures--;
+    ll__free(f);
+}
+
+void ll_future_free(ll_future *f) {
+    if (!f) return;
+    if (--f->refs == 0) destroy(f);
+}
+
+static void dispatch(ll__work *w) {
+    ll_future *f = (ll_future *)w;
+    f->queued = false;
+    /* Callbacks may add or remove callbacks (on this future too): walk by index and re-read. */
+    if (f->has_cb0) {
+        ll__cb c = f->cb0;
+        f->has_cb0 = false;
+        if (c.cb) c.cb(f, c.arg);
+    }
+    for (uint32_t i = 0; i < f->ncbs; i++) {
+        ll__cb c = f->cbs[i];
+        f->cbs[i].cb = NULL;
+        if (c.cb) c.cb(f, c.arg);
+    }
+    f->ncbs = 0;
+    ll_future_free(f); /* the queue's reference */
+}
+
+static void enqueue(ll_future *f) {
+    if (f->queued) return;
+    if (!f->has_cb0 && f->ncbs == 0) return;
+    f->queued = true;
+    f->refs++;
+    f->work.run = dispatch;
+    ll__schedule(f->loop, &f->work);
+}
+
+static int settle(ll_future *f, int state, int code) {
+    if (!f) return LL_EINVAL;
+    if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
+    f->state = (uint8_t)state;
+    f->code = code;
+    f->cancel_hook = NULL;
+    enqueue(f);
+    return 0;
+}
+
+int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free) {
+    if (!f || f->state != LL_FUTURE_PENDING) return f ? LL_ESTATE : LL_EINVAL;
+    f->value = value;
+    f->value_free = value_free;
+    return settle(f, LL_FUTURE_RESOLVED, 0);
+}
+
+int ll_future_fail(ll_future *f, int code, const char *fmt, ...) {
+    if (!f) return LL_EINVAL;
+    if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
+    if (code >= 0) code = LL_EINVAL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        f->msg = ll__vformat(fmt, ap); /* on out of memory the code's description stands in */
+        va_end(ap);
+    }
+    return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
+}
+
+int ll_future_set_cancelled(ll_future *f) {
+    return settle(f, LL_FUTURE_CANCELLED, LL_ECANCELED);
+}
+
+int ll_future_copy_outcome(ll_future *dst, ll_future *src) {
+    if (!dst || !src) return LL_EINVAL;
+    if (dst->state != LL_FUTURE_PENDING || src->state == LL_FUTURE_PENDING) return LL_ESTATE;
+    src->retrieved = true;
+    if (src->state == LL_FUTURE_RESOLVED) {
+        dst->value = ll_future_value(src);
+        dst->borrowed = ll_future_ref(src);
+        return settle(dst, LL_FUTURE_RESOLVED, 0);
+    }
+    if (src->msg) dst->msg = ll__strdup(src->msg);
+    return settle(dst, src->state, src->code);
+}
+
+int ll_future_cancel(ll_future *f) {
+    if (!f) return LL_EINVAL;
+    if (f->state != LL_FUTURE_PENDING) return LL_EALREADY;
+    if (f->cancel_requested) return 0;
+    f->cancel_requested = true;
+    ll_cancel_hook hook = f->cancel_hook;
+    if (!hook) return ll_future_set_cancelled(f);
+    f->refs++; /* the hook may drop the producer's reference */
+    hook(f, f->cancel_arg);
+    ll_future_free(f);
+    return 0;
+}
+
+void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {
+    if (!f || f->state != LL_FUTURE_PENDING) return;
+    f->cancel_hook = hook;
+    f->cancel_arg = arg;
+}
+
+int ll_future_add_done(ll_future *f, ll_done_cb cb, void *arg) {
+    if (!f || !cb) return LL_EINVAL;
+    if (!f->has_cb0 && f->ncbs == 0) {
+        f->cb0 = (ll__cb){cb, arg};
+        f->has_cb0 = true;
+    } else {
+        if (f->ncbs == f->capcbs) {
+            uint32_t cap = f->capcbs ? f->capcbs * 2 : 4;
+            ll__cb *n = ll__realloc(f->cbs, cap * sizeof *n);
+            if (!n) return LL_ENOMEM;
+            f->cbs = n;
+            f->capcbs = cap;
+        }
+        f->cbs[f->ncbs++] = (ll__cb){cb, arg};
+    }
+    if (f->state != LL_FUTURE_PENDING) enqueue(f);
+    return 0;
+}
+
+int ll_future_remove_done(ll_future *f, ll_done_cb cb, void *arg) {
+    if (!f) return LL_EINVAL;
+    if (f->has_cb0 && f->cb0.cb == cb && f->cb0.arg == arg) {
+        f->cb0.cb = NULL;
+        f->has_cb0 = false;
+        return 0;
+    }
+    for (uint32_t i = 0; i < f->ncbs; i++) {
+        if (f->cbs[i].cb == cb && f->cbs[i].arg == arg) {
+            f->cbs[i].cb = NULL;
+            return 0;
+        }
+    }
+    return LL_ENOENT;
+}
+
+ll_future_state ll_future_get_state(const ll_future *f) {
+    return f ? (ll_future_state)f->state : LL_FUTURE_FAILED;
+}
+
+bool ll_future_done(const ll_future *f) {
+    return !f || f->state != LL_FUTURE_PENDING;
+}
+
+int ll__future_retrieve(ll_future *f) {
+    if (!f) return LL_ENOMEM;
+    if (f->state == LL_FUTURE_PENDING) return LL_EAGAIN;
+    f->retrieved = true;
+    return f->code;
+}
+
+int ll_future_code(ll_future *f) {
+    return ll__future_retrieve(f);
+}
+
+const char *ll_future_errmsg(ll_future *f) {
+    if (!f) return "out of memory";
+    if (f->state == LL_FUTURE_PENDING || f->state == LL_FUTURE_RESOLVED) return "";
+    f->retrieved = true;
+    return f->msg ? f->msg : ll_strerror(f->code);
+}
+
+void *ll_future_value(const ll_future *f) {
+    return (f && f->state == LL_FUTURE_RESOLVED) ? f->value : NULL;
+}
+
+void *ll_future_take(ll_future *f) {
+    /* a mirrored value (copy_outcome) belongs to the source future: it cannot be taken */
+    if (!f || f->state != LL_FUTURE_RESOLVED || f->borrowed) return NULL;
+    f->value_free = NULL;
+    return f->value;
+}
+
+ll_loop *ll_future_loop(const ll_future *f) {
+    return f ? f->loop : NULL;
+}
+
+void ll_future_set_label(ll_future *f, const char *label) {
+    if (f) f->label = label;
+}
+
+const char *ll_future_label(const ll_future *f) {
+    return (f && f->label) ? f->label : "future";
+}

@@ -1,0 +1,201 @@
+/*
+ * internal.h — the structures the core's files share. Never installed; clients use only the public
+ * headers plus the few ll__ helpers declared at the end (marked "for clients").
+ *
+ * Threading: everything here belongs to the loop's thread, except the thread-safe queue
+ * (ts_lock) and the executor's job queue.
+ */
+#ifndef LIBLOOP_INTERNAL_H
+#define LIBLOOP_INTERNAL_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include "libloop.h"
+#include "switch.h"
+
+/* Memory, through the allocator hook. */
+void *ll__malloc(size_t n);
+void *ll__calloc(size_t n, size_t m);
+void *ll__realloc(void *p, size_t n);
+void ll__free(void *p);
+char *ll__strdup(const char *s);
+/* vasprintf through the hook; NULL on out of memory. */
+char *ll__vformat(const char *fmt, va_list ap);
+char *ll__format(const char *fmt, ...) LL_PRINTF(1, 2);
+
+/* A unit of work on the loop's ready queue. Embedded in futures, tasks and call_soon records so
+ * that scheduling never allocates. */
+typedef struct ll__work {
+    struct ll__work *next;
+    void (*run)(struct ll__work *w);
+} ll__work;
+
+typedef struct ll__cb {
+    ll_done_cb cb;
+    void *arg;
+} ll__cb;
+
+struct ll_future {
+    ll__work work;       /* dispatches the done callbacks */
+    ll_loop *loop;
+    uint32_t refs;
+    uint8_t state;       /* ll_future_state */
+    bool queued;         /* work is on the ready queue */
+    bool retrieved;      /* someone read the outcome (debug: unretrieved failures) */
+    bool cancel_requested;
+    int code;
+    char *msg;           /* owned; NULL means ll_strerror(code) */
+    void *value;
+    ll_value_free value_free;
+    ll_future *borrowed; /* copy_outcome: the future whose value we show */
+    ll_cancel_hook cancel_hook;
+    void *cancel_arg;
+    ll__cb cb0;          /* the first callback inline: awaiting never allocates */
+    ll__cb *cbs;         /* further callbacks */
+    uint32_t ncbs, capcbs;
+    bool has_cb0;
+    ll_task *task;       /* the task behind a task future, while it lives */
+    const char *label;
+    ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
+    const char *creator; /* debug mode: name of the task that created it */
+};
+
+typedef struct ll__ctxnode {
+    uint32_t refs;
+    const ll_ctxvar *var;
+    void *value;
+    struct ll__ctxnode *next;
+} ll__ctxnode;
+void ll__ctx_unref(ll__ctxnode *n);
+static inline ll__ctxnode *ll__ctx_ref(ll__ctxnode *n) {
+    if (n) n->refs++;
+    return n;
+}
+
+typedef struct ll__stack ll__stack;
+
+typedef enum {
+    LL__TASK_READY,    /* created or woken, on the ready queue */
+    LL__TASK_RUNNING,
+    LL__TASK_WAITING,  /* suspended in ll_await */
+    LL__TASK_DONE
+} ll__task_state;
+
+struct ll_task {
+    ll__work work;        /* resumes the task */
+    ll_loop *loop;
+    ll_future *future;    /* the task's own reference */
+    ll_task_fn fn;
+    void *arg;
+    ll__switch_ctx ctx;
+    ll__stack *stack;
+    uint64_t id;
+    char *name;           /* owned, may be NULL: then the function's symbol */
+    uint8_t state;
+    bool started;
+    bool cancelled;       /* sticky cancellation requested */
+    bool timed_out;       /* the current await was cut by a deadline */
+    bool finished_fn;
+    bool forced;          /* destroyed by shutdown */
+    int rc;
+    ll_future *awaiting;  /* reference held while suspended */
+    ll_scope root;        /* the deadline inherited or given at spawn */
+    ll_scope *scope;      /* innermost scope */
+    ev_timer timer;       /* the deadline of the current await */
+    void *ret_value;
+    ll_value_free ret_free;
+    char *fail_msg;
+    ll__ctxnode *ctx_vars;
+    ll_task *prev, *next; /* the loop's list of live tasks */
+    void *asan_fake_stack;
+};
+
+typedef struct ll__executor ll__executor;
+
+struct ll_loop {
+    struct ev_loop *ev;
+    bool owns_ev;
+    bool stop_requested;
+    bool running;         /* inside ll_loop_run / run_until */
+    bool closing;
+    ev_prepare prepare;
+    ev_idle idle;
+    ev_async async;
+    ev_signal sig_int, sig_term, sig_usr1;
+    bool signals_on, usr1_on;
+    /* the ready queue */
+    ll__work *rq_head, **rq_tail;
+    /* work handed over by other threads */
+    pthread_mutex_t ts_lock;
+    ll__work *ts_head, **ts_tail;
+    /* tasks */
+    ll_task *tasks;
+    ll_task *current;
+    ll__switch_ctx main_ctx;
+    uint64_t next_task_id;
+    size_t ntasks, nfutures, nhandles;
+    size_t stack_size;
+    struct ll__stackpool *stackpools;
+    size_t stacks_guarded, stacks_unguarded;
+    ll__ctxnode *root_ctx;
+    ll__executor *executor;
+    unsigned executor_threads;
+    /* debug mode */
+    bool debug;
+    double slow_ms;
+    ll_warn_fn warn;
+    void *warn_arg;
+    ll_future *dbg_futures;
+    /* ASan: the loop stack, learnt on the first switch into a task */
+    const void *main_stack_bottom;
+    size_t main_stack_size;
+    ll_loop *thread_prev;  /* the thread's list of loops, newest first */
+};
+
+/* loop.c */
+extern _Thread_local ll_loop *ll__tls_loop;   /* the loop running on this thread, if any */
+extern _Thread_local ll_task *ll__tls_task;   /* the running task, if any */
+void ll__schedule(ll_loop *loop, ll__work *w);
+ll_loop *ll__loop_or_current(ll_loop *loop);
+void ll__handle_ref(ll_loop *loop);   /* count an open handle (stats, leak checks) */
+void ll__handle_unref(ll_loop *loop);
+/* Move work handed over by other threads onto the ready queue. */
+void ll__loop_pull_threadsafe(ll_loop *loop);
+
+/* future.c */
+void ll__future_debug_unlink(ll_future *f);
+int ll__future_retrieve(ll_future *f);
+
+/* task.c */
+void ll__task_destroy_all(ll_loop *loop);
+void ll__task_cancel_all(ll_loop *loop);
+const char *ll__task_label(const ll_task *t, char *buf, size_t n);
+
+/* stack.c */
+struct ll__stack {
+    char *lo;             /* lowest usable address */
+    size_t size;
+    bool guarded;
+    struct ll__stack *next_free;
+    struct ll__stackpool *pool;
+    ll_task *owner;
+};
+ll__stack *ll__stack_get(ll_loop *loop, size_t size);
+void ll__stack_put(ll_loop *loop, ll__stack *s);
+void ll__stack_pools_free(ll_loop *loop);
+/* False if the canary at the bottom of an unguarded stack was overwritten. */
+bool ll__stack_intact(const ll__stack *s);
+void ll__stack_thread_init(void);
+
+/* debug.c */
+void ll__warn(ll_loop *loop, const char *fmt, ...) LL_PRINTF(2, 3);
+void ll__debug_slow(ll_loop *loop, double ms, const char *what);
+void ll__debug_report_alive(ll_loop *loop);
+const char *ll__fn_name(const void *fn, char *buf, size_t n);
+double ll__mono_ms(void);
+
+/* executor.c */
+void ll__executor_free(ll_loop *loop);
+
+#endif

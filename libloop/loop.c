@@ -1,0 +1,486 @@
+/*
+ * loop.c — the loop: a libev loop plus a ready queue of work (future callbacks, task resumptions,
+ * call_soon records).
+ *
+ * Design notes:
+ * - The ready queue is drained from an ev_prepare watcher, i.e. once per libev iteration just before
+ *   it polls. An ev_idle watcher is active while the queue is non-empty, so libev polls without
+ *   blocking. This works the same when the loop is embedded in an application's ev_loop.
+ * - A drain runs the queue until it is empty but at most DRAIN_BUDGET items, then lets libev poll
+ *   for I/O: chains of ready work (a future resolved, its task resumed, the next future resolved)
+ *   cost no system call, yet I/O is never starved.
+ * - The prepare and async watchers are unreferenced: a loop with nothing but waiting tasks and no
+ *   timer or I/O cannot make progress, so ll_loop_run returns rather than hang (ll_run reports it).
+ * - libev timers are relative to a time cached at the start of the iteration; ll__timer re-checks
+ *   the absolute deadline when it fires and re-arms, so a deadline never fires early.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "internal.h"
+
+_Thread_local ll_loop *ll__tls_loop;
+_Thread_local ll_task *ll__tls_task;
+static _Thread_local ll_loop *thread_loops;
+
+#define DRAIN_BUDGET 8192
+
+ll_time ll_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+ll_time ll_deadline_in(double seconds) {
+    return seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
+}
+
+ll_loop *ll_loop_current(void) {
+    return ll__tls_loop ? ll__tls_loop : thread_loops;
+}
+
+ll_loop *ll__loop_or_current(ll_loop *loop) {
+    return loop ? loop : ll_loop_current();
+}
+
+void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
+void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
+
+/* ---- the ready queue ---- */
+
+void ll__schedule(ll_loop *loop, ll__work *w) {
+    w->next = NULL;
+    *loop->rq_tail = w;
+    loop->rq_tail = &w->next;
+    if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+}
+
+static void drain(ll_loop *loop) {
+    ll_loop *saved = ll__tls_loop;
+    ll__tls_loop = loop;
+    for (int budget = DRAIN_BUDGET; loop->rq_head && budget > 0; budget--) {
+        ll__work *w = loop->rq_head;
+        loop->rq_head = w->next;
+        if (!loop->rq_head) loop->rq_tail = &loop->rq_head;
+        w->run(w);
+    }
+    if (!loop->rq_head && ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+    ll__tls_loop = saved;
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
+    (void)ev, (void)revents;
+    drain(w->data);
+}
+
+static void on_idle(struct ev_loop *ev, ev_idle *w, int revents) {
+    (void)ev, (void)w, (void)revents; /* only keeps the poll from blocking */
+}
+
+/* ---- call_soon ---- */
+
+typedef struct soon {
+    ll__work work;
+    ll_callback cb;
+    void *arg;
+} soon;
+
+static void run_soon(ll__work *w) {
+    soon *s = (soon *)w;
+    ll_loop *loop = ll__tls_loop;
+    ll_callback cb = s->cb;
+    void *arg = s->arg;
+    ll__free(s);
+    if (loop && loop->debug) {
+        double t0 = ll__mono_ms();
+        cb(arg);
+        double ms = ll__mono_ms() - t0;
+        if (ms >= loop->slow_ms) {
+            char name[128];
+            ll__debug_slow(loop, ms, ll__fn_name((const void *)cb, name, sizeof name));
+        }
+    } else {
+        cb(arg);
+    }
+}
+
+int ll_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
+    loop = ll__loop_or_current(loop);
+    if (!loop || !cb) return LL_EINVAL;
+    soon *s = ll__malloc(sizeof *s);
+    if (!s) return LL_ENOMEM;
+    s->work.run = run_soon;
+    s->cb = cb;
+    s->arg = arg;
+    ll__schedule(loop, &s->work);
+    return 0;
+}
+
+int ll_call_soon_threadsafe(ll_loop *loop, ll_callback cb, void *arg) {
+    if (!loop || !cb) return LL_EINVAL;
+    soon *s = ll__malloc(sizeof *s);
+    if (!s) return LL_ENOMEM;
+    s->work.run = run_soon;
+    s->work.next = NULL;
+    s->cb = cb;
+    s->arg = arg;
+    pthread_mutex_lock(&loop->ts_lock);
+    *loop->ts_tail = &s->work;
+    loop->ts_tail = &s->work.next;
+    pthread_mutex_unlock(&loop->ts_lock);
+    ev_async_send(loop->ev, &loop->async);
+    return 0;
+}
+
+static void on_async(struct ev_loop *ev, ev_async *w, int revents) {
+    (void)ev, (void)revents;
+    ll__loop_pull_threadsafe(w->data);
+}
+
+void ll__loop_pull_threadsafe(ll_loop *loop) {
+    pthread_mutex_lock(&loop->ts_lock);
+    ll__work *head = loop->ts_head;
+    loop->ts_head = NULL;
+    loop->ts_tail = &loop->ts_head;
+    pthread_mutex_unlock(&loop->ts_lock);
+    while (head) {
+        ll__work *next = head->next;
+        ll__schedule(loop, head);
+        head = next;
+    }
+}
+
+void ll_loop_ref(ll_loop *loop) {
+    if (loop) ev_ref(loop->ev);
+}
+
+void ll_loop_unref(ll_loop *loop) {
+    if (loop) ev_unref(loop->ev);
+}
+
+/* ---- call_later and sleep ---- */
+
+typedef struct later {
+    ev_timer timer;
+    ll_loop *loop;
+    ll_time deadline;
+    ll_future *f;
+    ll_callback cb;
+    void *arg;
+} later;
+
+static void later_end(later *l) {
+    ev_timer_stop(l->loop->ev, &l->timer);
+    ll__handle_unref(l->loop);
+    ll_future_free(l->f);
+    ll__free(l);
+}
+
+static void on_later(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)revents;
+    later *l = (later *)w;
+    double left = l->deadline - ll_now();
+    if (left > 0) { /* libev's cached time ran ahead of the clock: not yet */
+        ev_timer_set(w, left, 0.);
+        ev_timer_start(ev, w);
+        return;
+    }
+    ll_loop *saved = ll__tls_loop;
+    ll__tls_loop = l->loop;
+    if (l->cb) l->cb(l->arg);
+    ll_future_resolve(l->f, NULL, NULL);
+    ll__tls_loop = saved;
+    later_end(l);
+}
+
+static void later_cancel(ll_future *f, void *arg) {
+    later *l = arg;
+    ll_future_set_cancelled(f);
+    later_end(l);
+}
+
+ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg) {
+    loop = ll__loop_or_current(loop);
+    if (!loop) return NULL;
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    later *l = ll__malloc(sizeof *l);
+    if (!l) {
+        ll_future_free(f);
+        return NULL;
+    }
+    if (delay < 0) delay = 0;
+    l->loop = loop;
+    l->deadline = ll_now() + delay;
+    l->f = ll_future_ref(f);
+    l->cb = cb;
+    l->arg = arg;
+    ev_timer_init(&l->timer, on_later, delay, 0.);
+    ev_timer_start(loop->ev, &l->timer);
+    ll__handle_ref(loop);
+    ll_future_on_cancel(f, later_cancel, l);
+    ll_future_set_label(f, cb ? "call_later" : "sleep");
+    return f;
+}
+
+ll_future *ll_sleep_future(ll_loop *loop, double seconds) {
+    return ll_call_later(loop, seconds, NULL, NULL);
+}
+
+/* ---- signals ---- */
+
+static ll_loop *_Atomic signal_owner;
+
+static void on_stop_signal(struct ev_loop *ev, ev_signal *w, int revents) {
+    (void)ev, (void)revents;
+    ll_loop *loop = w->data;
+    if (loop->closing) { /* a second signal: let it do what it does by default */
+        ll_loop_handle_signals(loop, false);
+        signal(w->signum, SIG_DFL);
+        raise(w->signum);
+        return;
+    }
+    loop->closing = true;
+    ll__task_cancel_all(loop);
+}
+
+static void on_usr1(struct ev_loop *ev, ev_signal *w, int revents) {
+    (void)ev, (void)revents;
+    ll_loop_dump_tasks(w->data, stderr);
+}
+
+int ll_loop_handle_signals(ll_loop *loop, bool on) {
+    if (!loop) return LL_EINVAL;
+    if (on == loop->signals_on) return 0;
+    if (on) {
+        ll_loop *expected = NULL;
+        if (!__atomic_compare_exchange_n(&signal_owner, &expected, loop, false, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+            return LL_EBUSY;
+        ev_signal_start(loop->ev, &loop->sig_int);
+        ev_signal_start(loop->ev, &loop->sig_term);
+        ev_unref(loop->ev);
+        ev_unref(loop->ev);
+        if (loop->debug) {
+            ev_signal_start(loop->ev, &loop->sig_usr1);
+            ev_unref(loop->ev);
+            loop->usr1_on = true;
+        }
+    } else {
+        ev_ref(loop->ev);
+        ev_ref(loop->ev);
+        ev_signal_stop(loop->ev, &loop->sig_int);
+        ev_signal_stop(loop->ev, &loop->sig_term);
+        if (loop->usr1_on) {
+            ev_ref(loop->ev);
+            ev_signal_stop(loop->ev, &loop->sig_usr1);
+            loop->usr1_on = false;
+        }
+        __atomic_store_n(&signal_owner, NULL, __ATOMIC_SEQ_CST);
+    }
+    loop->signals_on = on;
+    return 0;
+}
+
+/* ---- life cycle ---- */
+
+static size_t default_stack_size(void) {
+    const char *e = getenv("LIBLOOP_STACK_SIZE");
+    if (e && *e) {
+        char *end;
+        unsigned long long v = strtoull(e, &end, 10);
+        if (*end == 'k' || *end == 'K') v *= 1024;
+        else if (*end == 'm' || *end == 'M') v *= 1024 * 1024;
+        if (v >= 16384) return (size_t)v;
+    }
+    return 128 * 1024;
+}
+
+static ll_loop *loop_init(struct ev_loop *ev, bool owns) {
+    ll_loop *loop = ll__calloc(1, sizeof *loop);
+    if (!loop) return NULL;
+    loop->ev = ev;
+    loop->owns_ev = owns;
+    loop->rq_tail = &loop->rq_head;
+    loop->ts_tail = &loop->ts_head;
+    pthread_mutex_init(&loop->ts_lock, NULL);
+    loop->stack_size = default_stack_size();
+    loop->slow_ms = 100;
+    const char *dbg = getenv("LIBLOOP_DEBUG");
+    loop->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+
+    ev_prepare_init(&loop->prepare, on_prepare);
+    loop->prepare.data = loop;
+    ev_set_priority(&loop->prepare, EV_MINPRI);
+    ev_prepare_start(ev, &loop->prepare);
+    ev_unref(ev);
+    ev_idle_init(&loop->idle, on_idle);
+    ev_async_init(&loop->async, on_async);
+    loop->async.data = loop;
+    ev_async_start(ev, &loop->async);
+    ev_unref(ev);
+    ev_signal_init(&loop->sig_int, on_stop_signal, SIGINT);
+    loop->sig_int.data = loop;
+    ev_signal_init(&loop->sig_term, on_stop_signal, SIGTERM);
+    loop->sig_term.data = loop;
+    ev_signal_init(&loop->sig_usr1, on_usr1, SIGUSR1);
+    loop->sig_usr1.data = loop;
+
+    ll__stack_thread_init();
+    loop->thread_prev = thread_loops;
+    thread_loops = loop;
+    return loop;
+}
+
+ll_loop *ll_loop_new(void) {
+    struct ev_loop *ev = ev_loop_new(EVFLAG_AUTO);
+    if (!ev) return NULL;
+    ll_loop *loop = loop_init(ev, true);
+    if (!loop) ev_loop_destroy(ev);
+    return loop;
+}
+
+ll_loop *ll_loop_new_embedded(struct ev_loop *ev) {
+    if (!ev) return NULL;
+    return loop_init(ev, false);
+}
+
+struct ev_loop *ll_loop_ev(ll_loop *loop) {
+    return loop ? loop->ev : NULL;
+}
+
+void ll_loop_set_stack_size(ll_loop *loop, size_t bytes) {
+    if (!loop) return;
+    if (bytes < 16384) bytes = 16384;
+    loop->stack_size = bytes;
+}
+
+void ll_loop_get_stats(ll_loop *loop, ll_loop_stats *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!loop) return;
+    out->tasks = loop->ntasks;
+    out->futures = loop->nfutures;
+    out->handles = loop->nhandles;
+    out->stacks_guarded = loop->stacks_guarded;
+    out->stacks_unguarded = loop->stacks_unguarded;
+}
+
+int ll_loop_run(ll_loop *loop) {
+    if (!loop || !loop->owns_ev) return LL_EINVAL;
+    if (loop->running || ll__tls_task) return LL_EBUSY;
+    loop->running = true;
+    loop->stop_requested = false;
+    ll_loop *saved = ll__tls_loop;
+    ll__tls_loop = loop;
+    while (!loop->stop_requested) {
+        if (!ev_run(loop->ev, EVRUN_ONCE) && !loop->rq_head) break;
+    }
+    ll__tls_loop = saved;
+    loop->running = false;
+    return 0;
+}
+
+int ll_loop_run_until(ll_loop *loop, ll_future *f) {
+    if (!loop || !f) return LL_EINVAL;
+    if (loop->running || ll__tls_task) return LL_EBUSY;
+    loop->running = true;
+    loop->stop_requested = false;
+    ll_loop *saved = ll__tls_loop;
+    ll__tls_loop = loop;
+    while (f->state == LL_FUTURE_PENDING && !loop->stop_requested) {
+        if (!ev_run(loop->ev, EVRUN_ONCE) && !loop->rq_head && f->state == LL_FUTURE_PENDING)
+            break; /* nothing left that could settle f */
+    }
+    ll__tls_loop = saved;
+    loop->running = false;
+    return f->state == LL_FUTURE_PENDING ? LL_EBUSY : ll__future_retrieve(f);
+}
+
+void ll_loop_stop(ll_loop *loop) {
+    if (loop) loop->stop_requested = true;
+}
+
+static void on_shutdown_timer(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)ev, (void)w, (void)revents; /* wakes the poll at the deadline */
+}
+
+int ll_loop_shutdown(ll_loop *loop, ll_time deadline) {
+    if (!loop) return LL_EINVAL;
+    if (ll__tls_task) return LL_EBUSY;
+    loop->closing = true;
+    ll__task_cancel_all(loop);
+    ev_timer t;
+    double left = deadline - ll_now();
+    ev_timer_init(&t, on_shutdown_timer, left > 0 ? left : 0, 0.);
+    ev_timer_start(loop->ev, &t);
+    ll_loop *saved = ll__tls_loop;
+    ll__tls_loop = loop;
+    while ((loop->ntasks > 0 || loop->rq_head) && ll_now() < deadline) {
+        if (!ev_run(loop->ev, EVRUN_ONCE) && !loop->rq_head) break;
+    }
+    ev_timer_stop(loop->ev, &t);
+    int rc = 0;
+    if (loop->ntasks > 0) {
+        rc = LL_ETIMEDOUT;
+        ll__task_destroy_all(loop);
+    }
+    /* deliver what the forced ends settled */
+    for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
+    ll__tls_loop = saved;
+    return rc;
+}
+
+int ll_loop_free(ll_loop *loop) {
+    if (!loop) return 0;
+    int rc = 0;
+    if (loop->ntasks > 0) rc = ll_loop_shutdown(loop, ll_deadline_in(5.0));
+    for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
+    ll__executor_free(loop);
+    for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
+    if (loop->debug) ll__debug_report_alive(loop);
+    ll_loop_handle_signals(loop, false);
+    /* Work still queued now belongs to nobody: run it so its memory is released. */
+    while (loop->rq_head) drain(loop);
+    ev_ref(loop->ev);
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    ev_ref(loop->ev);
+    ev_async_stop(loop->ev, &loop->async);
+    ev_idle_stop(loop->ev, &loop->idle);
+    ll__stack_pools_free(loop);
+    ll__ctx_unref(loop->root_ctx);
+    /* detach futures that outlive the loop from the debug list */
+    while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
+    if (loop->owns_ev) ev_loop_destroy(loop->ev);
+    pthread_mutex_destroy(&loop->ts_lock);
+    ll_loop **pp = &thread_loops;
+    while (*pp && *pp != loop) pp = &(*pp)->thread_prev;
+    if (*pp) *pp = loop->thread_prev;
+    if (ll__tls_loop == loop) ll__tls_loop = NULL;
+    ll__free(loop);
+    return rc;
+}
+
+/* ---- asyncio.run ---- */
+
+int ll_run(ll_task_fn main_fn, void *arg) {
+    if (!main_fn) return LL_EINVAL;
+    ll_loop *loop = ll_loop_new();
+    if (!loop) return LL_ENOMEM;
+    ll_loop_handle_signals(loop, true);
+    ll_spawn_opts o = {.name = "main", .loop = loop};
+    ll_future *f = ll_spawn_ex(main_fn, arg, &o);
+    int rc = LL_ENOMEM;
+    if (f) {
+        rc = ll_loop_run_until(loop, f);
+        if (rc == LL_EBUSY && loop->debug)
+            ll__warn(loop, "main task can never finish: every task waits for something that nothing "
+                           "will complete");
+    }
+    ll_future_free(f);
+    ll_loop_shutdown(loop, ll_deadline_in(5.0));
+    ll_loop_free(loop);
+    return rc;
+}

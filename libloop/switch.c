@@ -1,0 +1,71 @@
+/*
+ * switch.c — sets up a task's first frame for the assembly switch, or wraps ucontext.
+ *
+ * Stack layout for the assembly switch (x86-64; aarch64 is alike with its own registers): the new
+ * stack holds the callee-saved registers that ll__switch pops, with the entry function and its
+ * argument in two of them and ll__trampoline as the return address. The trampoline moves the
+ * argument into place, aligns the stack and calls the entry, which never returns.
+ */
+#include <stdint.h>
+#include <string.h>
+#include "switch.h"
+
+#ifdef LL_USE_UCONTEXT
+
+/* makecontext passes only ints: the context's address travels as two halves. */
+static void uc_start(unsigned hi, unsigned lo) {
+    ll__switch_ctx *c = (ll__switch_ctx *)(((uintptr_t)hi << 16 << 16) | (uintptr_t)lo);
+    c->entry(c->arg);
+}
+
+void ll__switch_make(ll__switch_ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg) {
+    uintptr_t p = (uintptr_t)c;
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = lo;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = NULL;
+    c->entry = entry;
+    c->arg = arg;
+    makecontext(&c->uc, (void (*)(void))uc_start, 2, (unsigned)(p >> 16 >> 16), (unsigned)p);
+}
+
+void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to) {
+    swapcontext(&from->uc, &to->uc);
+}
+
+#else
+
+void ll__switch(void **save_sp, void *new_sp);
+void ll__trampoline(void);
+
+void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to) {
+    ll__switch(&from->sp, to->sp);
+}
+
+void ll__switch_make(ll__switch_ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg) {
+    uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    /* popped by ll__switch: r15 r14 r13 r12 rbx rbp, then ret */
+    void **sp = (void **)top;
+    *--sp = NULL;                      /* a zero return address ends backtraces */
+    *--sp = (void *)ll__trampoline;    /* ret */
+    *--sp = NULL;                      /* rbp */
+    *--sp = NULL;                      /* rbx */
+    *--sp = arg;                       /* r12 */
+    *--sp = (void *)entry;             /* r13 */
+    *--sp = NULL;                      /* r14 */
+    *--sp = NULL;                      /* r15 */
+    c->sp = sp;
+#elif defined(__aarch64__)
+    /* a 176-byte frame: x19..x30 then d8..d15, see switch_aarch64.S */
+    void **sp = (void **)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = arg;                       /* x19 */
+    sp[1] = (void *)entry;             /* x20 */
+    sp[10] = NULL;                     /* x29 */
+    sp[11] = (void *)ll__trampoline;   /* x30 */
+    c->sp = sp;
+#endif
+}
+
+#endif

@@ -1,0 +1,479 @@
+/*
+ * task.c — tasks (stackful coroutines), ll_await, cancellation and deadline scopes.
+ *
+ * Design notes:
+ * - Only the loop switches into a task and a task only switches back to the loop, never to another
+ *   task. Everything that resumes a task runs from the ready queue, on the loop's stack, so a task
+ *   is never resumed from inside another task's call.
+ * - The ll_task struct lives at the top of the task's own stack: spawning allocates one future and
+ *   takes a stack from the pool, and a sleeping task costs about one page of memory.
+ * - ll_await registers the task as the future's (inline, allocation-free) done callback and switches
+ *   to the loop; the callback, run by the loop, switches back. Cancellation and deadlines do not
+ *   resume the task directly: they cancel the awaited future and let its settling resume the task,
+ *   so an operation has always stopped by the time its awaiter continues.
+ * - Cancellation is sticky and scopes carry deadlines; see libloop/task.h for the contract.
+ * - A task's outcome is decided when its function returns, then the task is finalised on the loop's
+ *   stack (its own stack is being released).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LL_ASAN 1
+#endif
+#endif
+
+#ifdef LL_ASAN
+#include <sanitizer/common_interface_defs.h>
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+
+#define TASK_SPACE ((sizeof(ll_task) + 63) & ~(size_t)63)
+
+static void resume(ll_task *t);
+
+static size_t usable(const ll_task *t) {
+    return t->stack->size - TASK_SPACE;
+}
+
+static void task_run(ll__work *w) {
+    resume((ll_task *)w);
+}
+
+static void unlink_task(ll_task *t) {
+    ll_loop *loop = t->loop;
+    if (t->prev) t->prev->next = t->next;
+    else loop->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    loop->ntasks--;
+}
+
+/* On the loop's stack, after the task's function returned (or the task was destroyed). */
+static void finalize(ll_task *t) {
+    ll_loop *loop = t->loop;
+    ll_future *f = t->future;
+    ll__stack *stack = t->stack;
+    f->task = NULL;
+    ev_timer_stop(loop->ev, &t->timer);
+    if (t->rc == 0 && !t->forced) {
+        ll_future_resolve(f, t->ret_value, t->ret_free);
+    } else {
+        if (t->ret_value && t->ret_free) t->ret_free(t->ret_value);
+        if (t->cancelled || t->rc == LL_ECANCELED || t->forced) {
+            ll_future_set_cancelled(f);
+        } else if (t->fail_msg) {
+            ll_future_fail(f, t->rc, "%s", t->fail_msg);
+        } else {
+            ll_future_fail(f, t->rc, NULL);
+        }
+    }
+    ll__free(t->fail_msg);
+    ll__free(t->name);
+    ll__ctx_unref(t->ctx_vars);
+    unlink_task(t);
+    ll__stack_put(loop, stack); /* t lives on this stack: touch it no more */
+    ll_future_free(f);
+}
+
+static void task_entry(void *p) {
+    ll_task *t = p;
+    ASAN_FINISH(NULL, &t->loop->main_stack_bottom, &t->loop->main_stack_size);
+    t->rc = t->fn(t->arg);
+    t->state = LL__TASK_DONE;
+    ASAN_START(NULL, t->loop->main_stack_bottom, t->loop->main_stack_size);
+    ll__switch_to(&t->ctx, &t->loop->main_ctx);
+    abort(); /* unreachable: a finished task is never resumed */
+}
+
+static void report_canary(ll_task *t) {
+    char name[128];
+    fprintf(stderr,
+            "libloop: task #%llu '%s' overflowed its %zu-byte stack (canary overwritten); give it a "
+            "larger stack with ll_spawn_ex() or ll_loop_set_stack_size()\n",
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size);
+    abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
+}
+
+static void resume(ll_task *t) {
+    ll_loop *loop = t->loop;
+    if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
+        t->rc = LL_ECANCELED;
+        finalize(t);
+        return;
+    }
+    t->started = true;
+    t->state = LL__TASK_RUNNING;
+    ll_task *saved_task = ll__tls_task;
+    ll_loop *saved_loop = ll__tls_loop;
+    ll__tls_task = t;
+    ll__tls_loop = loop;
+    loop->current = t;
+    double t0 = loop->debug ? ll__mono_ms() : 0;
+    void *fake = NULL;
+    ASAN_START(&fake, t->stack->lo, usable(t));
+    ll__switch_to(&loop->main_ctx, &t->ctx);
+    ASAN_FINISH(fake, NULL, NULL);
+    ll__tls_task = saved_task;
+    ll__tls_loop = saved_loop;
+    loop->current = NULL;
+    if (!ll__stack_intact(t->stack)) report_canary(t);
+    if (loop->debug) {
+        double ms = ll__mono_ms() - t0;
+        if (ms >= loop->slow_ms) {
+            char name[128], what[192];
+            snprintf(what, sizeof what, "task #%llu '%s'", (unsigned long long)t->id,
+                     ll__task_label(t, name, sizeof name));
+            ll__debug_slow(loop, ms, what);
+        }
+    }
+    if (t->state == LL__TASK_DONE) finalize(t);
+}
+
+static void suspend(ll_task *t) {
+    ASAN_START(&t->asan_fake_stack, t->loop->main_stack_bottom, t->loop->main_stack_size);
+    ll__switch_to(&t->ctx, &t->loop->main_ctx);
+    ASAN_FINISH(t->asan_fake_stack, &t->loop->main_stack_bottom, &t->loop->main_stack_size);
+    t->state = LL__TASK_RUNNING;
+}
+
+/* ---- cancellation and deadlines ---- */
+
+static void task_cancel_hook(ll_future *f, void *arg) {
+    (void)f;
+    ll_task *t = arg;
+    t->cancelled = true;
+    if (t->state == LL__TASK_WAITING && t->awaiting && !t->scope->shield)
+        ll_future_cancel(t->awaiting);
+}
+
+/* The innermost scope whose own deadline is the effective one is the scope that expired. */
+static void mark_fired(ll_task *t) {
+    for (ll_scope *s = t->scope; s; s = s->parent) {
+        if (s->deadline <= s->effective) {
+            s->fired = true;
+            return;
+        }
+        if (s->shield && s->parent && s->effective < s->parent->effective) return;
+    }
+}
+
+static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)revents;
+    ll_task *t = w->data;
+    double left = t->scope->effective - ll_now();
+    if (left > 0) { /* libev's cached time ran ahead of the clock */
+        ev_timer_set(w, left, 0.);
+        ev_timer_start(ev, w);
+        return;
+    }
+    if (t->state != LL__TASK_WAITING || !t->awaiting) return;
+    t->timed_out = true;
+    mark_fired(t);
+    /* A child task bound by the same deadline times out by itself (and says so: LL_ETIMEDOUT rather
+     * than LL_ECANCELED); we wake when it ends. */
+    ll_task *child = t->awaiting->task;
+    if (child && child->scope->effective <= t->scope->effective) return;
+    ll_future_cancel(t->awaiting);
+}
+
+/* ---- spawning ---- */
+
+ll_future *ll_spawn(ll_task_fn fn, void *arg) {
+    return ll_spawn_ex(fn, arg, NULL);
+}
+
+ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
+    ll_spawn_opts o = {0};
+    if (opts) o = *opts;
+    ll_loop *loop = ll__loop_or_current(o.loop);
+    if (!loop || !fn) return NULL;
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "task");
+    size_t size = o.stack_size ? o.stack_size : loop->stack_size;
+    if (size < TASK_SPACE + 16384) size = TASK_SPACE + 16384;
+    ll__stack *stack = ll__stack_get(loop, size);
+    if (!stack) {
+        ll_future_fail(f, LL_ESTACK, "cannot map a %zu-byte task stack (vm.max_map_count or memory "
+                                     "exhausted)", size);
+        return f;
+    }
+    char *name = NULL;
+    if (o.name && !(name = ll__strdup(o.name))) {
+        ll__stack_put(loop, stack);
+        ll_future_fail(f, LL_ENOMEM, "out of memory spawning task '%s'", o.name);
+        return f;
+    }
+    ll_task *t = (ll_task *)(stack->lo + stack->size - TASK_SPACE);
+    memset(t, 0, sizeof *t);
+    stack->owner = t;
+    t->loop = loop;
+    t->stack = stack;
+    t->fn = fn;
+    t->arg = arg;
+    t->name = name;
+    t->id = ++loop->next_task_id;
+    t->state = LL__TASK_READY;
+    t->future = ll_future_ref(f);
+    f->task = t;
+    ll_task *parent = (ll__tls_task && ll__tls_task->loop == loop) ? ll__tls_task : NULL;
+    t->root.deadline = o.deadline > 0 ? o.deadline : LL_NEVER;
+    t->root.effective = t->root.deadline;
+    if (parent && parent->scope->effective < t->root.effective)
+        t->root.effective = parent->scope->effective;
+    t->root.task = t;
+    t->scope = &t->root;
+    t->ctx_vars = ll__ctx_ref(parent ? parent->ctx_vars : loop->root_ctx);
+    ev_timer_init(&t->timer, on_deadline, 0., 0.);
+    t->timer.data = t;
+    ll__switch_make(&t->ctx, stack->lo, usable(t), task_entry, t);
+    t->next = loop->tasks;
+    if (loop->tasks) loop->tasks->prev = t;
+    loop->tasks = t;
+    loop->ntasks++;
+    ll_future_on_cancel(f, task_cancel_hook, t);
+    t->work.run = task_run;
+    ll__schedule(loop, &t->work);
+    return f;
+}
+
+/* ---- awaiting ---- */
+
+static void wake(ll_future *f, void *arg) {
+    ll_task *t = arg;
+    if (t->state == LL__TASK_WAITING && t->awaiting == f) resume(t);
+}
+
+int ll_await(ll_future *f) {
+    ll_task *t = ll__tls_task;
+    if (!t) return LL_ENOTASK;
+    if (!f) return LL_ENOMEM;
+    if (f->state != LL_FUTURE_PENDING) return ll__future_retrieve(f);
+    if (f->loop != t->loop) return LL_EINVAL;
+    ll_scope *sc = t->scope;
+    int interrupt = 0;
+    if (t->cancelled && !sc->shield) interrupt = LL_ECANCELED;
+    else if (sc->effective < LL_NEVER && ll_now() >= sc->effective) interrupt = LL_ETIMEDOUT;
+    int rc = ll_future_add_done(f, wake, t);
+    if (rc) return rc;
+    t->awaiting = ll_future_ref(f);
+    t->state = LL__TASK_WAITING;
+    t->timed_out = false;
+    if (interrupt == LL_ETIMEDOUT) {
+        t->timed_out = true;
+        mark_fired(t);
+    }
+    if (interrupt) {
+        ll_future_cancel(f);
+    } else if (sc->effective < LL_NEVER) {
+        ev_timer_set(&t->timer, sc->effective - ll_now(), 0.);
+        ev_timer_start(t->loop->ev, &t->timer);
+    }
+    suspend(t);
+    ev_timer_stop(t->loop->ev, &t->timer);
+    ll_future *a = t->awaiting;
+    t->awaiting = NULL;
+    rc = ll__future_retrieve(a);
+    if (t->timed_out && rc == LL_ECANCELED) rc = LL_ETIMEDOUT;
+    t->timed_out = false;
+    ll_future_free(a);
+    return rc;
+}
+
+int ll_await_timeout(ll_future *f, double seconds) {
+    ll_scope s;
+    ll_scope_enter(&s, ll_deadline_in(seconds));
+    int rc = ll_await(f);
+    int src = ll_scope_exit(&s);
+    return (rc == LL_ETIMEDOUT || rc == LL_ECANCELED) && src == LL_ETIMEDOUT ? LL_ETIMEDOUT : rc;
+}
+
+int ll_sleep(double seconds) {
+    if (!ll__tls_task) return LL_ENOTASK;
+    ll_future *f = ll_sleep_future(ll__tls_task->loop, seconds);
+    int rc = ll_await(f);
+    ll_future_free(f);
+    return rc;
+}
+
+int ll_yield(void) {
+    ll_task *t = ll__tls_task;
+    if (!t) return LL_ENOTASK;
+    t->state = LL__TASK_READY;
+    ll__schedule(t->loop, &t->work);
+    suspend(t);
+    return (t->cancelled && !t->scope->shield) ? LL_ECANCELED : 0;
+}
+
+/* ---- outcome ---- */
+
+void ll_task_return(void *value, ll_value_free value_free) {
+    ll_task *t = ll__tls_task;
+    if (!t) return;
+    if (t->ret_value && t->ret_free) t->ret_free(t->ret_value);
+    t->ret_value = value;
+    t->ret_free = value_free;
+}
+
+int ll_task_fail(int code, const char *fmt, ...) {
+    ll_task *t = ll__tls_task;
+    if (!t || !fmt) return code;
+    va_list ap;
+    va_start(ap, fmt);
+    char *m = ll__vformat(fmt, ap);
+    va_end(ap);
+    ll__free(t->fail_msg);
+    t->fail_msg = m;
+    return code;
+}
+
+int ll_task_fail_from(ll_future *f) {
+    int code = ll__future_retrieve(f);
+    if (code == 0 || code == LL_EAGAIN) return code;
+    return ll_task_fail(code, "%s", ll_future_errmsg(f));
+}
+
+int ll_task_cancel(ll_future *task_future) {
+    return ll_future_cancel(task_future);
+}
+
+bool ll_task_cancelled(void) {
+    return ll__tls_task && ll__tls_task->cancelled;
+}
+
+ll_task *ll_task_current(void) { return ll__tls_task; }
+
+const char *ll_task_name(const ll_task *t) {
+    return (t && t->name) ? t->name : "task";
+}
+
+uint64_t ll_task_id(const ll_task *t) { return t ? t->id : 0; }
+
+ll_task *ll_future_task(const ll_future *f) { return f ? f->task : NULL; }
+
+const char *ll__task_label(const ll_task *t, char *buf, size_t n) {
+    if (t->name) return t->name;
+    return ll__fn_name((const void *)t->fn, buf, n);
+}
+
+/* ---- scopes ---- */
+
+static void enter(ll_scope *s, ll_time deadline, bool shield) {
+    ll_task *t = ll__tls_task;
+    memset(s, 0, sizeof *s);
+    s->deadline = deadline;
+    s->effective = deadline;
+    s->task = t;
+    if (!t) return;
+    s->parent = t->scope;
+    s->shield = shield || s->parent->shield;
+    if (!shield && s->parent->effective < s->effective) s->effective = s->parent->effective;
+    t->scope = s;
+}
+
+void ll_scope_enter(ll_scope *s, ll_time deadline) { enter(s, deadline, false); }
+void ll_scope_enter_shielded(ll_scope *s, ll_time deadline) { enter(s, deadline, true); }
+
+int ll_scope_exit(ll_scope *s) {
+    ll_task *t = ll__tls_task;
+    if (!s) return LL_EINVAL;
+    if (!t || s->task != t) return LL_ENOTASK;
+    if (t->scope != s) {
+        /* Misuse: an inner scope was not exited. Unwind to s if it is on the chain. */
+        ll_scope *p = t->scope;
+        while (p && p != s) p = p->parent;
+        if (!p) return LL_ESTATE;
+    }
+    t->scope = s->parent ? s->parent : &t->root;
+    return s->fired ? LL_ETIMEDOUT : 0;
+}
+
+ll_time ll_task_deadline(void) {
+    return ll__tls_task ? ll__tls_task->scope->effective : LL_NEVER;
+}
+
+/* ---- loop-wide operations ---- */
+
+void ll__task_cancel_all(ll_loop *loop) {
+    ll_task *t = loop->tasks;
+    while (t) {
+        ll_task *next = t->next;
+        ll_future_cancel(t->future);
+        t = next;
+    }
+}
+
+void ll__task_destroy_all(ll_loop *loop) {
+    /* drop queued resumptions first: they would point into released stacks */
+    ll__work **pp = &loop->rq_head;
+    loop->rq_tail = &loop->rq_head;
+    while (*pp) {
+        if ((*pp)->run == task_run) {
+            *pp = (*pp)->next;
+        } else {
+            loop->rq_tail = &(*pp)->next;
+            pp = &(*pp)->next;
+        }
+    }
+    while (loop->tasks) {
+        ll_task *t = loop->tasks;
+        if (loop->debug) {
+            char name[128];
+            ll__warn(loop, "shutdown: task #%llu '%s' did not finish cleaning up before the deadline "
+                           "and was destroyed (what it held is lost)",
+                     (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
+        }
+        if (t->awaiting) {
+            ll_future_remove_done(t->awaiting, wake, t);
+            ll_future_free(t->awaiting);
+            t->awaiting = NULL;
+        }
+        t->forced = true;
+        t->rc = LL_ECANCELED;
+        finalize(t);
+    }
+}
+
+/* ---- context values ---- */
+
+void ll__ctx_unref(ll__ctxnode *n) {
+    while (n && --n->refs == 0) {
+        ll__ctxnode *next = n->next;
+        if (n->var->free_value && n->value) n->var->free_value(n->value);
+        ll__free(n);
+        n = next;
+    }
+}
+
+int ll_ctxvar_set(const ll_ctxvar *var, void *value) {
+    ll_loop *loop = ll_loop_current();
+    ll__ctxnode **head = ll__tls_task ? &ll__tls_task->ctx_vars : loop ? &loop->root_ctx : NULL;
+    ll__ctxnode *n = (head && var) ? ll__malloc(sizeof *n) : NULL;
+    if (!n) {
+        if (var && var->free_value && value) var->free_value(value);
+        return var && head ? LL_ENOMEM : LL_EINVAL;
+    }
+    n->refs = 1;
+    n->var = var;
+    n->value = value;
+    n->next = *head; /* takes over the holder's reference */
+    *head = n;
+    return 0;
+}
+
+void *ll_ctxvar_get(const ll_ctxvar *var) {
+    ll_loop *loop = ll_loop_current();
+    ll__ctxnode *n = ll__tls_task ? ll__tls_task->ctx_vars : loop ? loop->root_ctx : NULL;
+    for (; n; n = n->next)
+        if (n->var == var) return n->value;
+    return NULL;
+}
