@@ -31,10 +31,10 @@ endif
 ifeq ($(UCONTEXT),1)
 CFLAGS_BASE += -DLL_USE_UCONTEXT
 endif
-LIBS := -lev -lpthread -ldl
+LIBS := -lev -lcares -lssl -lcrypto -lz -lpthread -ldl
 
 # tests: every tests/<module>/*.c is one program; tests/harness/*.c is linked into each
-TEST_SRC := $(sort $(wildcard tests/core/*.c))
+TEST_SRC := $(sort $(wildcard tests/core/*.c tests/io/*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HARNESS_SRC := $(sort $(wildcard tests/harness/*.c))
 HARNESS_OBJ := $(HARNESS_SRC:%.c=$(BUILD)/%.o)
