@@ -134,7 +134,9 @@ bench: bench-core
 bench-core: $(BUILD)/bench/bench_core
 	bench/run-core $(BUILD)/bench/bench_core
 
-demo: $(BUILD)/examples/demo
+demo:
+	scripts/deps
+	$(MAKE) $(BUILD)/examples/demo
 	$(BUILD)/examples/demo
 
 install: lib
