@@ -1,6 +1,7 @@
 /*
  * libloop.h — the core of libloop: include this for the loop, futures, tasks, combinators,
- * synchronisation, the executor and debug mode. Clients have their own headers
+ * synchronisation, the executor, debug mode, and the I/O layer (resolver, streams, TLS,
+ * servers). Clients have their own headers
  * (libloop/pg.h, libloop/redis.h, libloop/http.h, libloop/smtp.h) and libraries.
  */
 #ifndef LIBLOOP_H
@@ -15,5 +16,9 @@
 #include "libloop/sync.h"
 #include "libloop/executor.h"
 #include "libloop/debug.h"
+#include "libloop/dns.h"
+#include "libloop/tls.h"
+#include "libloop/stream.h"
+#include "libloop/server.h"
 
 #endif

@@ -58,7 +58,7 @@ struct ll_future {
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
     ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
-    const char *creator; /* debug mode: name of the task that created it */
+    char *creator;       /* debug mode: a copy of the creating task's name (it may outlive the task) */
 };
 
 typedef struct ll__ctxnode {
@@ -117,7 +117,10 @@ struct ll_loop {
     struct ev_loop *ev;
     bool owns_ev;
     bool stop_requested;
-    bool running;         /* inside ll_loop_run / run_until */
+    bool running;         /* inside ll_loop_run / run_until / shutdown: our own ev_run calls */
+    bool shutting_down;   /* inside ll_loop_shutdown: return as soon as no task is left */
+    ll_future *until;     /* the future ll_loop_run_until waits for */
+    struct ll__closer *closers; /* handles ll_loop_free closes if the application did not */
     bool closing;
     ev_prepare prepare;
     ev_idle idle;
@@ -141,6 +144,8 @@ struct ll_loop {
     ll__ctxnode *root_ctx;
     ll__executor *executor;
     unsigned executor_threads;
+    void *dns;            /* dns.c: the c-ares channel, its watchers and the cache (lazily made) */
+    void *tls;            /* tls.c: SSL_CTX cache (lazily made) */
     /* debug mode */
     bool debug;
     double slow_ms;
@@ -153,7 +158,18 @@ struct ll_loop {
     ll_loop *thread_prev;  /* the thread's list of loops, newest first */
 };
 
+/* A handle the loop closes when it is freed while the application still has it open (a
+ * fire-and-forget ll_call_later, ...): close() must stop its watchers and release it, typically by
+ * cancelling its future, and remove it from the list. Without this its watcher would stay in an
+ * embedded ev_loop, pointing at freed memory. */
+typedef struct ll__closer {
+    struct ll__closer *prev, *next;
+    void (*close)(struct ll__closer *c);
+} ll__closer;
+
 /* loop.c */
+void ll__closer_add(ll_loop *loop, ll__closer *c);
+void ll__closer_remove(ll_loop *loop, ll__closer *c);
 extern _Thread_local ll_loop *ll__tls_loop;   /* the loop running on this thread, if any */
 extern _Thread_local ll_task *ll__tls_task;   /* the running task, if any */
 void ll__schedule(ll_loop *loop, ll__work *w);
@@ -197,5 +213,9 @@ double ll__mono_ms(void);
 
 /* executor.c */
 void ll__executor_free(ll_loop *loop);
+
+/* dns.c, tls.c: per-loop I/O state, released by ll_loop_free */
+void ll__dns_free(ll_loop *loop);
+void ll__tls_free(ll_loop *loop);
 
 #endif

@@ -13,6 +13,11 @@
  *   timer or I/O cannot make progress, so ll_loop_run returns rather than hang (ll_run reports it).
  * - libev timers are relative to a time cached at the start of the iteration; ll__timer re-checks
  *   the absolute deadline when it fires and re-arms, so a deadline never fires early.
+ * - run, run_until and shutdown end their ev_run as soon as ready work meets their goal (the future
+ *   settled, ll_loop_stop(), no task left): drain() breaks out before libev polls, so an unrelated
+ *   long timer cannot keep them asleep.
+ * - ll_loop_free closes handles the application left open (ll__closer: a fire-and-forget
+ *   ll_call_later), so nothing of the loop stays behind in an embedded ev_loop.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -57,6 +62,12 @@ void ll__schedule(ll_loop *loop, ll__work *w) {
     if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
 }
 
+static bool goal_met(const ll_loop *loop) {
+    if (loop->shutting_down) return loop->ntasks == 0 && !loop->rq_head;
+    if (loop->stop_requested) return true;
+    return loop->until && loop->until->state != LL_FUTURE_PENDING;
+}
+
 static void drain(ll_loop *loop) {
     ll_loop *saved = ll__tls_loop;
     ll__tls_loop = loop;
@@ -67,6 +78,10 @@ static void drain(ll_loop *loop) {
         w->run(w);
     }
     if (!loop->rq_head && ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+    /* Ready work may have met the goal of our own ev_run (the awaited future settled, the last task
+     * ended, ll_loop_stop() was called): end it now rather than block in the poll that follows the
+     * prepare watchers until some unrelated timer or I/O wakes it. */
+    if (loop->running && goal_met(loop)) ev_break(loop->ev, EVBREAK_ONE);
     ll__tls_loop = saved;
 }
 
@@ -160,10 +175,27 @@ void ll_loop_unref(ll_loop *loop) {
     if (loop) ev_unref(loop->ev);
 }
 
+/* ---- handles closed by ll_loop_free ---- */
+
+void ll__closer_add(ll_loop *loop, ll__closer *c) {
+    c->prev = NULL;
+    c->next = loop->closers;
+    if (loop->closers) loop->closers->prev = c;
+    loop->closers = c;
+}
+
+void ll__closer_remove(ll_loop *loop, ll__closer *c) {
+    if (c->prev) c->prev->next = c->next;
+    else if (loop->closers == c) loop->closers = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
 /* ---- call_later and sleep ---- */
 
 typedef struct later {
     ev_timer timer;
+    ll__closer closer;   /* a timer still pending at ll_loop_free is cancelled there */
     ll_loop *loop;
     ll_time deadline;
     ll_future *f;
@@ -173,6 +205,7 @@ typedef struct later {
 
 static void later_end(later *l) {
     ev_timer_stop(l->loop->ev, &l->timer);
+    ll__closer_remove(l->loop, &l->closer);
     ll__handle_unref(l->loop);
     ll_future_free(l->f);
     ll__free(l);
@@ -201,6 +234,11 @@ static void later_cancel(ll_future *f, void *arg) {
     later_end(l);
 }
 
+static void later_close(ll__closer *c) {
+    later *l = (later *)((char *)c - offsetof(later, closer));
+    ll_future_cancel(l->f); /* later_cancel ends it */
+}
+
 ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg) {
     loop = ll__loop_or_current(loop);
     if (!loop) return NULL;
@@ -220,6 +258,8 @@ ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg)
     ev_timer_init(&l->timer, on_later, delay, 0.);
     ev_timer_start(loop->ev, &l->timer);
     ll__handle_ref(loop);
+    l->closer.close = later_close;
+    ll__closer_add(loop, &l->closer);
     ll_future_on_cancel(f, later_cancel, l);
     ll_future_set_label(f, cb ? "call_later" : "sleep");
     return f;
@@ -231,7 +271,8 @@ ll_future *ll_sleep_future(ll_loop *loop, double seconds) {
 
 /* ---- signals ---- */
 
-static ll_loop *_Atomic signal_owner;
+/* Plain, not _Atomic: reached only through __atomic builtins, which clang rejects on _Atomic. */
+static ll_loop *signal_owner;
 
 static void on_stop_signal(struct ev_loop *ev, ev_signal *w, int revents) {
     (void)ev, (void)revents;
@@ -390,17 +431,19 @@ int ll_loop_run_until(ll_loop *loop, ll_future *f) {
     loop->stop_requested = false;
     ll_loop *saved = ll__tls_loop;
     ll__tls_loop = loop;
+    loop->until = f;
     while (f->state == LL_FUTURE_PENDING && !loop->stop_requested) {
         if (!ev_run(loop->ev, EVRUN_ONCE) && !loop->rq_head && f->state == LL_FUTURE_PENDING)
             break; /* nothing left that could settle f */
     }
+    loop->until = NULL;
     ll__tls_loop = saved;
     loop->running = false;
     return f->state == LL_FUTURE_PENDING ? LL_EBUSY : ll__future_retrieve(f);
 }
 
 void ll_loop_stop(ll_loop *loop) {
-    if (loop) loop->stop_requested = true;
+    if (loop) loop->stop_requested = true; /* from ready work, drain() ends the ev_run at once */
 }
 
 static void on_shutdown_timer(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -413,14 +456,23 @@ int ll_loop_shutdown(ll_loop *loop, ll_time deadline) {
     loop->closing = true;
     ll__task_cancel_all(loop);
     ev_timer t;
-    double left = deadline - ll_now();
-    ev_timer_init(&t, on_shutdown_timer, left > 0 ? left : 0, 0.);
-    ev_timer_start(loop->ev, &t);
+    ev_timer_init(&t, on_shutdown_timer, 0., 0.);
     ll_loop *saved = ll__tls_loop;
     ll__tls_loop = loop;
+    bool was_running = loop->running;
+    loop->running = true;
+    loop->shutting_down = true;
     while ((loop->ntasks > 0 || loop->rq_head) && ll_now() < deadline) {
+        /* Re-arm every round: libev times a timer from the time cached at its last iteration,
+         * which may be long past, so the timer can fire early; without it the poll would then
+         * block until some unrelated timer (a 30-second sleep) instead of the deadline. */
+        ev_timer_stop(loop->ev, &t);
+        ev_timer_set(&t, deadline - ll_now(), 0.);
+        ev_timer_start(loop->ev, &t);
         if (!ev_run(loop->ev, EVRUN_ONCE) && !loop->rq_head) break;
     }
+    loop->shutting_down = false;
+    loop->running = was_running;
     ev_timer_stop(loop->ev, &t);
     int rc = 0;
     if (loop->ntasks > 0) {
@@ -437,8 +489,15 @@ int ll_loop_free(ll_loop *loop) {
     if (!loop) return 0;
     int rc = 0;
     if (loop->ntasks > 0) rc = ll_loop_shutdown(loop, ll_deadline_in(5.0));
+    while (loop->closers) {
+        ll__closer *c = loop->closers;
+        c->close(c);
+        if (loop->closers == c) ll__closer_remove(loop, c); /* never loop on a faulty close */
+    }
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     ll__executor_free(loop);
+    ll__dns_free(loop);
+    ll__tls_free(loop);
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     if (loop->debug) ll__debug_report_alive(loop);
     ll_loop_handle_signals(loop, false);
