@@ -1,7 +1,7 @@
 /*
  * libloop.h — the core of libloop: include this for the loop, futures, tasks, combinators,
  * synchronisation, the executor, debug mode, and the I/O layer (resolver, streams, TLS,
- * servers). Clients have their own headers
+ * servers, the connection pool, subprocesses). Clients have their own headers
  * (libloop/pg.h, libloop/redis.h, libloop/http.h, libloop/smtp.h) and libraries.
  */
 #ifndef LIBLOOP_H
@@ -20,5 +20,7 @@
 #include "libloop/tls.h"
 #include "libloop/stream.h"
 #include "libloop/server.h"
+#include "libloop/pool.h"
+#include "libloop/process.h"
 
 #endif

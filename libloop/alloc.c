@@ -17,21 +17,21 @@ void ll_set_allocator(const ll_allocator *a) {
     allocator = *a;
 }
 
-void *ll__malloc(size_t n) { return allocator.malloc_fn(n); }
-void *ll__calloc(size_t n, size_t m) { return allocator.calloc_fn(n, m); }
-void *ll__realloc(void *p, size_t n) { return allocator.realloc_fn(p, n); }
-void ll__free(void *p) {
+void *ll_malloc(size_t n) { return allocator.malloc_fn(n); }
+void *ll_calloc(size_t n, size_t m) { return allocator.calloc_fn(n, m); }
+void *ll_realloc(void *p, size_t n) { return allocator.realloc_fn(p, n); }
+void ll_free(void *p) {
     if (p) allocator.free_fn(p);
 }
 
-char *ll__strdup(const char *s) {
+char *ll_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     char *d = ll__malloc(n);
     if (d) memcpy(d, s, n);
     return d;
 }
 
-char *ll__vformat(const char *fmt, va_list ap) {
+char *ll_vformat(const char *fmt, va_list ap) {
     char small[256];
     va_list ap2;
     va_copy(ap2, ap);
@@ -48,10 +48,10 @@ char *ll__vformat(const char *fmt, va_list ap) {
     return out;
 }
 
-char *ll__format(const char *fmt, ...) {
+char *ll_format(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *s = ll__vformat(fmt, ap);
+    char *s = ll_vformat(fmt, ap);
     va_end(ap);
     return s;
 }

@@ -15,14 +15,15 @@
 #include "switch.h"
 
 /* Memory, through the allocator hook. */
-void *ll__malloc(size_t n);
-void *ll__calloc(size_t n, size_t m);
-void *ll__realloc(void *p, size_t n);
-void ll__free(void *p);
-char *ll__strdup(const char *s);
-/* vasprintf through the hook; NULL on out of memory. */
-char *ll__vformat(const char *fmt, va_list ap);
-char *ll__format(const char *fmt, ...) LL_PRINTF(1, 2);
+/* The allocator hook's functions are public (common.h) so client libraries share them; inside the
+ * core they keep their ll__ names. */
+#define ll__malloc ll_malloc
+#define ll__calloc ll_calloc
+#define ll__realloc ll_realloc
+#define ll__free ll_free
+#define ll__strdup ll_strdup
+#define ll__vformat ll_vformat
+#define ll__format ll_format
 
 /* A unit of work on the loop's ready queue. Embedded in futures, tasks and call_soon records so
  * that scheduling never allocates. */
@@ -173,9 +174,12 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c);
 extern _Thread_local ll_loop *ll__tls_loop;   /* the loop running on this thread, if any */
 extern _Thread_local ll_task *ll__tls_task;   /* the running task, if any */
 void ll__schedule(ll_loop *loop, ll__work *w);
-ll_loop *ll__loop_or_current(ll_loop *loop);
-void ll__handle_ref(ll_loop *loop);   /* count an open handle (stats, leak checks) */
-void ll__handle_unref(ll_loop *loop);
+static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
+    return loop ? loop : ll_loop_current();
+}
+/* count an open handle (stats, leak checks); clients use the public ll_loop_track_handle() */
+static inline void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
+static inline void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
 /* Move work handed over by other threads onto the ready queue. */
 void ll__loop_pull_threadsafe(ll_loop *loop);
 

@@ -46,12 +46,12 @@ ll_loop *ll_loop_current(void) {
     return ll__tls_loop ? ll__tls_loop : thread_loops;
 }
 
-ll_loop *ll__loop_or_current(ll_loop *loop) {
-    return loop ? loop : ll_loop_current();
+void ll_loop_track_handle(ll_loop *loop, int delta) {
+    loop = ll__loop_or_current(loop);
+    if (!loop) return;
+    if (delta > 0) loop->nhandles += (size_t)delta;
+    else loop->nhandles -= (size_t)-delta;
 }
-
-void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
-void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
 
 /* ---- the ready queue ---- */
 

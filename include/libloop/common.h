@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdarg.h>
 
 #if defined(__GNUC__)
 #define LL_EXPORT __attribute__((visibility("default")))
@@ -36,5 +37,16 @@ typedef struct ll_allocator {
 } ll_allocator;
 
 LL_EXPORT void ll_set_allocator(const ll_allocator *a);
+
+/* The current allocator's functions, for memory handed to or taken from libloop (values with
+ * destructors, strings) and for libraries built on libloop. NULL on failure; ll_free(NULL) is a
+ * no-op. ll_format/ll_vformat return a new string (vasprintf), NULL on out of memory. */
+LL_EXPORT void *ll_malloc(size_t n);
+LL_EXPORT void *ll_calloc(size_t n, size_t m);
+LL_EXPORT void *ll_realloc(void *p, size_t n);
+LL_EXPORT void ll_free(void *p);
+LL_EXPORT char *ll_strdup(const char *s);
+LL_EXPORT char *ll_format(const char *fmt, ...) LL_PRINTF(1, 2);
+LL_EXPORT char *ll_vformat(const char *fmt, va_list ap);
 
 #endif

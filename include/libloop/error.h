@@ -19,6 +19,7 @@
     XX(ESRCH, -3, "no such process")                                                 \
     XX(EINTR, -4, "interrupted system call")                                         \
     XX(EIO, -5, "i/o error")                                                         \
+    XX(ENOEXEC, -8, "exec format error")                                             \
     XX(EBADF, -9, "bad file descriptor")                                             \
     XX(ECHILD, -10, "no child processes")                                            \
     XX(EAGAIN, -11, "resource temporarily unavailable")                              \
@@ -74,6 +75,14 @@
     XX(EHTTP_PROTO, -3300, "http protocol error")                                    \
     XX(EHTTP_REDIRECT, -3301, "too many redirects or redirect loop")                 \
     XX(EHTTP_STATUS, -3302, "unexpected http status")                                \
+    XX(EHTTP_DECODE, -3303, "http content decoding failed")                          \
+    XX(EHTTP_STALE, -3304, "keep-alive connection closed before the response")       \
+    XX(EHTTP_TIMEOUT_DNS, -3310, "http: dns lookup timed out")                       \
+    XX(EHTTP_TIMEOUT_POOL, -3311, "http: no pooled connection in time")              \
+    XX(EHTTP_TIMEOUT_CONNECT, -3312, "http: connect timed out")                      \
+    XX(EHTTP_TIMEOUT_TLS, -3313, "http: tls handshake timed out")                    \
+    XX(EHTTP_TIMEOUT_FIRST_BYTE, -3314, "http: no response byte in time")            \
+    XX(EHTTP_TIMEOUT_READ, -3315, "http: read idle timeout")                         \
     XX(ESMTP_REPLY, -3400, "smtp server rejected the command")                       \
     XX(ESMTP_PROTO, -3401, "smtp protocol error")
 

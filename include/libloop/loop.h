@@ -81,6 +81,9 @@ typedef struct ll_loop_stats {
     size_t stacks_unguarded; /* live task stacks beyond the mapping budget (canary-checked) */
 } ll_loop_stats;
 LL_EXPORT void ll_loop_get_stats(ll_loop *loop, ll_loop_stats *out);
+/* For libraries built on libloop (the clients): count a handle of yours opened (+1) or closed (-1),
+ * so ll_loop_get_stats and leak checks see it. loop NULL: the current loop. */
+LL_EXPORT void ll_loop_track_handle(ll_loop *loop, int delta);
 
 /* Seconds on the monotonic clock (for deadlines). */
 LL_EXPORT ll_time ll_now(void);
