@@ -12,8 +12,21 @@
  *   overflow into the neighbour is reported, naming the task, before any other task runs.
  * - On a fault in a guard page, a SIGSEGV handler on an alternate signal stack names the task whose
  *   stack overflowed, then lets the default action kill the process (an overflow cannot be undone).
- * - Freed stacks are kept per loop for reuse; beyond a small cache their pages are returned to the
- *   kernel with MADV_DONTNEED, so a burst of tasks does not pin its peak memory.
+ *   In an unguarded slab a runaway recursion runs through the stacks below its own into the slab's
+ *   single guard page: the overflowing task is then the one running on the faulting thread.
+ * - Test knob: LIBLOOP_STACK_GUARDS=0 in the environment makes every new slab unguarded (canary
+ *   path), so tests can reach it without creating ~8,000 stacks first. Read at each slab creation.
+ * - Freed stacks are kept per loop for reuse, most recently freed first (their pages are warm).
+ *   Returning a stack's pages to the kernel (MADV_DONTNEED) as its task ends costs a system call
+ *   plus fresh page faults when it is reused: with more tasks alive at once than a small cache holds
+ *   (spawn 1,000, gather, repeat), spawn + finish ran at 0.3 M/s instead of 8 M/s (make bench-core).
+ *   So releasing is deferred to a per-pool trim timer: once a second it returns the pages of the free
+ *   stacks, beyond CACHE_STACKS, that no spawn needed during the whole second. Steady churn reuses
+ *   warm stacks; a burst of tasks still does not pin its peak memory for long while the loop runs.
+ *   The timer is unreferenced (it never keeps the loop alive) and stops when nothing is left to
+ *   trim. Because the free list is a LIFO, the stacks unused for a whole interval are its bottom
+ *   `low` entries (`low`: the fewest free stacks seen in the interval), and the released ones are
+ *   always its bottom `nreleased` entries.
  * - Each stack is registered with valgrind so memcheck follows switches.
  */
 #include <signal.h>
@@ -38,6 +51,7 @@
 #define SLAB_STACKS 16
 #define CANARY_BYTES 256
 #define CACHE_STACKS 64
+#define TRIM_SECS 1.0
 static const unsigned char CANARY = 0xA5;
 
 typedef struct slab {
@@ -55,20 +69,37 @@ typedef struct ll__stackpool {
     size_t size;
     ll__stack *free;
     size_t nfree;
+    size_t low;         /* fewest free stacks since the last trim */
+    size_t nreleased;   /* the bottom entries of `free` whose pages were returned */
+    ev_timer trim;      /* active while free stacks beyond the cache may hold pages */
     slab *slabs;
     struct ll__stackpool *next;
 } ll__stackpool;
 
 /* Every slab of every loop, for the fault handler (which must not lock). Slabs are prepended with
  * a release store; an unmapped slab is unlinked under the lock and its memory freed after. */
-static slab *_Atomic all_slabs;
+/* Plain, not _Atomic: reached through __atomic builtins (which clang rejects on _Atomic) or under
+ * slabs_lock. */
+static slab *all_slabs;
 static pthread_mutex_t slabs_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t page_size;
 static long guard_budget = -1;   /* guarded stacks we may still create */
-static struct sigaction prev_segv;
-static bool handler_installed;
+static struct sigaction prev_segv; /* the handler ours hands faults on to */
+#define ALTSTACK_SIZE (64 * 1024)
+static pthread_key_t altstack_key; /* releases a thread's alternate signal stack when it exits */
+static bool altstack_key_ok;
 
 static void fault_handler(int sig, siginfo_t *si, void *uc);
+
+/* A mapping outlives its thread: without this, every thread that ever made a loop would leak its
+ * alternate signal stack. */
+static void altstack_release(void *mem) {
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    munmap(mem, ALTSTACK_SIZE);
+}
 
 static void global_init(void) {
     page_size = (size_t)sysconf(_SC_PAGESIZE);
@@ -79,17 +110,26 @@ static void global_init(void) {
         fclose(f);
     }
     guard_budget = maxmap / 8; /* two VMAs each: a quarter of the limit */
+    altstack_key_ok = pthread_key_create(&altstack_key, altstack_release) == 0;
+}
+
+/* Put our SIGSEGV handler in front of whatever is installed (checked at every loop creation, since
+ * applications and test frameworks install crash handlers of their own): it names the task whose
+ * stack overflowed and then hands the fault on to that handler (a sanitizer's, a crash reporter's)
+ * or to the default action. */
+static void install_fault_handler(void) {
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) != 0) return;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == fault_handler) return;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = fault_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    struct sigaction old;
-    sigaction(SIGSEGV, NULL, &old);
-    /* Respect a handler someone else installed (a sanitizer reports overflows itself). */
-    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) {
-        if (sigaction(SIGSEGV, &sa, &prev_segv) == 0) handler_installed = true;
-    }
+    pthread_mutex_lock(&slabs_lock);
+    prev_segv = cur;
+    sigaction(SIGSEGV, &sa, NULL);
+    pthread_mutex_unlock(&slabs_lock);
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -98,6 +138,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
  * would fault on the exhausted stack. */
 void ll__stack_thread_init(void) {
     pthread_once(&once, global_init);
+    install_fault_handler();
     static _Thread_local bool done;
     if (done) return;
     stack_t cur;
@@ -105,12 +146,13 @@ void ll__stack_thread_init(void) {
         done = true;
         return;
     }
-    size_t sz = 64 * 1024;
+    size_t sz = ALTSTACK_SIZE;
     void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) return;
     stack_t ss = {.ss_sp = mem, .ss_size = sz, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0) munmap(mem, sz);
-    done = true; /* the mapping lives as long as the thread: the kernel reclaims it */
+    else if (altstack_key_ok) pthread_setspecific(altstack_key, mem); /* unmapped at thread exit */
+    done = true;
 }
 
 static void say(const char *s) {
@@ -146,25 +188,55 @@ static void report_overflow(const ll__stack *s, const char *how) {
 }
 
 static void fault_handler(int sig, siginfo_t *si, void *uc) {
-    (void)uc;
+    static volatile sig_atomic_t reported; /* a handler we chain to may return: fault again */
     char *addr = si->si_addr;
     for (slab *sl = __atomic_load_n(&all_slabs, __ATOMIC_ACQUIRE); sl; sl = sl->gnext) {
         if (addr < sl->base || addr >= sl->base + sl->len) continue;
+        if (reported) break;
+        if (!sl->guarded) {
+            /* Only the slab's bottom page is a guard. The task that ran into it is the one
+             * running on this thread; its own ll_task, at the top of its stack, is intact. */
+            ll_task *t = ll__tls_task;
+            const ll__stack *s = t ? t->stack : NULL;
+            uintptr_t first = (uintptr_t)sl->stacks, end = (uintptr_t)(sl->stacks + SLAB_STACKS);
+            if (addr < sl->base + page_size && s && (uintptr_t)s >= first && (uintptr_t)s < end) {
+                reported = 1;
+                report_overflow(s, "ran through the stacks below it into the guard page");
+            }
+            break;
+        }
         size_t idx = (size_t)(addr - sl->base) / sl->slot;
         if (idx >= SLAB_STACKS) idx = SLAB_STACKS - 1;
         ll__stack *s = &sl->stacks[idx];
-        if (addr < s->lo) report_overflow(s, "hit the guard page");
+        if (addr < s->lo) {
+            reported = 1;
+            report_overflow(s, "hit the guard page");
+        }
         break;
     }
-    /* Let the default action end the process with the signal. */
-    sigaction(sig, &prev_segv, NULL);
+    /* Hand the fault on to the handler that was there before ours; with none, restore the default
+     * action so that the faulting instruction, run again, ends the process with the signal. */
+    struct sigaction prev = prev_segv;
+    if ((prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction) {
+        prev.sa_sigaction(sig, si, uc);
+    } else if (!(prev.sa_flags & SA_SIGINFO) && prev.sa_handler != SIG_DFL &&
+               prev.sa_handler != SIG_IGN) {
+        prev.sa_handler(sig);
+    } else {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+    }
 }
 
 static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     size_t size = pool->size;
     bool guarded = false;
+    const char *knob = getenv("LIBLOOP_STACK_GUARDS"); /* test knob, see the top of this file */
+    bool allow_guards = !(knob && strcmp(knob, "0") == 0);
     pthread_mutex_lock(&slabs_lock);
-    if (guard_budget >= SLAB_STACKS) {
+    if (allow_guards && guard_budget >= SLAB_STACKS) {
         guard_budget -= SLAB_STACKS;
         guarded = true;
     }
@@ -227,6 +299,31 @@ static size_t round_size(size_t size) {
     return (size + page_size - 1) & ~(page_size - 1);
 }
 
+static void release(ll__stack *s) {
+    /* keep the address space, return the memory */
+    madvise(s->lo, s->size, MADV_DONTNEED);
+    if (!s->guarded) memset(s->lo, CANARY, CANARY_BYTES);
+}
+
+/* Release the free stacks that stayed unused for the whole interval, beyond the cache. */
+static void on_trim(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)revents;
+    ll__stackpool *pool = w->data;
+    if (pool->low > CACHE_STACKS + pool->nreleased) {
+        size_t target = pool->low - CACHE_STACKS; /* release bottom entries [nreleased, target) */
+        size_t skip = pool->nfree - target;       /* head entries to keep */
+        ll__stack *s = pool->free;
+        for (size_t i = 0; i < skip; i++) s = s->next_free;
+        for (size_t i = target; i > pool->nreleased; i--, s = s->next_free) release(s);
+        pool->nreleased = target;
+    }
+    pool->low = pool->nfree;
+    if (pool->nfree - pool->nreleased <= CACHE_STACKS) {
+        ev_ref(ev); /* the timer never keeps the loop alive */
+        ev_timer_stop(ev, w);
+    }
+}
+
 ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
     size = round_size(size);
     ll__stackpool *pool = loop->stackpools;
@@ -235,6 +332,8 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
         pool = ll__calloc(1, sizeof *pool);
         if (!pool) return NULL;
         pool->size = size;
+        ev_timer_init(&pool->trim, on_trim, TRIM_SECS, TRIM_SECS);
+        pool->trim.data = pool;
         pool->next = loop->stackpools;
         loop->stackpools = pool;
     }
@@ -242,6 +341,8 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
     ll__stack *s = pool->free;
     pool->free = s->next_free;
     pool->nfree--;
+    if (pool->nfree < pool->low) pool->low = pool->nfree;
+    if (pool->nfree < pool->nreleased) pool->nreleased = pool->nfree;
     s->next_free = NULL;
     if (s->guarded) loop->stacks_guarded++;
     else loop->stacks_unguarded++;
@@ -260,20 +361,24 @@ void ll__stack_put(ll_loop *loop, ll__stack *s) {
     s->owner = NULL;
     if (s->guarded) loop->stacks_guarded--;
     else loop->stacks_unguarded--;
-    if (pool->nfree >= CACHE_STACKS) {
-        /* keep the address space, return the memory */
-        madvise(s->lo, s->size, MADV_DONTNEED);
-        if (!s->guarded) memset(s->lo, CANARY, CANARY_BYTES);
-    }
     s->next_free = pool->free;
     pool->free = s;
     pool->nfree++;
+    if (pool->nfree - pool->nreleased > CACHE_STACKS && !ev_is_active(&pool->trim)) {
+        pool->low = pool->nfree;
+        ev_timer_again(loop->ev, &pool->trim);
+        ev_unref(loop->ev);
+    }
 }
 
 void ll__stack_pools_free(ll_loop *loop) {
     ll__stackpool *pool = loop->stackpools;
     while (pool) {
         ll__stackpool *pn = pool->next;
+        if (ev_is_active(&pool->trim)) {
+            ev_ref(loop->ev);
+            ev_timer_stop(loop->ev, &pool->trim);
+        }
         slab *sl = pool->slabs;
         while (sl) {
             slab *sn = sl->next;
