@@ -26,7 +26,10 @@ ll_future *ll_future_new(ll_loop *loop) {
         f->dbg_next = loop->dbg_futures;
         if (loop->dbg_futures) loop->dbg_futures->dbg_prev = f;
         loop->dbg_futures = f;
-        if (ll__tls_task) f->creator = ll__tls_task->name;
+        if (ll__tls_task) { /* copied: the future may outlive the task; NULL if out of memory */
+            char name[128];
+            f->creator = ll__strdup(ll__task_label(ll__tls_task, name, sizeof name));
+        }
     }
     return f;
 }
@@ -58,6 +61,7 @@ static void destroy(ll_future *f) {
     if (f->borrowed) ll_future_free(f->borrowed);
     ll__free(f->msg);
     ll__free(f->cbs);
+    ll__free(f->creator);
     loop->nfutures--;
     ll__free(f);
 }

@@ -466,6 +466,7 @@ int ll_loop_shutdown(ll_loop *loop, ll_time deadline) {
         /* Re-arm every round: libev times a timer from the time cached at its last iteration,
          * which may be long past, so the timer can fire early; without it the poll would then
          * block until some unrelated timer (a 30-second sleep) instead of the deadline. */
+        ll__task_cancel_all(loop); /* tasks spawned by cleanup code are cancelled too */
         ev_timer_stop(loop->ev, &t);
         ev_timer_set(&t, deadline - ll_now(), 0.);
         ev_timer_start(loop->ev, &t);
@@ -482,6 +483,7 @@ int ll_loop_shutdown(ll_loop *loop, ll_time deadline) {
     /* deliver what the forced ends settled */
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     ll__tls_loop = saved;
+    loop->closing = false; /* the loop may be used again; a later signal starts a new shutdown */
     return rc;
 }
 

@@ -399,7 +399,7 @@ static void close_fd(int *fd) {
 static const char *errno_text(int e, char *buf, size_t n) {
     int code = ll_err_from_errno(e);
     if (code != LL_EIO || e == EIO) return ll_strerror(code);
-    /* not in libloop's table (ENOEXEC, ETXTBSY, ...): the C library's words */
+    /* not in libloop's table (ETXTBSY, ...): the C library's words */
     snprintf(buf, n, "%s", strerror(e));
     if (buf[0] >= 'A' && buf[0] <= 'Z') buf[0] = (char)(buf[0] - 'A' + 'a');
     return buf;

@@ -76,6 +76,16 @@ static void finalize(ll_task *t) {
             ll_future_fail(f, t->rc, NULL);
         }
     }
+    if (loop->debug && f->state == LL_FUTURE_FAILED && f->refs == 1 && !f->queued) {
+        /* Nobody holds the future of this failed task (fire and forget): say so now, while the
+         * task's name is known, rather than as an anonymous 'task' future when it is freed. */
+        char name[128];
+        ll__warn(loop, "task #%llu '%s' failed with %s (%s) and nobody holds its future to "
+                       "retrieve the error",
+                 (unsigned long long)t->id, ll__task_label(t, name, sizeof name),
+                 ll_err_name(f->code), ll_future_errmsg(f));
+        f->retrieved = true;
+    }
     ll__free(t->fail_msg);
     ll__free(t->name);
     ll__ctx_unref(t->ctx_vars);

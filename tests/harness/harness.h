@@ -34,6 +34,39 @@ void lt_fail_after(long n);
 void lt_fail_reset(void);
 long lt_alloc_count(void);
 
+/* Allocation tracking: between lt_track_begin() and lt_track_end(), every allocation libloop makes
+ * is recorded, so a test can prove it leaked nothing without a sanitizer. Call begin before the
+ * loop is made and end after it is freed (the allocator must not change while a loop exists).
+ * lt_track_live() is the number of allocations not yet freed; lt_track_end() frees those that
+ * remain (so a test that leaks on purpose stays clean under ASan and valgrind) and returns how
+ * many there were. Combines with lt_fail_after(). */
+void lt_track_begin(void);
+long lt_track_live(void);
+long lt_track_end(void);
+
+/* A child process for things that must kill a process (stack overflow) or take signals (SIGINT).
+ * The child runs fn(arg, ready_fd) with its stderr captured; it signals the parent by writing one
+ * byte to ready_fd (lt_child_notify) and exits with _exit(fn's return value). */
+typedef struct lt_child {
+    int pid;
+    int err_fd, ready_fd;
+    int status;            /* from waitpid */
+    char out[16384];       /* the child's stderr */
+    size_t outlen;
+} lt_child;
+typedef int (*lt_child_fn)(void *arg, int ready_fd);
+void lt_child_start(lt_child *c, lt_child_fn fn, void *arg);
+void lt_child_notify(int ready_fd);
+/* Wait for the child's notification; false after `timeout` seconds or if it died first. */
+bool lt_child_wait_ready(lt_child *c, double timeout);
+/* Collect stderr and reap the child; after `timeout` seconds it is killed (SIGKILL) and false is
+ * returned. Closes the pipes either way. */
+bool lt_child_wait(lt_child *c, double timeout);
+
+/* True under valgrind or ASan (tests skip or relax what those tools change). */
+bool lt_under_valgrind(void);
+bool lt_under_asan(void);
+
 /* Collects debug warnings for assertions. */
 typedef struct lt_warnings {
     char text[8192];

@@ -199,7 +199,7 @@ static void test_spawn_errors(void **state) {
     ll_future_free(f);
     chmod(path, 0755);
     f = ll_process_spawn(notexec, &o);
-    assert_int_equal(ll_future_code(f), LL_EIO); /* ENOEXEC has no code of its own: its words stay */
+    assert_int_equal(ll_future_code(f), LL_ENOEXEC);
     snprintf(want, sizeof want, "spawn %s: exec format error", path);
     assert_string_equal(ll_future_errmsg(f), want);
     ll_future_free(f);
