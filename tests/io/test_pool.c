@@ -286,11 +286,13 @@ static void test_thousand_waiters_fifo(void **state) {
     assert_true(fc->max_wait < 10.0);
     assert_true(took < 10.0);
     ll_pool_stats st = stats(p);
-    assert_int_equal(st.created, 10); /* never more than the limit, all reused */
+    /* never more than the limit, all reused; how many of the 10 get made depends on how fast
+     * releases come back (valgrind: fewer) */
+    assert_true(st.created >= 1 && st.created <= 10);
     assert_int_equal(st.acquired, NWAITERS);
     assert_int_equal(st.waiting, 0);
-    assert_int_equal(st.open, 10);
-    assert_int_equal(st.idle, 10);
+    assert_int_equal(st.open, st.created);
+    assert_int_equal(st.idle, st.created);
     close_and_drain(&c, p);
     assert_int_equal(env.live, 0);
     free(fs);
