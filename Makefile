@@ -4,7 +4,7 @@
 #   make check        install missing Debian packages (scripts/deps), build with -Werror, run every
 #                     test, then run them again under ASan+UBSan (the README's test command)
 #   make valgrind     run the tests under memcheck
-#   make bench        all benchmarks (bench-core, ...)
+#   make bench        all benchmarks (bench-core, bench-io, bench-http, bench-pg, ...)
 #   make demo         the main job: examples/demo
 #   make install PREFIX=/usr/local
 #
@@ -45,12 +45,62 @@ DOC_EXAMPLE_BIN := $(DOC_EXAMPLE_SRC:docs/examples/%.c=$(BUILD)/docs/examples/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core demo \
+# ---- clients: clients/<name>/*.c -> libloop-<name>.so/.a; tests/<name>/*.c link it ----
+CLIENTS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard clients/*/*.c)))))
+LIBS_pg := -lpq
+CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+LIBS_redis := -lhiredis
+LIBS_http := -luriparser -lz
+LIBS_smtp :=
+# llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
+LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
+ifeq ($(LLHTTP_PC),yes)
+LIBS_http += $(shell pkg-config --libs libllhttp)
+CFLAGS_http := $(shell pkg-config --cflags libllhttp)
+LLHTTP_OBJ :=
+else
+CFLAGS_http := -I/usr/share/include/llhttp
+LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
+endif
+EXTRA_OBJ_http := $(LLHTTP_OBJ)
+
+$(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g -fPIC -fvisibility=hidden $(CFLAGS_http) $(filter -fsanitize%,$(CFLAGS_BASE)) -c $< -o $@
+
+define CLIENT_template
+$(1)_OBJ := $$(patsubst %.c,$$(BUILD)/%.o,$$(sort $$(wildcard clients/$(1)/*.c)))
+$$($(1)_OBJ): CFLAGS_BASE += -Iclients/$(1) $$(CFLAGS_$(1))
+$$(BUILD)/libloop-$(1).so.$$(VERSION): $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) $$(BUILD)/libloop.so
+	$$(CC) -shared -Wl,-soname,libloop-$(1).so.$$(VERSION_MAJOR) -Wl,--no-undefined -o $$@ \
+	  $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) -L$$(BUILD) -lloop $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
+$$(BUILD)/libloop-$(1).so: $$(BUILD)/libloop-$(1).so.$$(VERSION)
+	ln -sf libloop-$(1).so.$$(VERSION) $$(BUILD)/libloop-$(1).so.$$(VERSION_MAJOR)
+	ln -sf libloop-$(1).so.$$(VERSION) $$@
+$$(BUILD)/libloop-$(1).a: $$($(1)_OBJ) $$(EXTRA_OBJ_$(1))
+	rm -f $$@
+	ar rcs $$@ $$^
+$$(BUILD)/libloop-$(1).pc: scripts/libloop-$(1).pc.in
+	sed -e 's|@PREFIX@|$$(PREFIX)|' -e 's|@VERSION@|$$(VERSION)|' $$< > $$@
+$$(BUILD)/tests/$(1)/%: tests/$(1)/%.c $$(HARNESS_OBJ) $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_BASE) -Itests -Iclients/$(1) -rdynamic -o $$@ $$< $$(HARNESS_OBJ) \
+	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS) -lcmocka
+CLIENT_LIBS += $$(BUILD)/libloop-$(1).so $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop-$(1).pc
+TEST_BIN += $$(patsubst tests/%.c,$$(BUILD)/tests/%,$$(sort $$(wildcard tests/$(1)/*.c)))
+endef
+$(foreach c,$(CLIENTS),$(eval $(call CLIENT_template,$(c))))
+
+# examples link every client library that exists
+EXAMPLE_LIBS := $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).a) $(BUILD)/libloop.a
+EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
+
+.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
         install clean deps exports clang
 
 all: lib
 
-lib: $(BUILD)/libloop.so $(BUILD)/libloop.a $(BUILD)/libloop.pc
+lib: $(BUILD)/libloop.so $(BUILD)/libloop.a $(BUILD)/libloop.pc $(CLIENT_LIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -83,13 +133,20 @@ $(BUILD)/tests/%: tests/%.c $(HARNESS_OBJ) $(BUILD)/libloop.a
 	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $< $(HARNESS_OBJ) $(BUILD)/libloop.a \
 	  $(LDFLAGS_SAN) $(LIBS) -lcmocka
 
-$(BUILD)/examples/%: examples/%.c $(BUILD)/libloop.a
+$(BUILD)/examples/%: examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -rdynamic -o $@ $< $(BUILD)/libloop.a $(LDFLAGS_SAN) $(LIBS)
+	$(CC) $(CFLAGS_BASE) -rdynamic -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
 
-$(BUILD)/docs/examples/%: docs/examples/%.c $(BUILD)/libloop.a
+# The demo starts throwaway servers with the test suite's harness (libc-only files).
+DEMO_HARNESS := $(BUILD)/tests/harness/nginxserver.o $(BUILD)/tests/harness/pgserver.o
+$(BUILD)/examples/demo: examples/demo.c $(EXAMPLE_LIBS) $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -o $@ $< $(BUILD)/libloop.a $(LDFLAGS_SAN) $(LIBS)
+	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $< $(DEMO_HARNESS) $(EXAMPLE_LIBS) $(LDFLAGS_SAN) \
+	  $(EXAMPLE_LDLIBS) $(LIBS)
+
+$(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libloop.a
 	@mkdir -p $(dir $@)
@@ -99,8 +156,9 @@ tests: lib $(TEST_BIN) $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
 
 examples: $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
 
-exports: $(BUILD)/libloop.so
+exports: lib
 	scripts/check-exports $(BUILD)/libloop.so ll_
+	for c in $(CLIENTS); do scripts/check-exports $(BUILD)/libloop-$$c.so ll_$$c || exit 1; done
 
 deps:
 	scripts/deps
@@ -129,10 +187,35 @@ valgrind: deps
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core
+bench: bench-core bench-io bench-http bench-pg
 
 bench-core: $(BUILD)/bench/bench_core
 	bench/run-core $(BUILD)/bench/bench_core
+
+# I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
+bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+
+# HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
+$(BUILD)/bench/bench_http: bench/bench_http.c $(BUILD)/libloop-http.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-http.a $(BUILD)/libloop.a $(LIBS_http) $(LIBS)
+$(BUILD)/bench/bench_http_curl: bench/bench_http_curl.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< -lcurl
+bench-http:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_http $(BUILD)/bench/bench_http_curl
+	bench/run-http $(BUILD)/bench/bench_http $(BUILD)/bench/bench_http_curl
+
+# PostgreSQL: libloop next to pgbench, asyncpg (asyncio and uvloop) and psql, on a throwaway server
+$(BUILD)/bench/bench_pg: bench/bench_pg.c $(BUILD)/libloop-pg.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-pg.a $(BUILD)/libloop.a $(LIBS_pg) $(LIBS)
+bench-pg:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_pg
+	bench/run-pg $(BUILD)/bench/bench_pg
 
 demo:
 	scripts/deps
@@ -148,6 +231,12 @@ install: lib
 	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so
 	install -m 644 $(BUILD)/libloop.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(BUILD)/libloop.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	for c in $(CLIENTS); do \
+	  install -m 755 $(BUILD)/libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/ && \
+	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(VERSION_MAJOR) && \
+	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so && \
+	  install -m 644 $(BUILD)/libloop-$$c.a $(DESTDIR)$(PREFIX)/lib/ && \
+	  install -m 644 $(BUILD)/libloop-$$c.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/ || exit 1; done
 
 clean:
 	rm -rf build

@@ -1,15 +1,29 @@
 /*
- * demo.c — the main job (`make demo`). For now it shows the core: 10,000 concurrent tasks, each
- * with its own timeout, gathered; structured concurrency; blocking work in the executor; and the
- * live task dump. Client sections (PostgreSQL, HTTP fan-out, ...) are added as the clients land.
+ * demo.c — the main job (`make demo`).
  *
- * Usage: demo [TASKS]
+ * Core: 10,000 concurrent tasks, each with its own timeout, gathered; structured concurrency;
+ * blocking work in the executor; the live task dump.
+ * HTTP fan-out: a few thousand URLs fetched with a concurrency limit, live progress on a terminal,
+ * then status counts, bytes, latency percentiles and requests/s. Without a URL file it starts a
+ * throwaway nginx on a free loopback port (the test suite's harness) and fetches from it.
+ *
+ * Usage: demo [--tasks N] [--urls FILE] [--requests N] [--concurrency N]
  */
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libloop.h>
+#include <libloop/http.h>
+#include "harness/nginxserver.h"
+
+typedef struct {
+    int tasks;
+    const char *urls_file;
+    int requests;
+    int concurrency;
+} demo_opts;
 
 typedef struct {
     int ok, timed_out, failed;
@@ -142,20 +156,158 @@ static int section_dump(void) {
     return 0;
 }
 
+
+/* ---- HTTP fan-out ---- */
+
+typedef struct {
+    size_t done, n;
+    bool tty;
+    ll_time t0;
+} progress;
+
+static void on_fetched(void *arg, size_t index, int code, const ll_http_response *resp) {
+    (void)index, (void)code, (void)resp;
+    progress *p = arg;
+    p->done++;
+    if (p->tty && (p->done % 50 == 0 || p->done == p->n)) {
+        int width = 40, filled = (int)(width * p->done / p->n);
+        printf("\r   [%.*s%*s] %zu/%zu  %.0f req/s ", filled, "########################################",
+               width - filled, "", p->done, p->n, (double)p->done / (ll_now() - p->t0));
+        fflush(stdout);
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static char **read_urls(const char *file, size_t *n) {
+    FILE *f = fopen(file, "r");
+    if (!f) return NULL;
+    char **urls = NULL, line[4096];
+    size_t cap = 0;
+    *n = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **g = realloc(urls, cap * sizeof *urls);
+            if (!g) break;
+            urls = g;
+        }
+        urls[(*n)++] = ll_strdup(line);
+    }
+    fclose(f);
+    return urls;
+}
+
+static int section_http(const demo_opts *o) {
+    lt_nginx ngx;
+    memset(&ngx, 0, sizeof ngx);
+    size_t n = 0;
+    char **urls = NULL;
+    if (o->urls_file) {
+        urls = read_urls(o->urls_file, &n);
+        if (!urls || n == 0) {
+            fprintf(stderr, "demo: no URLs in %s\n", o->urls_file);
+            return LL_EINVAL;
+        }
+        printf("== HTTP fan-out: %zu URLs from %s, %d at a time\n", n, o->urls_file, o->concurrency);
+    } else {
+        if (!lt_nginx_start(&ngx)) {
+            printf("== HTTP fan-out: skipped (nginx could not be started; see above)\n\n");
+            return 0;
+        }
+        static const char *const paths[] = {"/small.txt", "/1k.bin", "/64k.bin", "/text/big.txt",
+                                            "/r302", "/status/404", "/chain/3", "/1k.bin"};
+        n = (size_t)o->requests;
+        urls = calloc(n, sizeof *urls);
+        for (size_t i = 0; urls && i < n; i++)
+            urls[i] = ll_format("%s%s", ngx.base, paths[i % (sizeof paths / sizeof *paths)]);
+        printf("== HTTP fan-out: %zu requests to a throwaway nginx at %s, %d at a time\n", n, ngx.base,
+               o->concurrency);
+    }
+    ll_http_session_opts so = {.max_connections = (unsigned)o->concurrency};
+    ll_http_session *s = ll_http_session_new(&so);
+    progress p = {0, n, isatty(STDOUT_FILENO), ll_now()};
+    ll_http_fetch_opts fo = {.concurrency = (unsigned)o->concurrency, .discard_bodies = true,
+                             .on_done = on_fetched, .arg = &p};
+    ll_future *f = ll_http_fetch_all(s, (const char *const *)urls, n, &fo);
+    int rc = ll_await(f);
+    double took = ll_now() - p.t0;
+    if (p.tty) printf("\n");
+    if (rc == 0) {
+        const ll_http_batch *b = ll_future_value(f);
+        int by_class[6] = {0}, failed = 0;
+        uint64_t bytes = 0;
+        double *lat = calloc(n, sizeof *lat);
+        size_t nl = 0;
+        const char *first_error = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const ll_http_response *r = ll_http_batch_response(b, i);
+            if (!r) {
+                failed++;
+                if (!first_error) first_error = ll_http_batch_errmsg(b, i);
+                continue;
+            }
+            int st = ll_http_response_status(r);
+            by_class[st / 100 < 6 ? st / 100 : 0]++;
+            bytes += ll_http_response_body_len(r);
+            ll_http_timings t;
+            ll_http_response_timings(r, &t);
+            if (lat) lat[nl++] = t.total;
+        }
+        if (lat) qsort(lat, nl, sizeof *lat, cmp_double);
+        printf("   statuses: %d 2xx, %d 3xx, %d 4xx, %d 5xx; %d failed%s%s\n", by_class[2], by_class[3],
+               by_class[4], by_class[5], failed, first_error ? " (first: " : "",
+               first_error ? first_error : "");
+        if (first_error) printf(")\n");
+        if (nl)
+            printf("   latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+                   lat[nl / 2] * 1e3, lat[nl * 9 / 10] * 1e3, lat[nl * 99 / 100] * 1e3,
+                   lat[nl - 1] * 1e3);
+        printf("   %.1f MB in %.2f s: %.0f requests/s\n\n", (double)bytes / 1e6, took, (double)n / took);
+        free(lat);
+    } else {
+        printf("   fan-out failed: %s\n\n", ll_future_errmsg(f));
+    }
+    ll_future_free(f);
+    ll_http_session_free(s);
+    for (size_t i = 0; urls && i < n; i++) ll_free(urls[i]);
+    free(urls);
+    lt_nginx_stop(&ngx);
+    return rc;
+}
+
 static int main_task(void *arg) {
-    int n = *(int *)arg;
-    int rc = section_fanout(n);
+    const demo_opts *o = arg;
+    int rc = section_fanout(o->tasks);
     if (rc == 0) rc = section_taskgroup();
     if (rc == 0) rc = section_executor();
     if (rc == 0) rc = section_dump();
+    if (rc == 0) rc = section_http(o);
     return rc;
 }
 
 int main(int argc, char **argv) {
-    int n = argc > 1 ? atoi(argv[1]) : 10000;
-    if (n <= 0) n = 10000;
-    printf("libloop demo — core runtime\n\n");
-    int rc = ll_run(main_task, &n);
+    demo_opts o = {.tasks = 10000, .requests = 3000, .concurrency = 64};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tasks") && i + 1 < argc) o.tasks = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--urls") && i + 1 < argc) o.urls_file = argv[++i];
+        else if (!strcmp(argv[i], "--requests") && i + 1 < argc) o.requests = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) o.concurrency = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: demo [--tasks N] [--urls FILE] [--requests N] [--concurrency N]\n");
+            return 2;
+        }
+    }
+    if (o.tasks <= 0) o.tasks = 10000;
+    if (o.requests <= 0) o.requests = 3000;
+    if (o.concurrency <= 0) o.concurrency = 64;
+    printf("libloop demo\n\n");
+    int rc = ll_run(main_task, &o);
     if (rc) fprintf(stderr, "demo failed: %s\n", ll_strerror(rc));
     return rc ? 1 : 0;
 }
