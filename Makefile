@@ -2,7 +2,8 @@
 #
 #   make              build/libloop.so (+ soname links) and build/libloop.a
 #   make check        install missing Debian packages (scripts/deps), build with -Werror, run every
-#                     test, then run them again under ASan+UBSan (the README's test command)
+#                     test, build once more with clang, then run every test again under
+#                     ASan+UBSan (the README's test command)
 #   make valgrind     run the tests under memcheck
 #   make bench        all benchmarks (bench-core, bench-io, bench-http, bench-pg, ...)
 #   make demo         the main job: examples/demo
@@ -166,6 +167,7 @@ deps:
 # The README's test command.
 check: deps
 	$(MAKE) check-plain
+	$(MAKE) clang
 	$(MAKE) check-asan
 
 check-plain:
