@@ -443,6 +443,9 @@ void ll__task_destroy_all(ll_loop *loop) {
                      (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
         }
         if (t->awaiting) {
+            /* Cancel what it waits for first: its producer unlinks whatever it keeps about the
+             * waiter (a semaphore's waiter record lives on the stack about to be released). */
+            ll_future_cancel(t->awaiting);
             ll_future_remove_done(t->awaiting, wake, t);
             ll_future_free(t->awaiting);
             t->awaiting = NULL;
