@@ -1,0 +1,186 @@
+/*
+ * bench_pg.c — the PostgreSQL benchmark, libloop side; bench/run-pg runs it next to pgbench,
+ * asyncpg and psql and prints the comparison (make bench-pg).
+ *
+ *   bench_pg qps URL CONNS TASKS SECONDS select1|wide [batch]
+ *       TASKS tasks share CONNS connections (task i uses connection i % CONNS) and each runs the
+ *       query in a loop; with more tasks than connections, automatic pipelining puts several
+ *       tasks' queries in flight on one connection. select1 is `SELECT $1::int`; wide is a
+ *       10-column, 1,000-row SELECT; every row's first and last column is checked. Prints
+ *       queries/s. `batch`
+ *       turns on ll_pg_opts.batch_sync (one Sync per burst instead of one per query).
+ *   bench_pg fetch URL ROWS REPS
+ *       one query returning ROWS rows of three columns, every row's first column parsed as an
+ *       integer; the best of REPS runs, in rows/s.
+ *
+ * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
+ * query failed, so a broken client cannot produce a number. Measurements start after a short
+ * warm-up (statements prepared, connections busy) and are taken inside the driving task.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "libloop.h"
+#include "libloop/pg.h"
+
+#define WIDE_SQL                                                                                 \
+    "SELECT g, g + 1, g + 2, g + 3, g + 4, g + 5, g + 6, g + 7, 'abcdefgh'::text, g::float8 "   \
+    "FROM generate_series(1, $1::int) g"
+#define FETCH_SQL "SELECT g, g * 2, 'row ' || g FROM generate_series(1, $1::int) g"
+
+static const char *url;
+static int nconns, ntasks;
+static double seconds;
+static bool wide;
+static bool batch;
+static ll_pg_conn **conns;
+static volatile bool stop;
+static long done_queries;
+static long failures;
+
+static void die(const char *what, ll_future *f) {
+    fprintf(stderr, "bench_pg: %s: %s\n", what, ll_future_errmsg(f));
+    exit(1);
+}
+
+static int worker(void *arg) {
+    intptr_t i = (intptr_t)arg;
+    ll_pg_conn *c = conns[i % nconns];
+    char param[16];
+    for (long n = 0; !stop; n++) {
+        ll_future *f;
+        if (wide) {
+            f = ll_pg_query(c, WIDE_SQL, 1, "1000");
+        } else {
+            snprintf(param, sizeof param, "%ld", (long)(n & 1023));
+            f = ll_pg_query(c, "SELECT $1::int", 1, param);
+        }
+        if (ll_await(f) != 0) {
+            if (!stop) die("query", f);
+            ll_future_free(f);
+            break;
+        }
+        ll_pg_result *r = ll_future_value(f);
+        if (wide) {
+            /* check every row's first and last column (libpq has parsed them all; pgbench reads
+             * none, asyncpg decodes all) */
+            int rows = ll_pg_result_rows(r), cols = ll_pg_result_cols(r);
+            int64_t first;
+            for (int y = 0; y < rows; y++) {
+                if (ll_pg_int64(r, y, 0, &first) != 0 || first != y + 1 ||
+                    ll_pg_len(r, y, cols - 1) == 0)
+                    failures++;
+            }
+            if (rows != 1000 || cols != 10) failures++;
+        } else {
+            int64_t v;
+            if (ll_pg_int64(r, 0, 0, &v) != 0 || v != (n & 1023)) failures++;
+        }
+        ll_future_free(f);
+        done_queries++;
+    }
+    return 0;
+}
+
+static int connect_all(void) {
+    ll_future **fs = calloc((size_t)nconns, sizeof *fs);
+    conns = calloc((size_t)nconns, sizeof *conns);
+    ll_pg_opts o = {.batch_sync = batch};
+    for (int i = 0; i < nconns; i++) fs[i] = ll_pg_connect(url, &o);
+    for (int i = 0; i < nconns; i++) {
+        if (ll_await(fs[i]) != 0) die("connect", fs[i]);
+        conns[i] = ll_future_take(fs[i]);
+        ll_future_free(fs[i]);
+    }
+    free(fs);
+    return 0;
+}
+
+static int qps_main(void *arg) {
+    (void)arg;
+    connect_all();
+    ll_future **ts = calloc((size_t)ntasks, sizeof *ts);
+    for (intptr_t i = 0; i < ntasks; i++) ts[i] = ll_spawn(worker, (void *)i);
+    ll_sleep(0.5); /* warm-up: statements prepared, every task running */
+    long start_count = done_queries;
+    ll_time t0 = ll_now();
+    ll_sleep(seconds);
+    long count = done_queries - start_count;
+    double elapsed = ll_now() - t0;
+    stop = true;
+    for (int i = 0; i < ntasks; i++) {
+        ll_await(ts[i]);
+        ll_future_free(ts[i]);
+    }
+    free(ts);
+    for (int i = 0; i < nconns; i++) ll_pg_close(conns[i]);
+    free(conns);
+    if (failures) {
+        fprintf(stderr, "bench_pg: %ld wrong results\n", failures);
+        exit(1);
+    }
+    printf("qps=%.0f queries=%ld seconds=%.3f conns=%d tasks=%d query=%s sync=%s\n",
+           count / elapsed, count, elapsed, nconns, ntasks, wide ? "wide" : "select1",
+           batch ? "batch" : "query");
+    return 0;
+}
+
+static long fetch_rows;
+static int fetch_reps;
+
+static int fetch_main(void *arg) {
+    (void)arg;
+    nconns = 1;
+    connect_all();
+    char n[32];
+    snprintf(n, sizeof n, "%ld", fetch_rows);
+    double best = 0;
+    for (int rep = 0; rep < fetch_reps; rep++) {
+        ll_time t0 = ll_now();
+        ll_future *f = ll_pg_query(conns[0], FETCH_SQL, 1, n);
+        if (ll_await(f) != 0) die("fetch", f);
+        ll_pg_result *r = ll_future_value(f);
+        int rows = ll_pg_result_rows(r);
+        int64_t sum = 0;
+        for (int i = 0; i < rows; i++) {
+            int64_t v;
+            if (ll_pg_int64(r, i, 0, &v) != 0) die("parse", f);
+            sum += v;
+            (void)ll_pg_text(r, i, 2);
+        }
+        double dt = ll_now() - t0;
+        ll_future_free(f);
+        if (rows != fetch_rows || sum != (int64_t)fetch_rows * (fetch_rows + 1) / 2) {
+            fprintf(stderr, "bench_pg: fetch returned %d rows\n", rows);
+            exit(1);
+        }
+        if (rows / dt > best) best = rows / dt;
+    }
+    ll_pg_close(conns[0]);
+    free(conns);
+    printf("rows_per_s=%.0f rows=%ld reps=%d\n", best, fetch_rows, fetch_reps);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "qps") == 0) {
+        batch = argc == 8 && strcmp(argv[7], "batch") == 0;
+        url = argv[2];
+        nconns = atoi(argv[3]);
+        ntasks = atoi(argv[4]);
+        seconds = atof(argv[5]);
+        wide = strcmp(argv[6], "wide") == 0;
+        if (nconns < 1 || ntasks < 1 || seconds <= 0) return 2;
+        return ll_run(qps_main, NULL) == 0 ? 0 : 1;
+    }
+    if (argc == 5 && strcmp(argv[1], "fetch") == 0) {
+        url = argv[2];
+        fetch_rows = atol(argv[3]);
+        fetch_reps = atoi(argv[4]);
+        if (fetch_rows < 1 || fetch_reps < 1) return 2;
+        return ll_run(fetch_main, NULL) == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "usage: bench_pg qps URL CONNS TASKS SECONDS select1|wide [batch]\n"
+                    "       bench_pg fetch URL ROWS REPS\n");
+    return 2;
+}

@@ -1,0 +1,432 @@
+/*
+ * copy.c — COPY FROM STDIN and COPY TO STDOUT, streamed.
+ *
+ * Design notes:
+ * - libpq refuses COPY in pipeline mode, so a COPY is an exclusive request: it waits until the
+ *   pipeline is empty, runs with pipeline mode off, and other requests wait behind it.
+ * - FROM STDIN: every write hands its bytes to libpq (which copies them) and tries to send; the
+ *   write's future resolves when libpq's buffer has drained into the socket. A writer that awaits
+ *   each write therefore never has more than one chunk beyond the socket buffer in memory, however
+ *   many rows it loads.
+ * - TO STDOUT: a read takes every complete row libpq already has (up to 256 KiB) in one piece, so
+ *   a million rows do not cost a million futures. While no read is waiting the connection stops
+ *   reading the socket: the server, not our memory, holds the rest of the table.
+ * - The COPY's own result (rows copied, or the server's error) settles ll_pg_copy_finish()'s
+ *   future; if it arrives before finish is called, it waits in the copy (COPY_DONE).
+ */
+#include <string.h>
+#include "pg_internal.h"
+
+#define READ_BATCH (256 * 1024)
+
+static ll_future *copy_fail_now(ll_loop *loop, int code, const char *what) {
+    ll_future *f = ll_future_new(loop);
+    if (f) ll_future_fail(f, code, "postgres COPY: %s", what);
+    return f;
+}
+
+ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql) {
+    if (!c || !sql) return copy_fail_now(c ? c->loop : NULL, LL_EINVAL, "invalid argument");
+    if (c->copy.state != COPY_NONE)
+        return copy_fail_now(c->loop, LL_ESTATE, "a COPY is already running on this connection");
+    ll_future *f = ll_future_new(c->loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "pg copy");
+    if (c->state != PG_READY) {
+        ll_future_fail(f, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
+                       "postgres %s: connection %s", c->peer,
+                       c->state == PG_BROKEN ? "lost" : "closed");
+        return f;
+    }
+    pg_req *r = ll__pg_req_new(c, REQ_COPY, sql, 0, NULL, NULL, NULL);
+    if (!r) {
+        ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
+        return f;
+    }
+    r->f = ll_future_ref(f);
+    ll_pg_copy *cp = &c->copy;
+    cp->state = COPY_STARTING;
+    cp->req = r;
+    cp->read_f = cp->finish_f = NULL;
+    cp->out_done = cp->discard = cp->end_pending = false;
+    ll__pg_submit(c, r);
+    return f;
+}
+
+bool ll_pg_copy_is_in(const ll_pg_copy *cp) {
+    return cp && cp->is_in;
+}
+
+static void copy_reset(ll_pg_copy *cp) {
+    cp->state = COPY_NONE;
+    cp->req = NULL;
+    cp->out_done = cp->discard = cp->end_pending = false;
+    ll__free(cp->end_error);
+    cp->end_error = NULL;
+}
+
+void ll__pg_copy_started(ll_pg_conn *c, pg_req *r, PGresult *res) {
+    ll_pg_copy *cp = &c->copy;
+    cp->is_in = PQresultStatus(res) == PGRES_COPY_IN;
+    PQclear(res);
+    cp->state = cp->is_in ? COPY_IN : COPY_OUT;
+    if (r->cancel_wanted || !r->f || ll_future_get_state(r->f) != LL_FUTURE_PENDING) {
+        /* nobody wants it any more: end it (the start future settles with the outcome) */
+        if (cp->is_in) {
+            PQputCopyEnd(c->pg, "cancelled");
+            cp->state = COPY_ENDING;
+            if (PQflush(c->pg) > 0) ll__pg_want_write(c);
+        } else {
+            cp->discard = true;
+        }
+        return;
+    }
+    ll_future_resolve(r->f, cp, NULL);
+    ll_future_free(r->f);
+    r->f = NULL;
+}
+
+static void settle_finish(ll_pg_conn *c, ll_future *f, pg_req *r) {
+    if (r->err) {
+        if (r->cancel_wanted) ll_future_set_cancelled(f);
+        else ll__pg_fail_result(f, c, PQstatus(c->pg) == CONNECTION_BAD ? LL_EPG_CONN : LL_EPG_SERVER,
+                                r->err);
+        r->err = NULL;
+        return;
+    }
+    PGresult *res = r->res ? r->res : PQmakeEmptyPGresult(c->pg, PGRES_COMMAND_OK);
+    r->res = NULL;
+    ll_pg_result *w = res ? ll__pg_result_new(res) : NULL;
+    if (!w) {
+        if (res) PQclear(res);
+        ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory for a result", c->peer);
+        return;
+    }
+    ll_future_resolve(f, w, (ll_value_free)ll_pg_result_free);
+}
+
+void ll__pg_copy_complete(ll_pg_conn *c, pg_req *r) {
+    ll_pg_copy *cp = &c->copy;
+    if (r->f && ll_future_get_state(r->f) == LL_FUTURE_PENDING) {
+        /* the copy never started: the statement failed, was cancelled, or was not a COPY to or
+         * from the client */
+        if (r->err) {
+            settle_finish(c, r->f, r);
+        } else if (r->cancel_wanted) {
+            ll_future_set_cancelled(r->f);
+        } else {
+            ll_future_fail(r->f, LL_EINVAL,
+                           "postgres %s: not a COPY FROM STDIN or COPY TO STDOUT statement",
+                           c->peer);
+        }
+        if (cp->req == r) copy_reset(cp);
+        ll__pg_req_free(r);
+        return;
+    }
+    if (cp->req != r) {
+        ll__pg_req_free(r);
+        return;
+    }
+    /* reads still waiting learn that the data is over */
+    if (cp->read_f) {
+        if (r->err) ll_future_fail(cp->read_f, LL_EPG_SERVER, "postgres %s: COPY failed", c->peer);
+        else ll_future_fail(cp->read_f, LL_EOF, "postgres %s: end of COPY data", c->peer);
+        ll_future_free(cp->read_f);
+        cp->read_f = NULL;
+    }
+    if (cp->finish_f) {
+        ll_future *f = cp->finish_f;
+        cp->finish_f = NULL;
+        settle_finish(c, f, r);
+        ll_future_free(f);
+        copy_reset(cp);
+        ll__pg_req_free(r);
+        return;
+    }
+    cp->state = COPY_DONE; /* keep the outcome for ll_pg_copy_finish */
+}
+
+void ll__pg_copy_dropped(ll_pg_conn *c, pg_req *r) {
+    if (c->copy.req == r) copy_reset(&c->copy);
+}
+
+/* ---- TO STDOUT ---- */
+
+void ll__pg_copy_on_input(ll_pg_conn *c) {
+    ll_pg_copy *cp = &c->copy;
+    if (cp->discard || !cp->req) {
+        char *buf;
+        int n;
+        while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) PQfreemem(buf);
+        if (n == 0) return;
+        if (n == -2) {
+            ll__pg_broken(c, NULL);
+            return;
+        }
+        cp->out_done = true;
+        cp->state = cp->req ? COPY_ENDING : COPY_NONE;
+        return;
+    }
+    if (!cp->read_f) return;
+    ll_pg_copy_data *d = NULL;
+    size_t cap = 0;
+    for (;;) {
+        char *buf;
+        int n = PQgetCopyData(c->pg, &buf, 1);
+        if (n == 0) break;
+        if (n == -2) {
+            ll__free(d);
+            ll__pg_broken(c, NULL);
+            return;
+        }
+        if (n == -1) {
+            cp->out_done = true;
+            cp->state = COPY_ENDING;
+            break;
+        }
+        size_t have = d ? d->len : 0;
+        if (have + (size_t)n > cap) {
+            size_t ncap = cap ? cap * 2 : 16384;
+            while (ncap < have + (size_t)n) ncap *= 2;
+            ll_pg_copy_data *nd = ll__realloc(d, sizeof *nd + ncap);
+            if (!nd) {
+                PQfreemem(buf);
+                ll__free(d);
+                ll_future_fail(cp->read_f, LL_ENOMEM, "postgres %s: out of memory for COPY data",
+                               c->peer);
+                ll_future_free(cp->read_f);
+                cp->read_f = NULL;
+                cp->discard = true; /* the rest can only be dropped */
+                return;
+            }
+            if (!d) nd->len = 0;
+            d = nd;
+            cap = ncap;
+            d->data = (char *)(d + 1);
+        }
+        memcpy(d->data + d->len, buf, (size_t)n);
+        d->len += (size_t)n;
+        PQfreemem(buf);
+        if (d->len >= READ_BATCH) break;
+    }
+    if (d) {
+        ll_future_resolve(cp->read_f, d, ll__free);
+    } else if (cp->out_done) {
+        ll_future_fail(cp->read_f, LL_EOF, "postgres %s: end of COPY data", c->peer);
+    } else {
+        return; /* nothing yet */
+    }
+    ll_future_free(cp->read_f);
+    cp->read_f = NULL;
+}
+
+static void read_cancel(ll_future *f, void *arg) {
+    ll_pg_conn *c = arg;
+    if (c->copy.read_f == f) {
+        c->copy.read_f = NULL;
+        ll_future_free(f);
+    }
+    ll_future_set_cancelled(f);
+    ll__pg_io_update(c);
+}
+
+ll_future *ll_pg_copy_read(ll_pg_copy *cp) {
+    if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
+    ll_pg_conn *c = cp->conn;
+    if (cp->read_f) return copy_fail_now(c->loop, LL_ESTATE, "a read is already waiting");
+    ll_future *f = ll_future_new(c->loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "pg copy read");
+    if (cp->is_in || (cp->state != COPY_OUT && cp->state != COPY_ENDING && cp->state != COPY_DONE)) {
+        ll_future_fail(f, LL_ESTATE, "postgres %s: not reading a COPY TO STDOUT", c->peer);
+        return f;
+    }
+    if (cp->out_done || cp->state != COPY_OUT) {
+        ll_future_fail(f, LL_EOF, "postgres %s: end of COPY data", c->peer);
+        return f;
+    }
+    cp->read_f = ll_future_ref(f);
+    ll_future_on_cancel(f, read_cancel, c);
+    ll__pg_copy_on_input(c); /* rows libpq already holds */
+    if (c->state == PG_READY && c->copy.state != COPY_OUT) {
+        /* the end of the data was in the buffer too: let the COPY's result be read */
+        ll__pg_on_input(c);
+    }
+    ll__pg_io_update(c);
+    return f;
+}
+
+/* ---- FROM STDIN ---- */
+
+static void write_cancel(ll_future *f, void *arg) {
+    pg_waiter *w = arg;
+    ll_pg_copy *cp = &w->conn->copy;
+    pg_waiter **pp = &cp->wq_head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = w->next;
+        if (cp->wq_tail == w) cp->wq_tail = prev;
+    }
+    ll_future_set_cancelled(f); /* the bytes are queued already: only the wait is called off */
+    ll_future_free(w->f);
+    ll__free(w);
+}
+
+static void wake_writers(ll_pg_copy *cp, int code, const char *why) {
+    while (cp->wq_head) {
+        pg_waiter *w = cp->wq_head;
+        cp->wq_head = w->next;
+        if (code) ll_future_fail(w->f, code, "postgres %s: %s", cp->conn->peer, why);
+        else ll_future_resolve(w->f, NULL, NULL);
+        ll_future_free(w->f);
+        ll__free(w);
+    }
+    cp->wq_tail = NULL;
+}
+
+ll_future *ll_pg_copy_write(ll_pg_copy *cp, const void *data, size_t len) {
+    if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
+    ll_pg_conn *c = cp->conn;
+    ll_future *f = ll_future_new(c->loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "pg copy write");
+    if (c->state != PG_READY) {
+        ll_future_fail(f, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
+                       "postgres %s: connection %s", c->peer ? c->peer : "?",
+                       c->state == PG_BROKEN ? "lost" : "closed");
+        return f;
+    }
+    if (cp->state != COPY_IN) {
+        ll_future_fail(f, LL_ESTATE, "postgres %s: not writing a COPY FROM STDIN", c->peer);
+        return f;
+    }
+    const char *p = data;
+    while (len > 0) {
+        int n = len > (1u << 30) ? (1 << 30) : (int)len;
+        int r = PQputCopyData(c->pg, p, n);
+        if (r != 1) {
+            char line[512];
+            ll_future_fail(f, r == 0 ? LL_ENOMEM : LL_EPG_CONN, "postgres %s: COPY data: %s",
+                           c->peer, ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line));
+            if (r < 0) ll__pg_broken(c, NULL);
+            return f;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    int fl = PQflush(c->pg);
+    if (fl < 0) {
+        ll_future_fail(f, LL_EPG_CONN, "postgres %s: connection lost during COPY", c->peer);
+        ll__pg_broken(c, NULL);
+        return f;
+    }
+    if (fl == 0 && !cp->wq_head) {
+        ll_future_resolve(f, NULL, NULL);
+        return f;
+    }
+    pg_waiter *w = ll__calloc(1, sizeof *w);
+    if (!w) {
+        ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
+        return f;
+    }
+    w->f = ll_future_ref(f);
+    w->conn = c;
+    if (cp->wq_tail) cp->wq_tail->next = w;
+    else cp->wq_head = w;
+    cp->wq_tail = w;
+    ll_future_on_cancel(f, write_cancel, w);
+    ll__pg_want_write(c);
+    return f;
+}
+
+static void try_end(ll_pg_conn *c) {
+    ll_pg_copy *cp = &c->copy;
+    int r = PQputCopyEnd(c->pg, cp->end_error);
+    if (r == 0) {
+        cp->end_pending = true;
+        ll__pg_want_write(c);
+        return;
+    }
+    cp->end_pending = false;
+    if (r < 0) {
+        ll__pg_broken(c, NULL);
+        return;
+    }
+    int fl = PQflush(c->pg);
+    if (fl < 0) ll__pg_broken(c, NULL);
+    else if (fl > 0) ll__pg_want_write(c);
+}
+
+void ll__pg_copy_on_writable(ll_pg_conn *c) {
+    ll_pg_copy *cp = &c->copy;
+    wake_writers(cp, 0, NULL);
+    if (cp->end_pending) try_end(c);
+}
+
+ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
+    if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
+    ll_pg_conn *c = cp->conn;
+    if (cp->finish_f) return copy_fail_now(c->loop, LL_ESTATE, "finish already called");
+    ll_future *f = ll_future_new(c->loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "pg copy finish");
+    switch (cp->state) {
+    case COPY_IN:
+        if (c->state != PG_READY) break;
+        cp->end_error = error ? ll__strdup(error) : NULL;
+        if (error && !cp->end_error) {
+            ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
+            return f;
+        }
+        cp->state = COPY_ENDING;
+        cp->finish_f = ll_future_ref(f);
+        try_end(c);
+        ll__pg_io_update(c);
+        return f;
+    case COPY_OUT:
+        cp->discard = true; /* drop what was not read */
+        if (cp->read_f) {
+            ll_future_fail(cp->read_f, LL_EOF, "postgres %s: COPY finished", c->peer);
+            ll_future_free(cp->read_f);
+            cp->read_f = NULL;
+        }
+        /* fall through */
+    case COPY_ENDING:
+        cp->finish_f = ll_future_ref(f);
+        if (c->state == PG_READY) ll__pg_on_input(c); /* rows already buffered */
+        if (c->state == PG_READY) ll__pg_io_update(c);
+        return f;
+    case COPY_DONE: {
+        pg_req *r = cp->req;
+        settle_finish(c, f, r);
+        copy_reset(cp);
+        ll__pg_req_free(r);
+        return f;
+    }
+    default:
+        break;
+    }
+    ll_future_fail(f, c->state == PG_READY ? LL_ESTATE : LL_EPG_CONN,
+                   "postgres %s: no COPY in progress", c->peer ? c->peer : "?");
+    return f;
+}
+
+void ll__pg_copy_fail(ll_pg_conn *c, int code, const char *why) {
+    ll_pg_copy *cp = &c->copy;
+    wake_writers(cp, code, why);
+    if (cp->read_f) {
+        ll_future_fail(cp->read_f, code, "postgres %s: %s", c->peer, why);
+        ll_future_free(cp->read_f);
+        cp->read_f = NULL;
+    }
+    if (cp->finish_f) {
+        ll_future_fail(cp->finish_f, code, "postgres %s: %s", c->peer, why);
+        ll_future_free(cp->finish_f);
+        cp->finish_f = NULL;
+    }
+    if (cp->state == COPY_DONE && cp->req) ll__pg_req_free(cp->req);
+    copy_reset(cp);
+}

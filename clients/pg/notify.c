@@ -1,0 +1,174 @@
+/*
+ * notify.c — LISTEN/NOTIFY: notifications land in a per-connection queue that tasks await.
+ *
+ * Design notes:
+ * - libpq collects notifications whenever it reads (our watcher always reads, idle or not);
+ *   after each read they are moved to the queue, or straight to the oldest waiting future.
+ * - The queue is bounded (notify_queue_max): a listener that never reads must not grow memory
+ *   without limit. The oldest notification is dropped and counted, as a full socket would.
+ * - A waiter keeps the loop alive (the watcher is referenced while anyone waits).
+ */
+#include <string.h>
+#include "pg_internal.h"
+
+static pg_note *note_from(PGnotify *n) {
+    size_t cl = strlen(n->relname) + 1, pl = strlen(n->extra ? n->extra : "") + 1;
+    pg_note *note = ll__malloc(sizeof *note + cl + pl);
+    if (!note) return NULL;
+    char *p = (char *)(note + 1);
+    memcpy(p, n->relname, cl);
+    memcpy(p + cl, n->extra ? n->extra : "", pl);
+    note->n.channel = p;
+    note->n.payload = p + cl;
+    note->n.be_pid = n->be_pid;
+    note->next = NULL;
+    return note;
+}
+
+static void waiter_unlink(ll_pg_conn *c, pg_waiter *w) {
+    if (w->prev) w->prev->next = w->next;
+    else c->waiters_head = w->next;
+    if (w->next) w->next->prev = w->prev;
+    else c->waiters_tail = w->prev;
+}
+
+void ll__pg_collect_notifies(ll_pg_conn *c) {
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        pg_note *note = note_from(n);
+        PQfreemem(n);
+        if (!note) {
+            c->notes_dropped++;
+            continue;
+        }
+        pg_waiter *w = c->waiters_head;
+        if (w) {
+            waiter_unlink(c, w);
+            ll_future_resolve(w->f, note, ll__free);
+            ll_future_free(w->f);
+            ll__free(w);
+            continue;
+        }
+        if (c->nnotes >= c->opts.notify_queue_max && c->notes_head) {
+            pg_note *old = c->notes_head;
+            c->notes_head = old->next;
+            if (!c->notes_head) c->notes_tail = NULL;
+            c->nnotes--;
+            c->notes_dropped++;
+            ll__free(old);
+        }
+        if (c->notes_tail) c->notes_tail->next = note;
+        else c->notes_head = note;
+        c->notes_tail = note;
+        c->nnotes++;
+    }
+}
+
+static void waiter_cancel(ll_future *f, void *arg) {
+    pg_waiter *w = arg;
+    ll_pg_conn *c = w->conn;
+    waiter_unlink(c, w);
+    ll_future_set_cancelled(f);
+    ll_future_free(w->f);
+    ll__free(w);
+    ll__pg_io_update(c);
+}
+
+ll_future *ll_pg_next_notification(ll_pg_conn *c) {
+    ll_future *f = ll_future_new(c ? c->loop : NULL);
+    if (!f) return NULL;
+    ll_future_set_label(f, "pg notification");
+    if (!c) {
+        ll_future_fail(f, LL_EINVAL, "postgres notification: no connection");
+        return f;
+    }
+    if (c->notes_head) {
+        pg_note *note = c->notes_head;
+        c->notes_head = note->next;
+        if (!c->notes_head) c->notes_tail = NULL;
+        c->nnotes--;
+        ll_future_resolve(f, note, ll__free);
+        return f;
+    }
+    if (c->state != PG_READY) {
+        ll_future_fail(f, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
+                       "postgres %s: connection %s", c->peer ? c->peer : "?",
+                       c->state == PG_BROKEN ? "lost" : "closed");
+        return f;
+    }
+    pg_waiter *w = ll__calloc(1, sizeof *w);
+    if (!w) {
+        ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
+        return f;
+    }
+    w->f = ll_future_ref(f);
+    w->conn = c;
+    w->prev = c->waiters_tail;
+    if (c->waiters_tail) c->waiters_tail->next = w;
+    else c->waiters_head = w;
+    c->waiters_tail = w;
+    ll_future_on_cancel(f, waiter_cancel, w);
+    ll__pg_io_update(c);
+    return f;
+}
+
+void ll__pg_notify_fail_all(ll_pg_conn *c, int code, const char *why) {
+    while (c->waiters_head) {
+        pg_waiter *w = c->waiters_head;
+        waiter_unlink(c, w);
+        ll_future_fail(w->f, code, "postgres %s: %s%s", c->peer,
+                       code == LL_EPG_CONN ? "connection lost: " : "", why);
+        ll_future_free(w->f);
+        ll__free(w);
+    }
+}
+
+void ll__pg_notify_free_all(ll_pg_conn *c) {
+    while (c->notes_head) {
+        pg_note *n = c->notes_head;
+        c->notes_head = n->next;
+        ll__free(n);
+    }
+    c->notes_tail = NULL;
+    c->nnotes = 0;
+}
+
+uint64_t ll_pg_notifications_dropped(const ll_pg_conn *c) {
+    return c ? c->notes_dropped : 0;
+}
+
+static ll_future *channel_stmt(ll_pg_conn *c, const char *verb, const char *channel) {
+    if (!c) {
+        ll_future *f = ll_future_new(NULL);
+        if (f) ll_future_fail(f, LL_EINVAL, "postgres %s: no connection", verb);
+        return f;
+    }
+    char *q = channel ? ll__pg_quote_ident(channel) : NULL;
+    char *sql = (q || !channel) ? ll__format("%s %s", verb, q ? q : "*") : NULL;
+    ll__free(q);
+    if (!sql) {
+        ll_future *f = ll_future_new(c->loop);
+        if (f) ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", verb);
+        return f;
+    }
+    ll_future *f = ll__pg_query_internal(c, sql, TXOP_NONE, ll_task_current());
+    ll__free(sql);
+    return f;
+}
+
+ll_future *ll_pg_listen(ll_pg_conn *c, const char *channel) {
+    if (!channel) {
+        ll_future *f = ll_future_new(c ? c->loop : NULL);
+        if (f) ll_future_fail(f, LL_EINVAL, "postgres LISTEN: no channel");
+        return f;
+    }
+    return channel_stmt(c, "LISTEN", channel);
+}
+
+ll_future *ll_pg_unlisten(ll_pg_conn *c, const char *channel) {
+    return channel_stmt(c, "UNLISTEN", channel);
+}
+
+ll_future *ll_pg_notify(ll_pg_conn *c, const char *channel, const char *payload) {
+    return ll_pg_query(c, "SELECT pg_notify($1, $2)", 2, channel, payload ? payload : "");
+}

@@ -1,0 +1,311 @@
+/*
+ * libloop/pg.h — PostgreSQL client (libloop-pg): libpq driven by the loop, queries as futures,
+ * automatic pipelining, prepared statements, transactions, LISTEN/NOTIFY, COPY, cancellation and a
+ * pool. Link with `pkg-config --libs libloop-pg`. This header never includes libpq's.
+ *
+ * Connections. ll_pg_connect() takes a libpq conninfo string or URI; every libpq keyword passes
+ * through (sslmode, sslrootcert, application_name, ...). A host name is resolved with libloop's
+ * resolver and handed to libpq as `hostaddr`, so libpq never does a blocking lookup; numeric
+ * addresses and Unix socket directories are used as they are. The connect never blocks the loop
+ * and is bounded by a connect timeout (ll_pg_opts.connect_timeout, else the conninfo's
+ * connect_timeout, else 10 s) as well as by the awaiting task's deadline.
+ *
+ * Queries and pipelining. Each query call returns a future at once; several tasks may use one
+ * connection at the same time. Queries are written to the server as soon as they are made, each
+ * followed by its own Sync, without waiting for earlier replies (libpq pipeline mode): N tasks
+ * sharing a connection cost one round trip, not N. Replies come back in order and each future gets
+ * its own result or error.
+ *
+ * PostgreSQL's rule is that an error inside a pipeline makes the server skip every later command
+ * up to the next Sync, and that the commands between two Syncs form one implicit transaction.
+ * Because every query here ends with its own Sync, a failing query never affects its neighbours
+ * and a query outside a transaction block commits on its own, exactly as without pipelining. A
+ * transaction (ll_pg_begin) takes the connection for its task: other tasks' queries wait, unsent,
+ * until it ends, so nothing of theirs ever runs inside someone else's transaction. Inside a
+ * transaction the usual rule holds: after an error, later statements fail with SQLSTATE 25P02 until
+ * a rollback.
+ *
+ * Batched syncs (ll_pg_opts.batch_sync, off by default). A Sync per query makes the server end a
+ * transaction and flush its output for every query. With batch_sync, the queries written in one
+ * loop iteration (up to 256) share one Sync, as in a hand-written pipeline, and their results are
+ * delivered when it arrives. The queries of such a segment run in one implicit transaction, so if
+ * one fails, the server rolls back the others (and skips those after it): the failed one's future
+ * gets its error and every other query of the segment is run again on its own, so each future
+ * still gets the outcome it would have had alone. The one difference: effects PostgreSQL does not
+ * roll back (sequence values, session advisory locks) of a query that ran before the failing one
+ * happen twice. Inside a transaction block nothing is re-run: the error aborts the transaction
+ * as usual (the queries after it fail with 25P02). Only statements starting with SELECT, WITH,
+ * VALUES, TABLE, SHOW, INSERT, UPDATE, DELETE or MERGE are batched; anything else (transaction
+ * control, VACUUM, DDL, ...) gets a segment of its own.
+ *
+ * Prepared statements. Each distinct SQL text is prepared once per connection (in the same round
+ * trip as its first execution) and reused from a per-connection LRU cache. When a cached plan is
+ * invalidated by a schema change (SQLSTATE 0A000) or the statement disappeared (26000, e.g. after
+ * DISCARD ALL), the query is re-prepared and run again by itself — only outside a transaction
+ * block, where the failed attempt changed nothing. ll_pg_opts.unnamed_statements turns named
+ * statements off (PgBouncer in transaction mode).
+ *
+ * Results. The value of a query future is an ll_pg_result owned by the future (freed with it;
+ * ll_future_take() it to keep it longer and free it with ll_pg_result_free()). Values are in text
+ * format; the typed getters parse them. A failed query fails its future with LL_EPG_SERVER and a
+ * message "postgres 127.0.0.1:5432: ERROR 23505: duplicate key value ... (DETAIL: ...)"; the
+ * fields (SQLSTATE, message, detail, hint, ...) are read with ll_pg_error_*() on that future.
+ *
+ * Cancellation. Cancelling a query future that is not yet sent removes it. Cancelling one in
+ * flight sends PostgreSQL's cancel request (PQcancel, run in the executor because libpq 15 has only
+ * a blocking one) once the query is the only one in flight — a cancel request stops whatever the
+ * backend runs at that moment, so it is never sent while another task's query could be the one
+ * running (a query with others already written behind it is waited for instead) — and the
+ * future settles when the query's reply is in: cancelled (SQLSTATE 57014), or with its real
+ * outcome if it finished first. Nothing new is sent until then, so a late cancel cannot hit the
+ * next query. If the query has not stopped within cancel_timeout, the connection is closed (the
+ * cancelled future ends LL_ECANCELED, everything else on it LL_EPG_CONN). A COMMIT is never
+ * cancelled (its outcome would be unknown): cancelling its future waits for its reply.
+ *
+ * Errors: LL_EPG_SERVER (the server reported an error), LL_EPG_CONN (the connection failed or was
+ * lost; later calls fail at once), LL_EPG_AUTH (authentication failed or rejected; the message
+ * names the user), LL_EPG_UNKNOWN_OUTCOME (the connection was lost while a COMMIT was in flight:
+ * it may or may not have committed; never retried), LL_ECONNREFUSED, LL_ETIMEDOUT, LL_ENOTFOUND /
+ * LL_EDNS (host name), LL_ECANCELED, LL_ECLOSED (ll_pg_close() while waiting), LL_EINVAL (bad
+ * conninfo or argument), LL_ENOTASK (a call that must run inside a task), LL_ENOMEM.
+ *
+ * Threads: a connection, its results and its pool belong to the loop they were made on. Memory
+ * for results and libpq's own buffers comes from libpq (malloc), not from the allocator hook.
+ */
+#ifndef LIBLOOP_PG_H
+#define LIBLOOP_PG_H
+
+#include "libloop/common.h"
+#include "libloop/future.h"
+
+typedef struct ll_pg_conn ll_pg_conn;
+typedef struct ll_pg_result ll_pg_result;
+typedef struct ll_pg_tx ll_pg_tx;
+typedef struct ll_pg_copy ll_pg_copy;
+typedef struct ll_pg_pool ll_pg_pool;
+
+/* ---- connections ---- */
+
+/* Options; zero means the default. */
+typedef struct ll_pg_opts {
+    ll_loop *loop;             /* NULL: the current loop */
+    double connect_timeout;    /* seconds; 0: the conninfo's connect_timeout, else 10; < 0: none
+                                * (only the awaiting task's deadline) */
+    double cancel_timeout;     /* how long a cancelled query may take to stop before the
+                                * connection is closed; 0: 5 s */
+    unsigned stmt_cache_size;  /* named prepared statements kept per connection; 0: 256 */
+    bool unnamed_statements;   /* never make named prepared statements (PgBouncer) */
+    size_t notify_queue_max;   /* notifications kept unread; older ones are dropped; 0: 10000 */
+    bool batch_sync;           /* one Sync per burst instead of one per query (see "Batched
+                                * syncs" above): faster pipelining, with the caveat documented */
+} ll_pg_opts;
+
+/* Connect. The future's value is the ll_pg_conn, owned by the future (a connection nobody took is
+ * closed when the future is freed): take it with ll_future_take() and close it with
+ * ll_pg_close(). Fails with LL_EPG_AUTH, LL_ECONNREFUSED, LL_ETIMEDOUT, LL_ENOTFOUND, LL_EPG_CONN,
+ * LL_EINVAL (the conninfo does not parse; libpq's reason in the message), LL_ENOMEM; the message
+ * names the server, the user and the database. Cancelling it abandons the connect. NULL on out of
+ * memory. */
+LL_EXPORT ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts);
+
+/* Close the connection: what is queued or in flight fails with LL_ECLOSED, an open transaction is
+ * rolled back by the server when the connection ends, the socket is closed now. Allowed from any
+ * task or callback, also while other tasks wait on the connection. On a connection lent by a pool
+ * it only ends the connection (what waits fails with LL_EPG_CONN): give it back with
+ * ll_pg_pool_release(), which frees it. NULL: no-op. */
+LL_EXPORT void ll_pg_close(ll_pg_conn *c);
+
+/* True while the connection is usable (not lost, not closed). */
+LL_EXPORT bool ll_pg_is_ok(const ll_pg_conn *c);
+/* "127.0.0.1:5432" or the Unix socket path; valid until the connection is closed. */
+LL_EXPORT const char *ll_pg_peer(const ll_pg_conn *c);
+/* The server process serving this connection (for pg_cancel_backend and friends). */
+LL_EXPORT int ll_pg_backend_pid(const ll_pg_conn *c);
+/* PostgreSQL's version as an integer (150004 for 15.4). */
+LL_EXPORT int ll_pg_server_version(const ll_pg_conn *c);
+/* Queries made on this connection and not yet answered (queued or in flight). */
+LL_EXPORT size_t ll_pg_pending(const ll_pg_conn *c);
+/* True inside a transaction block (an ll_pg_begin not yet ended, or BEGIN sent by hand). */
+LL_EXPORT bool ll_pg_in_transaction(const ll_pg_conn *c);
+
+/* ---- queries ---- */
+
+/* Run one SQL statement with `nparams` text parameters ($1, $2, ...) given as `const char *`
+ * arguments; a NULL argument is SQL NULL. The parameters and the SQL are copied when needed: they
+ * may be freed when the call returns. The future resolves with an ll_pg_result (see above) or
+ * fails. It is never settled when the call returns. NULL on out of memory. */
+LL_EXPORT ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ...);
+/* The same with the parameters in an array (NULL elements are SQL NULL). */
+LL_EXPORT ll_future *ll_pg_queryv(ll_pg_conn *c, const char *sql, int nparams,
+                                  const char *const *values);
+/* The same with per-parameter lengths and formats: formats[i] == 1 sends values[i] as binary data
+ * of lengths[i] bytes (a bytea parameter with embedded zero bytes); 0 or a NULL array is text. */
+LL_EXPORT ll_future *ll_pg_query_params(ll_pg_conn *c, const char *sql, int nparams,
+                                        const char *const *values, const int *lengths,
+                                        const int *formats);
+/* Run a script of one or more statements separated by semicolons, without parameters (simple
+ * query protocol). It waits for the queries in flight, runs alone, and resolves with the result of
+ * the last statement; the first error stops the script and fails the future. */
+LL_EXPORT ll_future *ll_pg_exec(ll_pg_conn *c, const char *sql);
+
+/* ---- results ---- */
+
+/* Rows and columns of a result (0 for a command that returns no rows). */
+LL_EXPORT int ll_pg_result_rows(const ll_pg_result *r);
+LL_EXPORT int ll_pg_result_cols(const ll_pg_result *r);
+/* A column's name, NULL when out of range. */
+LL_EXPORT const char *ll_pg_result_colname(const ll_pg_result *r, int col);
+/* The index of the column named `name` (case-sensitive, the name as the server returns it), or -1. */
+LL_EXPORT int ll_pg_result_colindex(const ll_pg_result *r, const char *name);
+/* The type OID of a column (23 int4, 25 text, 17 bytea, ...), 0 when out of range. */
+LL_EXPORT unsigned ll_pg_result_coltype(const ll_pg_result *r, int col);
+/* Rows inserted, updated, deleted, selected or copied by the command; -1 when it reports none. */
+LL_EXPORT int64_t ll_pg_result_affected(const ll_pg_result *r);
+/* The command tag ("INSERT 0 1", "SELECT 3", "BEGIN"). */
+LL_EXPORT const char *ll_pg_result_command(const ll_pg_result *r);
+
+/* True when the value is SQL NULL, or the row or column is out of range. */
+LL_EXPORT bool ll_pg_isnull(const ll_pg_result *r, int row, int col);
+/* The value as text (valid until the result is freed), NULL for SQL NULL or out of range. */
+LL_EXPORT const char *ll_pg_text(const ll_pg_result *r, int row, int col);
+/* The length in bytes of the text value (0 for NULL). */
+LL_EXPORT size_t ll_pg_len(const ll_pg_result *r, int row, int col);
+/* Typed getters: return 0 and store the value, LL_ENOENT for SQL NULL, LL_ERANGE for a row or
+ * column out of range or a number that does not fit, LL_EINVAL when the text is not of that type.
+ * Booleans accept PostgreSQL's t/f (and true/false, 1/0). */
+LL_EXPORT int ll_pg_int64(const ll_pg_result *r, int row, int col, int64_t *out);
+LL_EXPORT int ll_pg_double(const ll_pg_result *r, int row, int col, double *out);
+LL_EXPORT int ll_pg_bool(const ll_pg_result *r, int row, int col, bool *out);
+/* A bytea value decoded to bytes (from PostgreSQL's hex or escape output): *data stays valid until
+ * the result is freed. Same returns as above, plus LL_ENOMEM. */
+LL_EXPORT int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t *len);
+
+/* Free a result taken from its future. NULL: no-op. */
+LL_EXPORT void ll_pg_result_free(ll_pg_result *r);
+
+/* ---- errors ----
+ * These read the server's error fields from a future that failed because of a PostgreSQL error
+ * (a query, a COMMIT, ...). They return NULL when the future did not fail that way or the server
+ * did not send that field. The strings are valid until the future is freed. */
+LL_EXPORT const char *ll_pg_error_sqlstate(ll_future *f);  /* "23505" */
+LL_EXPORT const char *ll_pg_error_message(ll_future *f);   /* the primary message */
+LL_EXPORT const char *ll_pg_error_detail(ll_future *f);
+LL_EXPORT const char *ll_pg_error_hint(ll_future *f);
+/* Any field by libpq's PG_DIAG_* code ('C' SQLSTATE, 'M' message, 'D' detail, 'H' hint, 'n'
+ * constraint name, 't' table, 'c' column, 'P' position, 'S' severity, ...). */
+LL_EXPORT const char *ll_pg_error_field(ll_future *f, int code);
+/* SQLSTATE 23505: the statement violated a unique constraint. */
+LL_EXPORT bool ll_pg_is_unique_violation(ll_future *f);
+
+/* ---- transactions ----
+ * ll_pg_begin() must be called from a task. The transaction belongs to that task: its queries on
+ * the connection (ll_pg_query and friends, from the same task) run inside it, and other tasks'
+ * queries on the connection wait until it ends. It ends with ll_pg_commit() or ll_pg_rollback();
+ * if the task finishes first (it returned, failed or was cancelled), it is rolled back
+ * automatically. `ll_pg_tx *` is valid until commit or rollback is called. */
+
+/* BEGIN (with `options` appended when not NULL, e.g. "ISOLATION LEVEL SERIALIZABLE"). The value
+ * is the ll_pg_tx, borrowed. Fails with LL_ENOTASK outside a task, LL_ESTATE when this task
+ * already has a transaction open on the connection. */
+LL_EXPORT ll_future *ll_pg_begin(ll_pg_conn *c, const char *options);
+/* COMMIT. Resolves when committed; fails with LL_EPG_SERVER when the commit failed (a deferred
+ * constraint, a serialization failure: the server's fields are on the future), or when the
+ * transaction had already failed (the server rolled it back; the message says so, there are no
+ * fields), and with LL_EPG_UNKNOWN_OUTCOME when the connection was lost while the COMMIT was in
+ * flight. Cancelling it does not cancel the COMMIT. */
+LL_EXPORT ll_future *ll_pg_commit(ll_pg_tx *tx);
+LL_EXPORT ll_future *ll_pg_rollback(ll_pg_tx *tx);
+/* SAVEPOINT name / ROLLBACK TO SAVEPOINT name / RELEASE SAVEPOINT name (name quoted as an
+ * identifier). */
+LL_EXPORT ll_future *ll_pg_savepoint(ll_pg_tx *tx, const char *name);
+LL_EXPORT ll_future *ll_pg_rollback_to(ll_pg_tx *tx, const char *name);
+LL_EXPORT ll_future *ll_pg_release(ll_pg_tx *tx, const char *name);
+LL_EXPORT ll_pg_conn *ll_pg_tx_conn(const ll_pg_tx *tx);
+
+/* ---- LISTEN / NOTIFY ---- */
+
+typedef struct ll_pg_notification {
+    const char *channel;
+    const char *payload;
+    int be_pid; /* the backend that sent it */
+} ll_pg_notification;
+
+/* LISTEN / UNLISTEN on a channel (quoted as an identifier; NULL for UNLISTEN *). Resolve with an
+ * ll_pg_result once the server has done it. */
+LL_EXPORT ll_future *ll_pg_listen(ll_pg_conn *c, const char *channel);
+LL_EXPORT ll_future *ll_pg_unlisten(ll_pg_conn *c, const char *channel);
+/* pg_notify(channel, payload). */
+LL_EXPORT ll_future *ll_pg_notify(ll_pg_conn *c, const char *channel, const char *payload);
+/* The next notification received on this connection: already resolved when one is waiting,
+ * otherwise when one arrives. Its value is an ll_pg_notification owned by the future. Waiters are
+ * served in order. Fails with LL_EPG_CONN when the connection is lost, LL_ECLOSED on close.
+ * Notifications arrive whenever the connection reads, also while it is otherwise idle. */
+LL_EXPORT ll_future *ll_pg_next_notification(ll_pg_conn *c);
+/* Notifications dropped because notify_queue_max were waiting unread. */
+LL_EXPORT uint64_t ll_pg_notifications_dropped(const ll_pg_conn *c);
+
+/* ---- COPY ----
+ * ll_pg_copy_start() runs a COPY ... FROM STDIN or COPY ... TO STDOUT statement. It waits for the
+ * queries in flight; while the copy runs, other queries on the connection wait. The value is the
+ * ll_pg_copy, borrowed, valid until ll_pg_copy_finish()'s future settles. */
+LL_EXPORT ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql);
+/* True for COPY FROM STDIN (write), false for COPY TO STDOUT (read). */
+LL_EXPORT bool ll_pg_copy_is_in(const ll_pg_copy *cp);
+/* FROM STDIN: queue `len` bytes of COPY data (any split of the rows). The data is copied. The
+ * future resolves once the bytes are on their way (most writes resolve at once; a full socket makes
+ * the writer wait: memory stays bounded however much is loaded). */
+LL_EXPORT ll_future *ll_pg_copy_write(ll_pg_copy *cp, const void *data, size_t len);
+
+/* TO STDOUT: the next piece of data — one or more whole rows, in an ll_pg_copy_data owned by the
+ * future. Fails with LL_EOF after the last row. */
+typedef struct ll_pg_copy_data {
+    size_t len;
+    char *data;
+} ll_pg_copy_data;
+LL_EXPORT ll_future *ll_pg_copy_read(ll_pg_copy *cp);
+/* End the copy. FROM STDIN: `error` NULL finishes the load, otherwise aborts it with that message.
+ * TO STDOUT: discards what was not read. Resolves with the ll_pg_result of the COPY (rows copied in
+ * ll_pg_result_affected) or fails with the server's error. */
+LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
+
+/* ---- pool ---- */
+
+typedef struct ll_pg_pool_opts {
+    unsigned min_size;       /* connections kept open; 0: none */
+    unsigned max_size;       /* 0: 10 */
+    double acquire_timeout;  /* seconds a caller waits for a connection; 0: 30 */
+    double max_idle;         /* 0: 300 */
+    double max_lifetime;     /* 0: 3600 */
+    double reset_timeout;    /* 0: 10 */
+    ll_pg_opts conn;         /* for each connection (connect_timeout bounds the pool's connects) */
+} ll_pg_pool_opts;
+
+/* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL
+ * conninfo. Close it with ll_pg_pool_close(). */
+LL_EXPORT ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts);
+/* Close the pool: waiters fail with LL_EPOOLCLOSED, idle connections are closed, lent ones when
+ * they come back. NULL: no-op. */
+LL_EXPORT void ll_pg_pool_close(ll_pg_pool *p);
+/* A connection for the caller's exclusive use: the value is the ll_pg_conn, lent until
+ * ll_pg_pool_release(). Fails with LL_ETIMEDOUT after acquire_timeout, a connect's error,
+ * LL_EPOOLCLOSED. */
+LL_EXPORT ll_future *ll_pg_pool_acquire(ll_pg_pool *p);
+/* Give a connection back. A connection with nothing pending is reset the way asyncpg does
+ * (ROLLBACK of an open transaction, UNLISTEN *, RESET ALL, advisory locks released) and reused;
+ * one that is broken, busy or fails the reset is closed and later replaced. Return 0 or
+ * LL_ENOENT (not a connection of this pool). */
+LL_EXPORT int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c);
+/* One query on a pooled connection: acquire, run, release. Resolves with the ll_pg_result. A
+ * query on a connection that turned out to be dead before anything was sent is retried once on
+ * another. NULL on out of memory. */
+LL_EXPORT ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...);
+LL_EXPORT ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
+                                       const char *const *values);
+
+typedef struct ll_pg_pool_stats {
+    size_t open, idle, in_use, waiting;
+    uint64_t created, discarded, acquired;
+} ll_pg_pool_stats;
+LL_EXPORT void ll_pg_pool_get_stats(const ll_pg_pool *p, ll_pg_pool_stats *out);
+
+#endif
