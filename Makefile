@@ -145,6 +145,12 @@ $(BUILD)/examples/demo: examples/demo.c $(EXAMPLE_LIBS) $(DEMO_HARNESS)
 	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $< $(DEMO_HARNESS) $(EXAMPLE_LIBS) $(LDFLAGS_SAN) \
 	  $(EXAMPLE_LDLIBS) $(LIBS)
 
+# Doc examples run against real servers: with-servers starts PostgreSQL and nginx for them.
+WITH_SERVERS := $(BUILD)/tools/with-servers
+$(WITH_SERVERS): tests/tools/with_servers.c $(DEMO_HARNESS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Itests -o $@ $< $(DEMO_HARNESS) $(LDFLAGS_SAN)
+
 $(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
@@ -153,7 +159,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libloop.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop.a $(LIBS)
 
-tests: lib $(TEST_BIN) $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
+tests: lib $(TEST_BIN) $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN) $(WITH_SERVERS)
 
 examples: $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
 
@@ -173,17 +179,17 @@ check: deps
 check-plain:
 	$(MAKE) tests
 	$(MAKE) exports
-	scripts/run-tests $(BUILD)/tests $(BUILD)/docs/examples
+	$(WITH_SERVERS) scripts/run-tests $(BUILD)/tests $(BUILD)/docs/examples
 
 check-asan:
 	$(MAKE) BUILD=build/asan SAN=1 OPT="-O1 -g" tests
 	ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  scripts/run-tests build/asan/tests build/asan/docs/examples
+	  build/asan/tools/with-servers scripts/run-tests build/asan/tests build/asan/docs/examples
 
 valgrind: deps
 	$(MAKE) BUILD=build/vg OPT="-O1 -g" tests
-	LIBLOOP_VALGRIND=1 scripts/run-tests build/vg/tests build/vg/docs/examples
+	LIBLOOP_VALGRIND=1 build/vg/tools/with-servers scripts/run-tests build/vg/tests build/vg/docs/examples
 
 # gcc and clang must both build warning-free.
 clang:
