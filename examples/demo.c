@@ -3,11 +3,14 @@
  *
  * Core: 10,000 concurrent tasks, each with its own timeout, gathered; structured concurrency;
  * blocking work in the executor; the live task dump.
+ * PostgreSQL: a few thousand concurrent queries through a pool of 10, and a slow query cut by a
+ * deadline (cancelled on the server). Without --pg or PG_URL it starts a throwaway server.
  * HTTP fan-out: a few thousand URLs fetched with a concurrency limit, live progress on a terminal,
  * then status counts, bytes, latency percentiles and requests/s. Without a URL file it starts a
  * throwaway nginx on a free loopback port (the test suite's harness) and fetches from it.
  *
- * Usage: demo [--tasks N] [--urls FILE] [--requests N] [--concurrency N]
+ * Usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N]
+ *             [--concurrency N]
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -16,11 +19,15 @@
 #include <unistd.h>
 #include <libloop.h>
 #include <libloop/http.h>
+#include <libloop/pg.h>
+#include "harness/pgserver.h"
 #include "harness/nginxserver.h"
 
 typedef struct {
     int tasks;
     const char *urls_file;
+    const char *pg_url;
+    int queries;
     int requests;
     int concurrency;
 } demo_opts;
@@ -281,30 +288,117 @@ static int section_http(const demo_opts *o) {
     return rc;
 }
 
+/* ---- PostgreSQL: concurrent queries through a pool ---- */
+
+typedef struct {
+    ll_pg_pool *pool;
+    int i;
+    int *wrong;
+} pg_job;
+
+static int pg_worker(void *arg) {
+    pg_job *j = arg;
+    char param[16];
+    snprintf(param, sizeof param, "%d", j->i);
+    ll_future *q = ll_pg_pool_query(j->pool, "SELECT $1::int * 2", 1, param);
+    int rc = ll_await(q);
+    int64_t v = -1;
+    if (rc == 0 && (ll_pg_int64(ll_future_value(q), 0, 0, &v) != 0 || v != 2 * j->i)) (*j->wrong)++;
+    if (rc) rc = ll_task_fail_from(q);
+    ll_future_free(q);
+    return rc;
+}
+
+static int section_pg(const demo_opts *o) {
+    lt_pg srv;
+    memset(&srv, 0, sizeof srv);
+    const char *url = o->pg_url ? o->pg_url : getenv("PG_URL");
+    if (!url) {
+        if (!lt_pg_start(&srv)) {
+            printf("== PostgreSQL: skipped (no server could be started; see above)\n\n");
+            return 0;
+        }
+        url = srv.conninfo;
+        printf("== PostgreSQL: %d concurrent queries through a pool of 10, throwaway server on port %d\n",
+               o->queries, srv.port);
+    } else {
+        printf("== PostgreSQL: %d concurrent queries through a pool of 10 at %s\n", o->queries, url);
+    }
+    ll_pg_pool_opts po = {.max_size = 10};
+    ll_pg_pool *pool = ll_pg_pool_new(url, &po);
+    int n = o->queries, wrong = 0, failed = 0;
+    pg_job *jobs = calloc((size_t)n, sizeof *jobs);
+    ll_future **fs = calloc((size_t)n, sizeof *fs);
+    int rc = (pool && jobs && fs) ? 0 : LL_ENOMEM;
+    ll_time t0 = ll_now();
+    for (int i = 0; rc == 0 && i < n; i++) {
+        jobs[i] = (pg_job){pool, i, &wrong};
+        fs[i] = ll_spawn(pg_worker, &jobs[i]);
+    }
+    ll_future *all = rc == 0 ? ll_gather(fs, (size_t)n, LL_GATHER_COLLECT) : NULL;
+    if (rc == 0) rc = ll_await(all);
+    double took = ll_now() - t0;
+    const char *first_error = NULL;
+    for (int i = 0; fs && i < n; i++) {
+        if (ll_future_code(fs[i]) != 0) {
+            failed++;
+            if (!first_error) first_error = ll_future_errmsg(fs[i]);
+        }
+    }
+    ll_pg_pool_stats st;
+    ll_pg_pool_get_stats(pool, &st);
+    printf("   %d ok, %d failed%s%s%s, %d wrong answers in %.2f s: %.0f queries/s over %llu connections\n",
+           n - failed, failed, first_error ? " (first: " : "", first_error ? first_error : "",
+           first_error ? ")" : "", wrong, took, n / took, (unsigned long long)st.created);
+
+    /* one budget for a slow query: the deadline cancels it on the server too */
+    ll_scope s;
+    ll_scope_enter(&s, ll_deadline_in(0.2));
+    ll_time t1 = ll_now();
+    ll_future *slow = ll_pg_pool_query(pool, "SELECT pg_sleep(30)", 0);
+    int src = ll_await(slow);
+    ll_scope_exit(&s);
+    printf("   SELECT pg_sleep(30) under a 200 ms deadline: %s after %.0f ms (cancelled on the server)\n\n",
+           ll_err_name(src), (ll_now() - t1) * 1e3);
+    ll_future_free(slow);
+
+    ll_future_free(all);
+    for (int i = 0; fs && i < n; i++) ll_future_free(fs[i]);
+    free(fs);
+    free(jobs);
+    ll_pg_pool_close(pool);
+    if (srv.pid) lt_pg_stop(&srv);
+    return failed || wrong ? LL_EIO : rc;
+}
+
 static int main_task(void *arg) {
     const demo_opts *o = arg;
     int rc = section_fanout(o->tasks);
     if (rc == 0) rc = section_taskgroup();
     if (rc == 0) rc = section_executor();
     if (rc == 0) rc = section_dump();
+    if (rc == 0) rc = section_pg(o);
     if (rc == 0) rc = section_http(o);
     return rc;
 }
 
 int main(int argc, char **argv) {
-    demo_opts o = {.tasks = 10000, .requests = 3000, .concurrency = 64};
+    demo_opts o = {.tasks = 10000, .queries = 3000, .requests = 3000, .concurrency = 64};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tasks") && i + 1 < argc) o.tasks = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--urls") && i + 1 < argc) o.urls_file = argv[++i];
+        else if (!strcmp(argv[i], "--pg") && i + 1 < argc) o.pg_url = argv[++i];
+        else if (!strcmp(argv[i], "--queries") && i + 1 < argc) o.queries = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--requests") && i + 1 < argc) o.requests = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) o.concurrency = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: demo [--tasks N] [--urls FILE] [--requests N] [--concurrency N]\n");
+            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N]\n");
             return 2;
         }
     }
     if (o.tasks <= 0) o.tasks = 10000;
     if (o.requests <= 0) o.requests = 3000;
+    if (o.queries <= 0) o.queries = 3000;
     if (o.concurrency <= 0) o.concurrency = 64;
     printf("libloop demo\n\n");
     int rc = ll_run(main_task, &o);
