@@ -128,6 +128,40 @@ int ll_future_fail(ll_future *f, int code, const char *fmt, ...) {
     return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
 }
 
+/* A failed future's detail lives in the value slot, which only a resolved future exposes. */
+int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free detail_free,
+                          const char *fmt, ...) {
+    if (!f) return LL_EINVAL;
+    if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
+    if (code >= 0) code = LL_EINVAL;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        f->msg = ll__vformat(fmt, ap);
+        va_end(ap);
+    }
+    f->value = detail;
+    f->value_free = detail_free;
+    return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
+}
+
+void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free) {
+    if (detail_free) *detail_free = NULL;
+    if (!f || f->state != LL_FUTURE_FAILED || f->borrowed) return NULL;
+    f->retrieved = true;
+    if (detail_free) *detail_free = f->value_free;
+    return f->value;
+}
+
+void *ll_future_take_error_detail(ll_future *f) {
+    void *d = ll_future_error_detail(f, NULL);
+    if (d) {
+        f->value = NULL;
+        f->value_free = NULL;
+    }
+    return d;
+}
+
 int ll_future_set_cancelled(ll_future *f) {
     return settle(f, LL_FUTURE_CANCELLED, LL_ECANCELED);
 }

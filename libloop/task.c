@@ -368,6 +368,8 @@ const char *ll_task_name(const ll_task *t) {
 
 uint64_t ll_task_id(const ll_task *t) { return t ? t->id : 0; }
 
+ll_future *ll_task_future(const ll_task *t) { return t ? t->future : NULL; }
+
 ll_task *ll_future_task(const ll_future *f) { return f ? f->task : NULL; }
 
 const char *ll__task_label(const ll_task *t, char *buf, size_t n) {

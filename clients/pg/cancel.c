@@ -37,7 +37,7 @@ static int cancel_work(void *arg, void **value) {
 static void cancel_job_free(void *p) {
     cancel_job *j = p;
     PQfreeCancel(j->pc);
-    ll__free(j);
+    ll_free(j);
 }
 
 void ll__pg_cancel_arm(ll_pg_conn *c) {
@@ -46,7 +46,7 @@ void ll__pg_cancel_arm(ll_pg_conn *c) {
         if (r->cancel_wanted && r->cancel_at < first) first = r->cancel_at;
     if (c->barrier && c->barrier->cancel_wanted && c->barrier->cancel_at < first)
         first = c->barrier->cancel_at;
-    struct ev_loop *ev = c->loop->ev;
+    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (c->timer_on) {
         ev_timer_stop(ev, &c->timer);
         c->timer_on = false;
@@ -94,11 +94,11 @@ void ll__pg_cancel_progress(ll_pg_conn *c) {
     if (!r || r->cancel_started || r->answered || r->got_result || c->cur != r) return;
     if (c->state != PG_READY) return;
     r->cancel_started = true;
-    cancel_job *j = ll__calloc(1, sizeof *j);
+    cancel_job *j = ll_calloc(1, sizeof *j);
     if (j) j->pc = PQgetCancel(c->pg);
     if (!j || !j->pc) {
         /* no cancel request: the reply is waited for, bounded by cancel_timeout */
-        ll__free(j);
+        ll_free(j);
         return;
     }
     ll_future *jf = ll_run_in_executor_on(c->loop, cancel_work, j, cancel_job_free);
@@ -124,7 +124,7 @@ void ll__pg_cancel_detach(ll_pg_conn *c) {
         c->cancel_job = NULL;
     }
     if (c->timer_on) {
-        ev_timer_stop(c->loop->ev, &c->timer);
+        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
         c->timer_on = false;
     }
 }

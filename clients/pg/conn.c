@@ -34,7 +34,7 @@
 
 /* The structure outlives ll_pg_close while a loop callback still points at it. */
 void ll__pg_conn_unref(ll_pg_conn *c) {
-    if (--c->refs == 0) ll__free(c);
+    if (--c->refs == 0) ll_free(c);
 }
 
 const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
@@ -63,7 +63,7 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents);
  * to change: during a connect libpq may have closed the socket and opened another with the same
  * number. */
 static void io_set(ll_pg_conn *c, int fd, int events, bool force) {
-    struct ev_loop *ev = c->loop->ev;
+    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (!force && fd == c->io_fd && events == c->io_events && (fd < 0 || !events || ev_is_active(&c->io)))
         return;
     if (ev_is_active(&c->io)) {
@@ -86,7 +86,7 @@ static bool has_work(const ll_pg_conn *c) {
 void ll__pg_io_update(ll_pg_conn *c) {
     if (c->state != PG_READY) return;
     bool want_ref = has_work(c);
-    struct ev_loop *ev = c->loop->ev;
+    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (ev_is_active(&c->io) && want_ref != c->io_refd) {
         if (want_ref) ev_ref(ev);
         else ev_unref(ev);
@@ -142,10 +142,10 @@ void ll__pg_broken(ll_pg_conn *c, const char *why) {
     char line[512];
     if (!why) why = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
     if (!*why) why = "connection lost";
-    char *msg = ll__format("%s", why);
+    char *msg = ll_format("%s", why);
     c->state = PG_BROKEN;
     if (c->timer_on) {
-        ev_timer_stop(c->loop->ev, &c->timer);
+        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
         c->timer_on = false;
     }
     io_set(c, -1, 0, false);
@@ -158,7 +158,7 @@ void ll__pg_broken(ll_pg_conn *c, const char *why) {
     ll__pg_fail_all(c, LL_EPG_CONN, m);
     ll__pg_notify_fail_all(c, LL_EPG_CONN, m);
     ll__pg_tx_clear(c);
-    ll__free(msg);
+    ll_free(msg);
 }
 
 /* ---- connect ---- */
@@ -189,18 +189,18 @@ static void connecting_free(pg_connecting *k) {
         ll_future_free(k->resolve_f);
     }
     if (k->parsed) PQconninfoFree(k->parsed);
-    ll__free(k->kw);
-    ll__free(k->val);
+    ll_free(k->kw);
+    ll_free(k->val);
     if (k->names)
-        for (size_t i = 0; i < k->nnames; i++) ll__free(k->names[i]);
+        for (size_t i = 0; i < k->nnames; i++) ll_free(k->names[i]);
     if (k->nports)
-        for (size_t i = 0; i < k->nnames; i++) ll__free(k->nports[i]);
-    ll__free(k->names);
-    ll__free(k->nports);
-    ll__free(k->out_hosts);
-    ll__free(k->out_addrs);
-    ll__free(k->out_ports);
-    ll__free(k);
+        for (size_t i = 0; i < k->nnames; i++) ll_free(k->nports[i]);
+    ll_free(k->names);
+    ll_free(k->nports);
+    ll_free(k->out_hosts);
+    ll_free(k->out_addrs);
+    ll_free(k->out_ports);
+    ll_free(k);
 }
 
 static const char *opt_val(const pg_connecting *k, const char *name) {
@@ -218,10 +218,10 @@ static bool kw_set(pg_connecting *k, const char *key, const char *value) {
     }
     if (k->n + 2 > k->cap) {
         size_t cap = k->cap ? k->cap * 2 : 32;
-        const char **nk = ll__realloc(k->kw, cap * sizeof *nk);
+        const char **nk = ll_realloc(k->kw, cap * sizeof *nk);
         if (!nk) return false;
         k->kw = nk;
-        const char **nv = ll__realloc(k->val, cap * sizeof *nv);
+        const char **nv = ll_realloc(k->val, cap * sizeof *nv);
         if (!nv) return false;
         k->val = nv;
         k->cap = cap;
@@ -241,7 +241,7 @@ static void connect_step(ll_pg_conn *c);
 static void connecting_abort(pg_connecting *k);
 
 static void conn_destroy(ll_pg_conn *c) {
-    struct ev_loop *ev = c->loop->ev;
+    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (c->connecting) connecting_abort(c->connecting); /* timed out while resolving */
     io_set(c, -1, 0, false);
     if (c->timer_on) ev_timer_stop(ev, &c->timer);
@@ -250,27 +250,27 @@ static void conn_destroy(ll_pg_conn *c) {
     ll__pg_notify_free_all(c);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
-    ll__free(c->peer);
-    ll__free(c->who);
-    ll__handle_unref(c->loop);
+    ll_free(c->peer);
+    ll_free(c->who);
+    ll_loop_track_handle(c->loop, -1);
     ll__pg_conn_unref(c);
 }
 
 static void on_timer(struct ev_loop *ev, ev_timer *w, int revents);
 
 static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const char *port) {
-    ll__free(c->peer);
+    ll_free(c->peer);
     if (!port || !*port) port = "5432";
     if (host && (host[0] == '/' || host[0] == '@'))
-        c->peer = ll__format("%s/.s.PGSQL.%s", host, port);
+        c->peer = ll_format("%s/.s.PGSQL.%s", host, port);
     else if (addr && *addr && strchr(addr, ':'))
-        c->peer = ll__format("[%s]:%s", addr, port);
+        c->peer = ll_format("[%s]:%s", addr, port);
     else if (addr && *addr)
-        c->peer = ll__format("%s:%s", addr, port);
+        c->peer = ll_format("%s:%s", addr, port);
     else if (host && *host)
-        c->peer = ll__format("%s:%s", host, port);
+        c->peer = ll_format("%s:%s", host, port);
     else /* libpq's default: the Unix socket in Debian's directory */
-        c->peer = ll__format("/var/run/postgresql/.s.PGSQL.%s", port);
+        c->peer = ll_format("/var/run/postgresql/.s.PGSQL.%s", port);
 }
 
 static bool is_numeric(const char *h) {
@@ -282,16 +282,16 @@ static bool is_numeric(const char *h) {
 static char **split(const char *s, size_t *n) {
     size_t cnt = 1;
     for (const char *p = s; *p; p++) cnt += *p == ',';
-    char **v = ll__calloc(cnt, sizeof *v);
+    char **v = ll_calloc(cnt, sizeof *v);
     if (!v) return NULL;
     const char *start = s;
     for (size_t i = 0; i < cnt; i++) {
         const char *end = strchr(start, ',');
         size_t len = end ? (size_t)(end - start) : strlen(start);
-        v[i] = ll__malloc(len + 1);
+        v[i] = ll_malloc(len + 1);
         if (!v[i]) {
-            for (size_t j = 0; j < i; j++) ll__free(v[j]);
-            ll__free(v);
+            for (size_t j = 0; j < i; j++) ll_free(v[j]);
+            ll_free(v);
             return NULL;
         }
         memcpy(v[i], start, len);
@@ -304,7 +304,7 @@ static char **split(const char *s, size_t *n) {
 
 static bool append(char **dst, size_t *len, const char *s) {
     size_t sl = strlen(s);
-    char *n = ll__realloc(*dst, *len + sl + 2);
+    char *n = ll_realloc(*dst, *len + sl + 2);
     if (!n) return false;
     if (*len) n[(*len)++] = ',';
     memcpy(n + *len, s, sl + 1);
@@ -324,11 +324,11 @@ static void on_resolved(ll_future *f, void *arg) {
     int rc = ll_future_code(f);
     if (rc) {
         /* the resolver's message names the host ("resolve db.example: host name not found") */
-        char *m = ll__strdup(ll_future_errmsg(f));
+        char *m = ll_strdup(ll_future_errmsg(f));
         ll_future_free(f);
         connecting_free(k);
         connect_fail(c, rc, "%s", m ? m : "name resolution failed");
-        ll__free(m);
+        ll_free(m);
         return;
     }
     ll_addrinfo *ai = ll_future_value(f);
@@ -409,21 +409,21 @@ static void connect_cancel(ll_future *f, void *arg) {
     ll_future_set_cancelled(f);
     ll_future_free(f);
     if (c->connecting) connecting_abort(c->connecting);
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(c->loop->ev);
+    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
     c->io_refd = false;
     conn_destroy(c);
 }
 
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
-    ll_loop *loop = ll__loop_or_current(opts ? opts->loop : NULL);
+    ll_loop *loop = ll__pg_loop(opts ? opts->loop : NULL);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg connect");
-    ll_pg_conn *c = ll__calloc(1, sizeof *c);
-    pg_connecting *k = c ? ll__calloc(1, sizeof *k) : NULL;
+    ll_pg_conn *c = ll_calloc(1, sizeof *c);
+    pg_connecting *k = c ? ll_calloc(1, sizeof *k) : NULL;
     if (!k) {
-        ll__free(c);
+        ll_free(c);
         ll_future_fail(f, LL_ENOMEM, "postgres connect: out of memory");
         return f;
     }
@@ -445,7 +445,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     c->tx.conn = c;
     c->copy.conn = c;
     c->born = ll_now();
-    ll__handle_ref(loop);
+    ll_loop_track_handle(loop, +1);
     k->c = c;
     ll_future_ref(f); /* the connection's reference, dropped when it settles */
     ll_future_on_cancel(f, connect_cancel, c);
@@ -476,7 +476,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     const char *db = opt_val(k, "dbname");
     if (!db) db = getenv("PGDATABASE");
     if (!db) db = user;
-    c->who = ll__format("user %s, database %s", user, db);
+    c->who = ll_format("user %s, database %s", user, db);
 
     const char *host = opt_val(k, "host");
     if (!host) host = getenv("PGHOST");
@@ -506,7 +506,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     if (t > 0) {
         c->connect_deadline = ll_now() + t;
         ev_timer_set(&c->timer, t, 0.);
-        ev_timer_start(loop->ev, &c->timer);
+        ev_timer_start(ll_loop_ev(loop), &c->timer);
         c->timer_on = true;
     }
 
@@ -520,26 +520,26 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     char **ports = split(port, &np);
     if (!k->names || !ports) {
         if (ports)
-            for (size_t i = 0; i < np; i++) ll__free(ports[i]);
-        ll__free(ports);
+            for (size_t i = 0; i < np; i++) ll_free(ports[i]);
+        ll_free(ports);
         goto oom;
     }
-    k->nports = ll__calloc(k->nnames, sizeof *k->nports);
+    k->nports = ll_calloc(k->nnames, sizeof *k->nports);
     if (!k->nports) {
-        for (size_t i = 0; i < np; i++) ll__free(ports[i]);
-        ll__free(ports);
+        for (size_t i = 0; i < np; i++) ll_free(ports[i]);
+        ll_free(ports);
         goto oom;
     }
     for (size_t i = 0; i < k->nnames; i++) {
-        k->nports[i] = ll__strdup(np == k->nnames ? ports[i] : ports[0]);
+        k->nports[i] = ll_strdup(np == k->nnames ? ports[i] : ports[0]);
         if (!k->nports[i]) {
-            for (size_t j = 0; j < np; j++) ll__free(ports[j]);
-            ll__free(ports);
+            for (size_t j = 0; j < np; j++) ll_free(ports[j]);
+            ll_free(ports);
             goto oom;
         }
     }
-    for (size_t i = 0; i < np; i++) ll__free(ports[i]);
-    ll__free(ports);
+    for (size_t i = 0; i < np; i++) ll_free(ports[i]);
+    ll_free(ports);
     if (np != 1 && np != k->nnames) {
         connecting_free(k);
         connect_fail(c, LL_EINVAL, "invalid conninfo: %s", "could not match port list to host list");
@@ -575,7 +575,7 @@ static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
     /* PQconnectStart behaves as if PQconnectPoll had said "writing" */
     io_set(c, PQsocket(c->pg), EV_WRITE, true);
     c->io_refd = true;
-    ev_ref(c->loop->ev); /* a connect in progress keeps the loop alive */
+    ev_ref(ll_loop_ev(c->loop)); /* a connect in progress keeps the loop alive */
 }
 
 static int classify(ll_pg_conn *c, const char *msg) {
@@ -595,23 +595,23 @@ static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *d
     if (c->io_refd && ev_is_active(&c->io)) {
         /* undo the connect's ref before the watcher goes */
         c->io_refd = false;
-        ev_unref(c->loop->ev);
+        ev_unref(ll_loop_ev(c->loop));
     }
     c->io_refd = false;
-    char *what = ll__format(fmt, detail);
+    char *what = ll_format(fmt, detail);
     if (f) {
         ll_future_fail(f, code, "connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
                        c->who ? c->who : "?", what ? what : detail);
         ll_future_free(f);
     }
-    ll__free(what);
+    ll_free(what);
     conn_destroy(c);
 }
 
 static void connect_done(ll_pg_conn *c) {
     PGconn *pg = c->pg;
     if (c->timer_on) {
-        ev_timer_stop(c->loop->ev, &c->timer);
+        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
         c->timer_on = false;
     }
     if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
@@ -629,7 +629,7 @@ static void connect_done(ll_pg_conn *c) {
     /* the connect's ref on the loop goes; ll__pg_io_update decides from now on */
     if (c->io_refd) {
         c->io_refd = false;
-        if (ev_is_active(&c->io)) ev_unref(c->loop->ev);
+        if (ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
     }
     io_set(c, PQsocket(pg), EV_READ, true);
     ll__pg_io_update(c);
@@ -721,7 +721,7 @@ void ll_pg_close(ll_pg_conn *c) {
     } else {
         c->state = PG_CLOSED;
     }
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(c->loop->ev);
+    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
     c->io_refd = false;
     conn_destroy(c);
 }

@@ -61,7 +61,7 @@ static void copy_reset(ll_pg_copy *cp) {
     cp->state = COPY_NONE;
     cp->req = NULL;
     cp->out_done = cp->discard = cp->end_pending = false;
-    ll__free(cp->end_error);
+    ll_free(cp->end_error);
     cp->end_error = NULL;
 }
 
@@ -175,7 +175,7 @@ void ll__pg_copy_on_input(ll_pg_conn *c) {
         int n = PQgetCopyData(c->pg, &buf, 1);
         if (n == 0) break;
         if (n == -2) {
-            ll__free(d);
+            ll_free(d);
             ll__pg_broken(c, NULL);
             return;
         }
@@ -188,10 +188,10 @@ void ll__pg_copy_on_input(ll_pg_conn *c) {
         if (have + (size_t)n > cap) {
             size_t ncap = cap ? cap * 2 : 16384;
             while (ncap < have + (size_t)n) ncap *= 2;
-            ll_pg_copy_data *nd = ll__realloc(d, sizeof *nd + ncap);
+            ll_pg_copy_data *nd = ll_realloc(d, sizeof *nd + ncap);
             if (!nd) {
                 PQfreemem(buf);
-                ll__free(d);
+                ll_free(d);
                 ll_future_fail(cp->read_f, LL_ENOMEM, "postgres %s: out of memory for COPY data",
                                c->peer);
                 ll_future_free(cp->read_f);
@@ -210,7 +210,7 @@ void ll__pg_copy_on_input(ll_pg_conn *c) {
         if (d->len >= READ_BATCH) break;
     }
     if (d) {
-        ll_future_resolve(cp->read_f, d, ll__free);
+        ll_future_resolve(cp->read_f, d, ll_free);
     } else if (cp->out_done) {
         ll_future_fail(cp->read_f, LL_EOF, "postgres %s: end of COPY data", c->peer);
     } else {
@@ -272,7 +272,7 @@ static void write_cancel(ll_future *f, void *arg) {
     }
     ll_future_set_cancelled(f); /* the bytes are queued already: only the wait is called off */
     ll_future_free(w->f);
-    ll__free(w);
+    ll_free(w);
 }
 
 static void wake_writers(ll_pg_copy *cp, int code, const char *why) {
@@ -282,7 +282,7 @@ static void wake_writers(ll_pg_copy *cp, int code, const char *why) {
         if (code) ll_future_fail(w->f, code, "postgres %s: %s", cp->conn->peer, why);
         else ll_future_resolve(w->f, NULL, NULL);
         ll_future_free(w->f);
-        ll__free(w);
+        ll_free(w);
     }
     cp->wq_tail = NULL;
 }
@@ -327,7 +327,7 @@ ll_future *ll_pg_copy_write(ll_pg_copy *cp, const void *data, size_t len) {
         ll_future_resolve(f, NULL, NULL);
         return f;
     }
-    pg_waiter *w = ll__calloc(1, sizeof *w);
+    pg_waiter *w = ll_calloc(1, sizeof *w);
     if (!w) {
         ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
         return f;
@@ -376,7 +376,7 @@ ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
     switch (cp->state) {
     case COPY_IN:
         if (c->state != PG_READY) break;
-        cp->end_error = error ? ll__strdup(error) : NULL;
+        cp->end_error = error ? ll_strdup(error) : NULL;
         if (error && !cp->end_error) {
             ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
             return f;

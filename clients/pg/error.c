@@ -4,10 +4,8 @@
  *
  * Design notes:
  * - A future carries a code and a message. To keep the server's structured fields too, the failed
- *   future keeps the error's PGresult as a detail object, freed with the future. libloop's future
- *   has no public way to attach one to a failure, so this file sets the future's value slot
- *   directly (internal.h) after failing it; a failed future never exposes its value through
- *   ll_future_value, and destroying the future frees it. The accessors recognise our objects by
+ *   future keeps the error's PGresult as its detail (ll_future_fail_detail), freed with the
+ *   future. The accessors recognise our objects by
  *   their destructor, so they return NULL for any other failed future (a task that propagated the
  *   error with ll_task_fail_from keeps only the message).
  */
@@ -33,7 +31,7 @@ void ll__pg_fail_result(ll_future *f, ll_pg_conn *c, int code, PGresult *res) {
     char line[1024];
     if (!primary) primary = ll__pg_first_line(PQresultErrorMessage(res), line, sizeof line);
     if (!*primary && c && c->pg) primary = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
-    ll_future_fail(f, code, "postgres %s: %s%s%s%s%s: %s%s%s%s%s%s%s", c && c->peer ? c->peer : "?",
+    int rc = ll_future_fail_detail(f, code, res, error_free, "postgres %s: %s%s%s%s%s: %s%s%s%s%s%s%s", c && c->peer ? c->peer : "?",
                    code == LL_EPG_CONN ? "connection lost: " : "",
                    code == LL_EPG_UNKNOWN_OUTCOME ? "connection lost during COMMIT (outcome "
                                                     "unknown): "
@@ -41,9 +39,7 @@ void ll__pg_fail_result(ll_future *f, ll_pg_conn *c, int code, PGresult *res) {
                    sev ? sev : "ERROR", state ? " " : "", state ? state : "", primary,
                    detail ? " (DETAIL: " : "", detail ? detail : "", detail ? ")" : "",
                    hint ? " (HINT: " : "", hint ? hint : "", hint ? ")" : "");
-    /* keep the fields: see the design note */
-    f->value = res;
-    f->value_free = error_free;
+    if (rc != 0) PQclear(res); /* already settled: nobody adopted the fields */
 }
 
 void ll__pg_fail_from(ll_future *dst, ll_future *src) {
@@ -52,20 +48,21 @@ void ll__pg_fail_from(ll_future *dst, ll_future *src) {
         ll_future_set_cancelled(dst);
         return;
     }
-    if (ll_future_fail(dst, code, "%s", ll_future_errmsg(src)) != 0) return;
-    if (src && src->value_free == error_free && src->value) {
-        /* move the server's fields along */
-        dst->value = src->value;
-        dst->value_free = error_free;
-        src->value = NULL;
-        src->value_free = NULL;
+    ll_value_free kind;
+    void *fields = ll_future_error_detail(src, &kind);
+    if (fields && kind == error_free) { /* move the server's fields along */
+        if (ll_future_fail_detail(dst, code, fields, error_free, "%s", ll_future_errmsg(src)) == 0)
+            ll_future_take_error_detail(src);
+        return;
     }
+    ll_future_fail(dst, code, "%s", ll_future_errmsg(src));
 }
 
 static PGresult *err_res(ll_future *f) {
     if (!f || ll_future_get_state(f) != LL_FUTURE_FAILED) return NULL;
-    (void)ll_future_code(f); /* reading the fields counts as retrieving the error */
-    return f->value_free == error_free ? f->value : NULL;
+    ll_value_free kind;
+    void *fields = ll_future_error_detail(f, &kind); /* counts as retrieving the error */
+    return kind == error_free ? fields : NULL;
 }
 
 const char *ll_pg_error_field(ll_future *f, int code) {
@@ -97,7 +94,7 @@ bool ll_pg_is_unique_violation(ll_future *f) {
 char *ll__pg_quote_ident(const char *name) {
     size_t n = 3;
     for (const char *p = name; *p; p++) n += *p == '"' ? 2 : 1;
-    char *q = ll__malloc(n);
+    char *q = ll_malloc(n);
     if (!q) return NULL;
     char *o = q;
     *o++ = '"';

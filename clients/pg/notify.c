@@ -13,7 +13,7 @@
 
 static pg_note *note_from(PGnotify *n) {
     size_t cl = strlen(n->relname) + 1, pl = strlen(n->extra ? n->extra : "") + 1;
-    pg_note *note = ll__malloc(sizeof *note + cl + pl);
+    pg_note *note = ll_malloc(sizeof *note + cl + pl);
     if (!note) return NULL;
     char *p = (char *)(note + 1);
     memcpy(p, n->relname, cl);
@@ -44,9 +44,9 @@ void ll__pg_collect_notifies(ll_pg_conn *c) {
         pg_waiter *w = c->waiters_head;
         if (w) {
             waiter_unlink(c, w);
-            ll_future_resolve(w->f, note, ll__free);
+            ll_future_resolve(w->f, note, ll_free);
             ll_future_free(w->f);
-            ll__free(w);
+            ll_free(w);
             continue;
         }
         if (c->nnotes >= c->opts.notify_queue_max && c->notes_head) {
@@ -55,7 +55,7 @@ void ll__pg_collect_notifies(ll_pg_conn *c) {
             if (!c->notes_head) c->notes_tail = NULL;
             c->nnotes--;
             c->notes_dropped++;
-            ll__free(old);
+            ll_free(old);
         }
         if (c->notes_tail) c->notes_tail->next = note;
         else c->notes_head = note;
@@ -70,7 +70,7 @@ static void waiter_cancel(ll_future *f, void *arg) {
     waiter_unlink(c, w);
     ll_future_set_cancelled(f);
     ll_future_free(w->f);
-    ll__free(w);
+    ll_free(w);
     ll__pg_io_update(c);
 }
 
@@ -87,7 +87,7 @@ ll_future *ll_pg_next_notification(ll_pg_conn *c) {
         c->notes_head = note->next;
         if (!c->notes_head) c->notes_tail = NULL;
         c->nnotes--;
-        ll_future_resolve(f, note, ll__free);
+        ll_future_resolve(f, note, ll_free);
         return f;
     }
     if (c->state != PG_READY) {
@@ -96,7 +96,7 @@ ll_future *ll_pg_next_notification(ll_pg_conn *c) {
                        c->state == PG_BROKEN ? "lost" : "closed");
         return f;
     }
-    pg_waiter *w = ll__calloc(1, sizeof *w);
+    pg_waiter *w = ll_calloc(1, sizeof *w);
     if (!w) {
         ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
         return f;
@@ -119,7 +119,7 @@ void ll__pg_notify_fail_all(ll_pg_conn *c, int code, const char *why) {
         ll_future_fail(w->f, code, "postgres %s: %s%s", c->peer,
                        code == LL_EPG_CONN ? "connection lost: " : "", why);
         ll_future_free(w->f);
-        ll__free(w);
+        ll_free(w);
     }
 }
 
@@ -127,7 +127,7 @@ void ll__pg_notify_free_all(ll_pg_conn *c) {
     while (c->notes_head) {
         pg_note *n = c->notes_head;
         c->notes_head = n->next;
-        ll__free(n);
+        ll_free(n);
     }
     c->notes_tail = NULL;
     c->nnotes = 0;
@@ -144,15 +144,15 @@ static ll_future *channel_stmt(ll_pg_conn *c, const char *verb, const char *chan
         return f;
     }
     char *q = channel ? ll__pg_quote_ident(channel) : NULL;
-    char *sql = (q || !channel) ? ll__format("%s %s", verb, q ? q : "*") : NULL;
-    ll__free(q);
+    char *sql = (q || !channel) ? ll_format("%s %s", verb, q ? q : "*") : NULL;
+    ll_free(q);
     if (!sql) {
         ll_future *f = ll_future_new(c->loop);
         if (f) ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", verb);
         return f;
     }
     ll_future *f = ll__pg_query_internal(c, sql, TXOP_NONE, ll_task_current());
-    ll__free(sql);
+    ll_free(sql);
     return f;
 }
 

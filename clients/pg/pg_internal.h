@@ -11,7 +11,11 @@
 
 #include <ev.h>
 #include <libpq-fe.h>
-#include "internal.h"
+#include "libloop.h"
+
+static inline ll_loop *ll__pg_loop(ll_loop *loop) {
+    return loop ? loop : ll_loop_current();
+}
 #include "libloop/executor.h"
 #include "libloop/pg.h"
 

@@ -46,7 +46,7 @@ pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int npa
     }
     size_t off_sql = size;
     size += sl;
-    char *mem = ll__malloc(size);
+    char *mem = ll_malloc(size);
     if (!mem) return NULL;
     pg_req *r = (pg_req *)mem;
     memset(r, 0, sizeof *r);
@@ -92,7 +92,7 @@ void ll__pg_req_free(pg_req *r) {
     ll__pg_stmt_unref(r->stmt);
     ll_future_free(r->task_f);
     ll_future_free(r->f);
-    ll__free(r);
+    ll_free(r);
 }
 
 /* ---- lists ---- */

@@ -37,8 +37,8 @@ struct ll_pg_pool {
 
 static void maybe_free(ll_pg_pool *p) {
     if (!p->closed || p->lent || p->jobs) return;
-    ll__free(p->conninfo);
-    ll__free(p);
+    ll_free(p->conninfo);
+    ll_free(p);
 }
 
 /* ---- the vtable ---- */
@@ -93,7 +93,7 @@ static void on_reset_script(ll_future *inner, void *arg) {
     else ll__pg_fail_from(j->outer, inner); /* no-op when already cancelled */
     ll_future_free(inner);
     ll_future_free(j->outer);
-    ll__free(j);
+    ll_free(j);
 }
 
 static void reset_cancel(ll_future *outer, void *arg) {
@@ -108,7 +108,7 @@ static ll_future *vt_reset(void *arg, void *conn) {
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg pool reset");
-    reset_job *j = ll__malloc(sizeof *j);
+    reset_job *j = ll_malloc(sizeof *j);
     if (!j) {
         ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
         return f;
@@ -126,7 +126,7 @@ static ll_future *vt_reset(void *arg, void *conn) {
         if (inner) ll__pg_broken(c, "out of memory");
         ll_future_free(inner);
         ll_future_free(j->outer);
-        ll__free(j);
+        ll_free(j);
         ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
         return f;
     }
@@ -142,11 +142,11 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     if (!conninfo) return NULL;
     ll_pg_pool_opts o = {0};
     if (opts) o = *opts;
-    ll_pg_pool *p = ll__calloc(1, sizeof *p);
+    ll_pg_pool *p = ll_calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->conninfo = ll__strdup(conninfo);
+    p->conninfo = ll_strdup(conninfo);
     p->conn_opts = o.conn;
-    p->loop = ll__loop_or_current(o.conn.loop);
+    p->loop = ll__pg_loop(o.conn.loop);
     ll_pool_opts po = {
         .name = "pool postgres",
         .loop = p->loop,
@@ -160,8 +160,8 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     };
     if (p->conninfo && p->loop) p->pool = ll_pool_new(&vtable, p, &po);
     if (!p->pool) {
-        ll__free(p->conninfo);
-        ll__free(p);
+        ll_free(p->conninfo);
+        ll_free(p);
         return NULL;
     }
     if (o.min_size) ll_pool_warm(p->pool, p->conninfo);
@@ -201,7 +201,7 @@ static void on_inner(ll_future *inner, void *arg) {
     p->jobs--;
     ll_future_free(a->outer);
     ll_future_free(inner);
-    ll__free(a);
+    ll_free(a);
     maybe_free(p);
 }
 
@@ -216,7 +216,7 @@ ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg pool acquire");
-    acq *a = p->closed ? NULL : ll__calloc(1, sizeof *a);
+    acq *a = p->closed ? NULL : ll_calloc(1, sizeof *a);
     if (!a) {
         ll_future_fail(f, p->closed ? LL_EPOOLCLOSED : LL_ENOMEM, "pool postgres: %s",
                        p->closed ? "closed" : "out of memory");
@@ -229,7 +229,7 @@ ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
         if (a->inner) ll_future_cancel(a->inner);
         ll_future_free(a->inner);
         ll_future_free(a->outer);
-        ll__free(a);
+        ll_free(a);
         ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
         return f;
     }
@@ -286,7 +286,7 @@ static void job_start(pq_job *j);
 static void job_end(pq_job *j) {
     ll_pg_pool *p = j->p;
     ll_future_free(j->f);
-    ll__free(j);
+    ll_free(j);
     p->jobs--;
     maybe_free(p);
 }
@@ -382,7 +382,7 @@ ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
     size_t size = sizeof(pq_job) + (size_t)nparams * sizeof(char *) + strlen(sql) + 1;
     for (int i = 0; i < nparams; i++)
         if (values[i]) size += strlen(values[i]) + 1;
-    pq_job *j = ll__calloc(1, size);
+    pq_job *j = ll_calloc(1, size);
     if (!j) {
         ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
         return f;
@@ -411,7 +411,7 @@ ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {
-        v = ll__malloc((size_t)nparams * sizeof *v);
+        v = ll_malloc((size_t)nparams * sizeof *v);
         if (!v) return NULL;
     }
     int n = nparams > 0 && nparams <= 65535 ? nparams : 0;
@@ -420,6 +420,6 @@ ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
     for (int i = 0; i < n; i++) v[i] = va_arg(ap, const char *);
     va_end(ap);
     ll_future *f = ll_pg_pool_queryv(p, sql, nparams, n ? v : NULL);
-    if (v != small) ll__free(v);
+    if (v != small) ll_free(v);
     return f;
 }

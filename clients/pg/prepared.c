@@ -43,7 +43,7 @@ static void lru_front(ll_pg_conn *c, pg_stmt *s) {
 
 static bool grow(ll_pg_conn *c) {
     size_t cap = c->stab_cap ? c->stab_cap * 2 : 64;
-    pg_stmt **t = ll__calloc(cap, sizeof *t);
+    pg_stmt **t = ll_calloc(cap, sizeof *t);
     if (!t) return false;
     for (size_t i = 0; i < c->stab_cap; i++) {
         for (pg_stmt *s = c->stab[i], *next; s; s = next) {
@@ -52,14 +52,14 @@ static bool grow(ll_pg_conn *c) {
             t[s->hash & (cap - 1)] = s;
         }
     }
-    ll__free(c->stab);
+    ll_free(c->stab);
     c->stab = t;
     c->stab_cap = cap;
     return true;
 }
 
 void ll__pg_stmt_unref(pg_stmt *s) {
-    if (s && --s->refs == 0) ll__free(s);
+    if (s && --s->refs == 0) ll_free(s);
 }
 
 pg_stmt *ll__pg_stmt_get(ll_pg_conn *c, const char *sql) {
@@ -79,7 +79,7 @@ pg_stmt *ll__pg_stmt_get(ll_pg_conn *c, const char *sql) {
     }
     if (c->nstmts + 1 > c->stab_cap / 2 && !grow(c)) return NULL;
     size_t len = strlen(sql);
-    pg_stmt *s = ll__malloc(sizeof *s + len + 1);
+    pg_stmt *s = ll_malloc(sizeof *s + len + 1);
     if (!s) return NULL;
     memset(s, 0, sizeof *s);
     s->hash = h;
@@ -120,7 +120,7 @@ void ll__pg_stmt_trim(ll_pg_conn *c) {
 
 void ll__pg_stmt_free_all(ll_pg_conn *c) {
     while (c->lru_head) ll__pg_stmt_forget(c, c->lru_head, false);
-    ll__free(c->stab);
+    ll_free(c->stab);
     c->stab = NULL;
     c->stab_cap = 0;
 }

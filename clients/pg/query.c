@@ -62,7 +62,7 @@ ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ...) {
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {
-        v = ll__malloc((size_t)nparams * sizeof *v);
+        v = ll_malloc((size_t)nparams * sizeof *v);
         if (!v) {
             ll_future *f = ll_future_new(c ? c->loop : NULL);
             if (f) ll_future_fail(f, LL_ENOMEM, "postgres query: out of memory");
@@ -75,7 +75,7 @@ ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ...) {
     for (int i = 0; i < n; i++) v[i] = va_arg(ap, const char *);
     va_end(ap);
     ll_future *f = start(c, REQ_QUERY, sql, nparams, n ? v : NULL, NULL, NULL);
-    if (v != small) ll__free(v);
+    if (v != small) ll_free(v);
     return f;
 }
 

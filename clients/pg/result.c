@@ -28,7 +28,7 @@ struct ll_pg_result {
 };
 
 ll_pg_result *ll__pg_result_new(PGresult *res) {
-    ll_pg_result *r = ll__malloc(sizeof *r);
+    ll_pg_result *r = ll_malloc(sizeof *r);
     if (!r) return NULL;
     r->res = res;
     r->dec = NULL;
@@ -40,10 +40,10 @@ void ll_pg_result_free(ll_pg_result *r) {
     while (r->dec) {
         decoded *d = r->dec;
         r->dec = d->next;
-        ll__free(d);
+        ll_free(d);
     }
     PQclear(r->res);
-    ll__free(r);
+    ll_free(r);
 }
 
 int ll_pg_result_rows(const ll_pg_result *r) {
@@ -190,21 +190,21 @@ int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t 
     size_t n = (size_t)PQgetlength(r->res, row, col);
     bool hex = n >= 2 && s[0] == '\\' && s[1] == 'x';
     if (hex && (n % 2) != 0) return LL_EINVAL;
-    decoded *d = ll__malloc(sizeof *d + (hex ? (n - 2) / 2 : n) + 1);
+    decoded *d = ll_malloc(sizeof *d + (hex ? (n - 2) / 2 : n) + 1);
     if (!d) return LL_ENOMEM;
     if (hex) {
         size_t o = 0;
         for (size_t i = 2; i < n; i += 2) {
             int hi = hexval(s[i]), lo = hexval(s[i + 1]);
             if (hi < 0 || lo < 0) {
-                ll__free(d);
+                ll_free(d);
                 return LL_EINVAL;
             }
             d->data[o++] = (uint8_t)(hi << 4 | lo);
         }
         d->len = o;
     } else if (unescape(s, n, d->data, &d->len) != 0) {
-        ll__free(d);
+        ll_free(d);
         return LL_EINVAL;
     }
     d->row = row;

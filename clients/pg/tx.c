@@ -93,11 +93,11 @@ ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
     for (pg_req *r = c->held_head; r; r = r->next)
         if (r->txop == TXOP_BEGIN && r->task == t)
             return tx_fail(c->loop, LL_ESTATE, "this task already began one");
-    char *sql = options && *options ? ll__format("BEGIN %s", options) : NULL;
+    char *sql = options && *options ? ll_format("BEGIN %s", options) : NULL;
     if (options && *options && !sql) return tx_fail(c->loop, LL_ENOMEM, "out of memory");
     ll_future *f = ll_future_new(c->loop);
     if (!f) {
-        ll__free(sql);
+        ll_free(sql);
         return NULL;
     }
     ll_future_set_label(f, "pg begin");
@@ -105,18 +105,18 @@ ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
         ll_future_fail(f, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
                        "postgres %s: connection %s", c->peer,
                        c->state == PG_BROKEN ? "lost" : "closed");
-        ll__free(sql);
+        ll_free(sql);
         return f;
     }
     pg_req *r = ll__pg_req_new(c, REQ_QUERY, sql ? sql : "BEGIN", 0, NULL, NULL, NULL);
-    ll__free(sql);
+    ll_free(sql);
     if (!r) {
         ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", c->peer);
         return f;
     }
     r->txop = TXOP_BEGIN;
     r->nocache = true;
-    r->task_f = ll_future_ref(t->future);
+    r->task_f = ll_future_ref(ll_task_future(t));
     r->f = ll_future_ref(f);
     ll__pg_submit(c, r);
     return f;
@@ -146,11 +146,11 @@ static ll_future *savepoint_stmt(ll_pg_tx *tx, const char *verb, const char *nam
     if (!name || !*name) return tx_fail(tx && tx->conn ? tx->conn->loop : NULL, LL_EINVAL,
                                          "empty savepoint name");
     char *q = ll__pg_quote_ident(name);
-    char *sql = q ? ll__format("%s %s", verb, q) : NULL;
-    ll__free(q);
+    char *sql = q ? ll_format("%s %s", verb, q) : NULL;
+    ll_free(q);
     if (!sql) return tx_fail(tx && tx->conn ? tx->conn->loop : NULL, LL_ENOMEM, "out of memory");
     ll_future *f = tx_stmt(tx, sql, TXOP_NONE);
-    ll__free(sql);
+    ll_free(sql);
     return f;
 }
 

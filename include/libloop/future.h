@@ -58,6 +58,11 @@ LL_EXPORT void ll_future_free(ll_future *f);
 LL_EXPORT int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free);
 LL_EXPORT int ll_future_fail(ll_future *f, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 LL_EXPORT int ll_future_set_cancelled(ll_future *f);
+/* Fail with a structured detail besides the message (the server's error fields: SQLSTATE, detail,
+ * hint, ...), owned by the future and destroyed with it by detail_free. When the call returns an
+ * error, the detail is not adopted: the caller still owns it. */
+LL_EXPORT int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free detail_free,
+                                    const char *fmt, ...) LL_PRINTF(5, 6);
 /* Settle `dst` with the outcome of the settled future `src`: same code and message; the value is
  * shared (borrowed from src, which dst keeps a reference to). */
 LL_EXPORT int ll_future_copy_outcome(ll_future *dst, ll_future *src);
@@ -85,6 +90,11 @@ LL_EXPORT int ll_future_code(ll_future *f);
 LL_EXPORT const char *ll_future_errmsg(ll_future *f);
 /* The resolved value (borrowed), NULL otherwise. */
 LL_EXPORT void *ll_future_value(const ll_future *f);
+/* The detail of a failed future (NULL when none); *detail_free, when not NULL, receives its
+ * destructor, which tells a client its own details from others'. Counts as retrieving the error.
+ * ll_future_take_error_detail() moves it out: the caller then owns it. */
+LL_EXPORT void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free);
+LL_EXPORT void *ll_future_take_error_detail(ll_future *f);
 /* Take ownership of the resolved value: the future will no longer destroy it. */
 LL_EXPORT void *ll_future_take(ll_future *f);
 LL_EXPORT ll_loop *ll_future_loop(const ll_future *f);

@@ -74,6 +74,8 @@ LL_EXPORT bool ll_task_cancelled(void);
 LL_EXPORT ll_task *ll_task_current(void);
 LL_EXPORT const char *ll_task_name(const ll_task *t);
 LL_EXPORT uint64_t ll_task_id(const ll_task *t);
+/* The future of a live task (borrowed: take a reference to keep it). */
+LL_EXPORT ll_future *ll_task_future(const ll_task *t);
 /* The task behind a task future, while it is alive; NULL otherwise. */
 LL_EXPORT ll_task *ll_future_task(const ll_future *f);
 
