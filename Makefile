@@ -139,7 +139,8 @@ $(BUILD)/examples/%: examples/%.c $(EXAMPLE_LIBS)
 	$(CC) $(CFLAGS_BASE) -rdynamic -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
 
 # The demo starts throwaway servers with the test suite's harness (libc-only files).
-DEMO_HARNESS := $(BUILD)/tests/harness/nginxserver.o $(BUILD)/tests/harness/pgserver.o
+DEMO_HARNESS := $(BUILD)/tests/harness/nginxserver.o $(BUILD)/tests/harness/pgserver.o \
+                $(BUILD)/tests/harness/serverutil.o
 $(BUILD)/examples/demo: examples/demo.c $(EXAMPLE_LIBS) $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $< $(DEMO_HARNESS) $(EXAMPLE_LIBS) $(LDFLAGS_SAN) \

@@ -19,31 +19,12 @@
 #include <time.h>
 #include <unistd.h>
 #include "nginxserver.h"
+#include "serverutil.h"
 
 #define NGINX "/usr/sbin/nginx"
 #define ECHO_MODULE "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 unsigned char lt_nginx_byte(size_t i) { return (unsigned char)('A' + (i * 7 + i / 1024) % 58); }
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool write_file(const char *path, const char *data, size_t n) {
-    FILE *f = fopen(path, "w");
-    if (!f) return false;
-    bool ok = fwrite(data, 1, n, f) == n;
-    return fclose(f) == 0 && ok;
-}
 
 static bool write_pattern(const char *dir, const char *name, size_t n) {
     char path[512];
@@ -51,7 +32,7 @@ static bool write_pattern(const char *dir, const char *name, size_t n) {
     char *d = malloc(n ? n : 1);
     if (!d) return false;
     for (size_t i = 0; i < n; i++) d[i] = (char)lt_nginx_byte(i);
-    bool ok = write_file(path, d, n);
+    bool ok = lt_write_file(path, d, n);
     free(d);
     return ok;
 }
@@ -173,14 +154,6 @@ static bool write_conf(lt_nginx *n) {
     return fclose(f) == 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static bool make_files(lt_nginx *n) {
     char p[512];
     snprintf(p, sizeof p, "%s/www", n->dir);
@@ -190,7 +163,7 @@ static bool make_files(lt_nginx *n) {
     snprintf(p, sizeof p, "%s/tmp", n->dir);
     if (mkdir(p, 0755)) return false;
     snprintf(p, sizeof p, "%s/www/small.txt", n->dir);
-    if (!write_file(p, "hello, world\n", 13)) return false;
+    if (!lt_write_file(p, "hello, world\n", 13)) return false;
     if (!write_pattern(n->dir, "1k.bin", 1024) || !write_pattern(n->dir, "64k.bin", 65536) ||
         !write_pattern(n->dir, "1m.bin", 1 << 20))
         return false;
@@ -264,8 +237,8 @@ bool lt_nginx_start(lt_nginx *n) {
         return false;
     }
     for (int attempt = 0; attempt < 5; attempt++) {
-        n->port = free_port();
-        n->tls_port = free_port();
+        n->port = lt_free_port();
+        n->tls_port = lt_free_port();
         if (n->port <= 0 || n->tls_port <= 0 || n->port == n->tls_port) continue;
         if (!write_conf(n)) break;
         if (launch(n)) {
@@ -303,7 +276,7 @@ void lt_nginx_stop(lt_nginx *n) {
         n->pid = 0;
     }
     if (n->dir[0]) {
-        nftw(n->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        lt_rmtree(n->dir);
         n->dir[0] = 0;
     }
 }

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "pgserver.h"
+#include "serverutil.h"
 
 static double mono(void) {
     struct timespec ts;
@@ -119,26 +120,6 @@ static void child_become(const lt_pg *s, const char *logpath) {
     if (chdir(s->dir) != 0) _exit(126);
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) return false;
-    bool ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
 static void show_log(const lt_pg *s) {
     char path[400];
     snprintf(path, sizeof path, "%s/server.log", s->dir);
@@ -168,11 +149,12 @@ static bool initdb(lt_pg *s) {
     }
     char hba[400];
     snprintf(hba, sizeof hba, "%s/pg_hba.conf", s->datadir);
-    return write_file(hba, "local all all trust\n"
-                           "host all " LT_PG_PW_ROLE " 127.0.0.1/32 scram-sha-256\n"
-                           "host all " LT_PG_PW_ROLE " ::1/128 scram-sha-256\n"
-                           "host all all 127.0.0.1/32 trust\n"
-                           "host all all ::1/128 trust\n");
+    static const char rules[] = "local all all trust\n"
+                                "host all " LT_PG_PW_ROLE " 127.0.0.1/32 scram-sha-256\n"
+                                "host all " LT_PG_PW_ROLE " ::1/128 scram-sha-256\n"
+                                "host all all 127.0.0.1/32 trust\n"
+                                "host all all ::1/128 trust\n";
+    return lt_write_file(hba, rules, sizeof rules - 1);
 }
 
 static bool server_ready(const lt_pg *s) {
@@ -245,7 +227,7 @@ bool lt_pg_start(lt_pg *s) {
         return false;
     }
     snprintf(s->datadir, sizeof s->datadir, "%s/data", s->dir);
-    s->port = free_port();
+    s->port = lt_free_port();
     if (s->port <= 0 || !initdb(s) || !launch(s)) {
         lt_pg_stop(s);
         return false;
@@ -277,15 +259,9 @@ static void halt(lt_pg *s) {
     s->pid = 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
 void lt_pg_stop(lt_pg *s) {
     halt(s);
-    if (s->dir[0]) nftw(s->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    lt_rmtree(s->dir);
     s->dir[0] = 0;
 }
 
