@@ -239,13 +239,15 @@ install: lib
 	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so.$(VERSION_MAJOR)
 	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so
 	install -m 644 $(BUILD)/libloop.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(BUILD)/libloop.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libloop.pc
 	for c in $(CLIENTS); do \
 	  install -m 755 $(BUILD)/libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/ && \
 	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(VERSION_MAJOR) && \
 	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so && \
 	  install -m 644 $(BUILD)/libloop-$$c.a $(DESTDIR)$(PREFIX)/lib/ && \
-	  install -m 644 $(BUILD)/libloop-$$c.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/ || exit 1; done
+	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop-$$c.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libloop-$$c.pc || exit 1; done
 
 clean:
 	rm -rf build
