@@ -35,7 +35,7 @@ endif
 LIBS := -lev -lcares -lssl -lcrypto -lz -lpthread -ldl
 
 # tests: every tests/<module>/*.c is one program; tests/harness/*.c is linked into each
-TEST_SRC := $(sort $(wildcard tests/core/*.c tests/io/*.c))
+TEST_SRC := $(sort $(wildcard tests/arch/*.c tests/core/*.c tests/io/*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HARNESS_SRC := $(sort $(wildcard tests/harness/*.c))
 HARNESS_OBJ := $(HARNESS_SRC:%.c=$(BUILD)/%.o)
@@ -96,6 +96,8 @@ $(foreach c,$(CLIENTS),$(eval $(call CLIENT_template,$(c))))
 EXAMPLE_LIBS := $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).a) $(BUILD)/libloop.a
 EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
+
+.PHONY: check-aarch64
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
         install clean deps exports clang
 
@@ -191,6 +193,16 @@ check-asan:
 valgrind: deps
 	$(MAKE) BUILD=build/vg OPT="-O1 -g" tests
 	LIBLOOP_VALGRIND=1 build/vg/tools/with-servers scripts/run-tests build/vg/tests build/vg/docs/examples
+
+# The aarch64 context switch, cross-compiled and run under qemu (scripts/deps aarch64 installs
+# the cross compiler and qemu-user); the same self-test runs natively in every make check.
+check-aarch64:
+	scripts/deps aarch64
+	@mkdir -p $(BUILD)/aarch64
+	aarch64-linux-gnu-gcc -std=c11 -D_GNU_SOURCE $(WARN) -O2 -static -Ilibloop \
+	  -o $(BUILD)/aarch64/switch_selftest tests/arch/switch_selftest.c libloop/switch.c \
+	  libloop/switch_aarch64.S
+	qemu-aarch64 $(BUILD)/aarch64/switch_selftest
 
 # gcc and clang must both build warning-free.
 clang:
