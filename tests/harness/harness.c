@@ -310,3 +310,30 @@ void lt_collect_warnings(ll_loop *loop, lt_warnings *w) {
     memset(w, 0, sizeof *w);
     ll_loop_set_warn_handler(loop, on_warn, w);
 }
+
+int lt_await_free(ll_future *f) {
+    int rc = ll_await(f);
+    ll_future_free(f);
+    return rc;
+}
+
+int lt_await_msg(ll_future *f, char *msg, size_t n) {
+    int rc = ll_await(f);
+    snprintf(msg, n, "%s", ll_future_errmsg(f));
+    ll_future_free(f);
+    return rc;
+}
+
+int lt_echo_handler(ll_stream *s, void *arg) {
+    (void)arg;
+    char buf[16384];
+    for (;;) {
+        ll_future *r = ll_stream_read(s, buf, sizeof buf);
+        int rc = ll_await(r);
+        size_t n = (uintptr_t)ll_future_value(r);
+        ll_future_free(r);
+        if (rc == LL_EOF) return 0;
+        if (rc) return rc;
+        if ((rc = lt_await_free(ll_stream_write(s, buf, n)))) return rc;
+    }
+}

@@ -25,6 +25,12 @@ void lt_setup(lt_ctx *c);
  * back where it was. */
 void lt_teardown(lt_ctx *c);
 
+/* Inside a task: await f, free it, return its code; lt_await_msg keeps its message in msg. */
+int lt_await_free(ll_future *f);
+int lt_await_msg(ll_future *f, char *msg, size_t n);
+/* A server handler (ll_start_server) that echoes what it reads until the end of the stream. */
+int lt_echo_handler(ll_stream *s, void *arg);
+
 /* Run fn(arg) as a task on loop and return its code (the future is freed). */
 int lt_run_task(ll_loop *loop, ll_task_fn fn, void *arg);
 

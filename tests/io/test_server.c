@@ -27,26 +27,6 @@
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
-static int await_free(ll_future *f) {
-    int rc = ll_await(f);
-    ll_future_free(f);
-    return rc;
-}
-
-static int echo_handler(ll_stream *s, void *arg) {
-    (void)arg;
-    char buf[4096];
-    for (;;) {
-        ll_future *r = ll_stream_read(s, buf, sizeof buf);
-        int rc = ll_await(r);
-        size_t n = (uintptr_t)ll_future_value(r);
-        ll_future_free(r);
-        if (rc == LL_EOF) return 0;
-        if (rc) return rc;
-        if ((rc = await_free(ll_stream_write(s, buf, n)))) return rc;
-    }
-}
-
 static ll_server *take_server(ll_future *f) {
     if (ll_future_code(f)) fprintf(stderr, "%s\n", ll_future_errmsg(f));
     assert_int_equal(ll_future_code(f), 0);
@@ -66,8 +46,8 @@ static int ping(const char *host, uint16_t port) {
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
     char b[4];
-    rc = await_free(ll_stream_write(s, "ping", 4));
-    if (!rc) rc = await_free(ll_stream_read_exactly(s, b, 4));
+    rc = lt_await_free(ll_stream_write(s, "ping", 4));
+    if (!rc) rc = lt_await_free(ll_stream_read_exactly(s, b, 4));
     if (!rc && memcmp(b, "ping", 4) != 0) rc = LL_EPROTO;
     ll_stream_close(s);
     return rc;
@@ -90,7 +70,7 @@ static void test_localhost_and_counters(void **state) {
     lt_ctx c;
     lt_setup(&c);
     ll_server_opts o = {.name = "echo"};
-    ll_future *f = ll_start_server("localhost", 0, echo_handler, NULL, &o);
+    ll_future *f = ll_start_server("localhost", 0, lt_echo_handler, NULL, &o);
     assert_int_equal(ll_loop_run_until(c.loop, f), 0); /* resolved on the loop */
     ll_server *srv = take_server(f);
     target t = {ll_server_port(srv), "127.0.0.1"};
@@ -107,15 +87,15 @@ static void test_bind_error(void **state) {
     (void)state;
     lt_ctx c;
     lt_setup(&c);
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, echo_handler, NULL, NULL));
-    ll_future *f = ll_start_server("127.0.0.1", ll_server_port(srv), echo_handler, NULL, NULL);
+    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
+    ll_future *f = ll_start_server("127.0.0.1", ll_server_port(srv), lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_future_code(f), LL_EADDRINUSE);
     char want[128];
     snprintf(want, sizeof want, "listen on 127.0.0.1:%u: address already in use",
              ll_server_port(srv));
     assert_string_equal(ll_future_errmsg(f), want);
     ll_future_free(f);
-    f = ll_start_server("nonexistent.invalid", 0, echo_handler, NULL, NULL);
+    f = ll_start_server("nonexistent.invalid", 0, lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_ENOTFOUND);
     assert_string_equal(ll_future_errmsg(f), "listen: resolve nonexistent.invalid: host name not "
                                              "found");
@@ -130,11 +110,11 @@ static void test_bind_error(void **state) {
 
 static int closing_handler(ll_stream *s, void *arg) {
     int *seen = arg;
-    await_free(ll_stream_write(s, "bye", 3));
-    await_free(ll_stream_drain(s));
+    lt_await_free(ll_stream_write(s, "bye", 3));
+    lt_await_free(ll_stream_drain(s));
     ll_stream_close(s); /* closes now; the server frees the stream later */
     char b[4];
-    *seen = await_free(ll_stream_read(s, b, sizeof b));
+    *seen = lt_await_free(ll_stream_read(s, b, sizeof b));
     return 0;
 }
 
@@ -145,9 +125,9 @@ static int bye_client(void *arg) {
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
     char b[8];
-    assert_int_equal(await_free(ll_stream_read_exactly(s, b, 3)), 0);
+    assert_int_equal(lt_await_free(ll_stream_read_exactly(s, b, 3)), 0);
     assert_memory_equal(b, "bye", 3);
-    assert_int_equal(await_free(ll_stream_read(s, b, 1)), LL_EOF);
+    assert_int_equal(lt_await_free(ll_stream_read(s, b, 1)), LL_EOF);
     ll_stream_close(s);
     return 0;
 }
@@ -173,7 +153,7 @@ static void test_loop_free_closes_leftovers(void **state) {
     (void)state;
     int before = lt_count_fds();
     ll_loop *loop = ll_loop_new();
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, echo_handler, NULL, NULL));
+    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     ll_stream *s = ll_stream_from_fd(loop, sv[0], NULL);
@@ -204,11 +184,11 @@ typedef struct {
 static int slow_handler(ll_stream *s, void *arg) {
     slow_env *e = arg;
     char b[1];
-    await_free(ll_stream_read_exactly(s, b, 1));
+    lt_await_free(ll_stream_read_exactly(s, b, 1));
     int rc = ll_sleep(e->work);
     if (rc == 0) {
         e->finished++;
-        return await_free(ll_stream_write(s, "done", 4));
+        return lt_await_free(ll_stream_write(s, "done", 4));
     }
     e->cancelled++;
     return rc;
@@ -229,8 +209,8 @@ static int slow_client(void *arg) {
     }
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
-    await_free(ll_stream_write(s, "x", 1));
-    c->rc = await_free(ll_stream_read_exactly(s, c->got, 4));
+    lt_await_free(ll_stream_write(s, "x", 1));
+    c->rc = lt_await_free(ll_stream_read_exactly(s, c->got, 4));
     ll_stream_close(s);
     return 0;
 }
@@ -303,7 +283,7 @@ static void raise_nofile(rlim_t want) {
 static void server_child(int out) {
     ll_loop *loop = ll_loop_new();
     ll_server_opts o = {.stack_size = 32768, .backlog = 65535};
-    ll_future *f = ll_start_server("127.0.0.1", 0, echo_handler, NULL, &o);
+    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, &o);
     if (ll_future_code(f)) _exit(2);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -339,8 +319,8 @@ static int crowd_member(void *arg) {
     ll_future_free(f);
     if (s) {
         char b[8];
-        rc = await_free(ll_stream_write(s, "12345678", 8));
-        if (!rc) rc = await_free(ll_stream_read_exactly(s, b, 8));
+        rc = lt_await_free(ll_stream_write(s, "12345678", 8));
+        if (!rc) rc = lt_await_free(ll_stream_read_exactly(s, b, 8));
     }
     if (rc) cr->failures++;
     if (++cr->connected == cr->total) ll_event_set(cr->all_connected);
@@ -444,7 +424,7 @@ static int limit_child(void) {
     rl.rlim_cur = 64; /* the soft limit only: valgrind refuses to lower its own hard limit */
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 10;
     ll_loop *loop = ll_loop_new();
-    ll_future *f = ll_start_server("127.0.0.1", 0, echo_handler, NULL, NULL);
+    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL);
     if (ll_future_code(f)) return 11;
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);

@@ -18,23 +18,6 @@
 
 /* ---- helpers ---- */
 
-static int echo_handler(ll_stream *s, void *arg) {
-    (void)arg;
-    char buf[65536];
-    for (;;) {
-        ll_future *r = ll_stream_read(s, buf, sizeof buf);
-        int rc = ll_await(r);
-        size_t n = (uintptr_t)ll_future_value(r);
-        ll_future_free(r);
-        if (rc == LL_EOF) return 0;
-        if (rc) return rc;
-        ll_future *w = ll_stream_write(s, buf, n);
-        rc = ll_await(w);
-        ll_future_free(w);
-        if (rc) return rc;
-    }
-}
-
 static ll_server *start_tcp(ll_server_handler h, void *arg) {
     ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, NULL);
     assert_int_equal(ll_future_code(f), 0);
@@ -60,20 +43,6 @@ static ll_stream *dial(const char *host, uint16_t port) {
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
     return s;
-}
-
-static int await_free(ll_future *f) {
-    int rc = ll_await(f);
-    ll_future_free(f);
-    return rc;
-}
-
-/* Await f and keep its message (for assertions) in msg. */
-static int await_msg(ll_future *f, char *msg, size_t n) {
-    int rc = ll_await(f);
-    snprintf(msg, n, "%s", ll_future_errmsg(f));
-    ll_future_free(f);
-    return rc;
 }
 
 static uint16_t free_port(void) {
@@ -104,7 +73,7 @@ static int echo_client(void *arg) {
     } else {
         s = dial("127.0.0.1", t->port);
     }
-    assert_int_equal(await_free(ll_stream_write(s, "hello\nworld\n", 12)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(s, "hello\nworld\n", 12)), 0);
     char buf[64];
     ll_future *r = ll_stream_read_exactly(s, buf, 3);
     assert_int_equal(ll_await(r), 0);
@@ -122,15 +91,15 @@ static int echo_client(void *arg) {
     assert_memory_equal(buf, "world\n", 6);
     ll_future_free(r);
     /* half close: the server sees EOF, finishes, and we see EOF */
-    assert_int_equal(await_free(ll_stream_shutdown(s)), 0);
+    assert_int_equal(lt_await_free(ll_stream_shutdown(s)), 0);
     char msg[256];
-    assert_int_equal(await_msg(ll_stream_read(s, buf, sizeof buf), msg, sizeof msg), LL_EOF);
+    assert_int_equal(lt_await_msg(ll_stream_read(s, buf, sizeof buf), msg, sizeof msg), LL_EOF);
     assert_non_null(strstr(msg, "end of stream"));
     assert_non_null(strstr(msg, ll_stream_peer(s)));
     /* EOF is sticky */
-    assert_int_equal(await_free(ll_stream_read(s, buf, sizeof buf)), LL_EOF);
+    assert_int_equal(lt_await_free(ll_stream_read(s, buf, sizeof buf)), LL_EOF);
     /* writing after shutdown is refused */
-    assert_int_equal(await_free(ll_stream_write(s, "x", 1)), LL_ESTATE);
+    assert_int_equal(lt_await_free(ll_stream_write(s, "x", 1)), LL_ESTATE);
     ll_stream_timings tm;
     ll_stream_get_timings(s, &tm);
     assert_true(tm.connect >= 0 && tm.total >= tm.connect && tm.tls == 0);
@@ -142,7 +111,7 @@ static void test_echo_tcp(void **state) {
     (void)state;
     lt_ctx c;
     lt_setup(&c);
-    ll_server *srv = start_tcp(echo_handler, NULL);
+    ll_server *srv = start_tcp(lt_echo_handler, NULL);
     target t = {.port = ll_server_port(srv)};
     assert_int_equal(lt_run_task(c.loop, echo_client, &t), 0);
     assert_int_equal(ll_server_accepted(srv), 1);
@@ -157,7 +126,7 @@ static void test_echo_unix(void **state) {
     char dir[] = "/tmp/ll-unix-XXXXXX", path[128];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/echo.sock", dir);
-    ll_future *f = ll_start_unix_server(path, echo_handler, NULL, NULL);
+    ll_future *f = ll_start_unix_server(path, lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -185,10 +154,10 @@ static int big_client(void *arg) {
     for (size_t off = 0; off < n; off += 65536) {
         ll_future *w = ll_stream_write(s, out + off, 65536);
         if (!ll_future_done(w)) saw_pressure = true;
-        assert_int_equal(await_free(w), 0);
+        assert_int_equal(lt_await_free(w), 0);
         assert_true(ll_stream_write_pending(s) <= 256 * 1024);
     }
-    assert_int_equal(await_free(ll_stream_drain(s)), 0);
+    assert_int_equal(lt_await_free(ll_stream_drain(s)), 0);
     assert_int_equal(ll_stream_write_pending(s), 0);
     assert_int_equal(ll_await(r), 0);
     assert_int_equal((uintptr_t)ll_future_value(r), n);
@@ -205,7 +174,7 @@ static void test_big_transfer_backpressure(void **state) {
     (void)state;
     lt_ctx c;
     lt_setup(&c);
-    ll_server *srv = start_tcp(echo_handler, NULL);
+    ll_server *srv = start_tcp(lt_echo_handler, NULL);
     target t = {.port = ll_server_port(srv)};
     assert_int_equal(lt_run_task(c.loop, big_client, &t), 0);
     stop_server(c.loop, srv);
@@ -215,7 +184,7 @@ static void test_big_transfer_backpressure(void **state) {
 /* The server sends a fixed script, then closes. */
 static int script_handler(ll_stream *s, void *arg) {
     const char *text = arg;
-    return await_free(ll_stream_write(s, text, strlen(text)));
+    return lt_await_free(ll_stream_write(s, text, strlen(text)));
 }
 
 static int parse_client(void *arg) {
@@ -223,7 +192,7 @@ static int parse_client(void *arg) {
     ll_stream *s = dial("127.0.0.1", t->port);
     char buf[16], msg[256];
     /* a line longer than the limit */
-    assert_int_equal(await_msg(ll_stream_read_until(s, "\r\n", 2, buf, 8), msg, sizeof msg),
+    assert_int_equal(lt_await_msg(ll_stream_read_until(s, "\r\n", 2, buf, 8), msg, sizeof msg),
                      LL_ETOOLARGE);
     assert_non_null(strstr(msg, "no delimiter within 8 bytes"));
     /* nothing was consumed: a parser reads the buffered bytes itself */
@@ -241,14 +210,14 @@ static int parse_client(void *arg) {
     }
     assert_memory_equal(p, "toolongline\r\n", 13);
     ll_stream_consume(s, 13);
-    assert_int_equal(await_free(ll_stream_read_exactly(s, buf, 5)), 0);
+    assert_int_equal(lt_await_free(ll_stream_read_exactly(s, buf, 5)), 0);
     assert_memory_equal(buf, "ab\ncd", 5);
     /* the stream ends before 10 more bytes */
-    assert_int_equal(await_msg(ll_stream_read_exactly(s, buf, 10), msg, sizeof msg), LL_EOF);
+    assert_int_equal(lt_await_msg(ll_stream_read_exactly(s, buf, 10), msg, sizeof msg), LL_EOF);
     assert_non_null(strstr(msg, "after 3 of 10 bytes"));
     assert_memory_equal(buf, "efg", 3);
     /* fill at EOF */
-    assert_int_equal(await_free(ll_stream_fill(s)), LL_EOF);
+    assert_int_equal(lt_await_free(ll_stream_fill(s)), LL_EOF);
     assert_true(ll_stream_at_eof(s));
     assert_false(ll_stream_alive(s));
     ll_stream_close(s);
@@ -272,18 +241,18 @@ static int refused_client(void *arg) {
     uint16_t port = *(uint16_t *)arg;
     char msg[256], want[128];
     ll_future *f = ll_open_connection("127.0.0.1", port, NULL);
-    assert_int_equal(await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
+    assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
     snprintf(want, sizeof want, "connect to 127.0.0.1:%u: connection refused", port);
     assert_string_equal(msg, want);
     /* a name: each address is listed with its reason */
     f = ll_open_connection("localhost", port, NULL);
-    assert_int_equal(await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
+    assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
     snprintf(want, sizeof want, "connect to localhost:%u: 127.0.0.1:%u: connection refused", port,
              port);
     assert_string_equal(msg, want);
     /* a Unix socket that does not exist */
     f = ll_open_unix("/nonexistent/dir/x.sock", NULL);
-    assert_int_equal(await_msg(f, msg, sizeof msg), LL_ENOENT);
+    assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ENOENT);
     assert_string_equal(msg, "connect to /nonexistent/dir/x.sock: no such file or directory");
     return 0;
 }
@@ -300,7 +269,7 @@ static void test_connection_refused(void **state) {
 static int silent_handler(ll_stream *s, void *arg) {
     (void)arg;
     char b[16];
-    return await_free(ll_stream_read(s, b, sizeof b)); /* waits until the client goes */
+    return lt_await_free(ll_stream_read(s, b, sizeof b)); /* waits until the client goes */
 }
 
 static int deadline_client(void *arg) {
@@ -318,7 +287,7 @@ static int deadline_client(void *arg) {
     double took = ll_now() - t0;
     assert_true(took >= 0.19 && took < 2.0); /* tolerance: 2 noisy cores */
     /* the stream is still usable after a cancelled read */
-    assert_int_equal(await_free(ll_stream_write(s, "x", 1)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(s, "x", 1)), 0);
     ll_stream_close(s);
     return 0;
 }
@@ -338,9 +307,9 @@ static void test_silent_server_deadline(void **state) {
 static int reset_handler(ll_stream *s, void *arg) {
     (void)arg;
     char b[16];
-    await_free(ll_stream_read(s, b, 1)); /* the client's go */
-    await_free(ll_stream_write(s, "partial", 7));
-    await_free(ll_stream_drain(s));
+    lt_await_free(ll_stream_read(s, b, 1)); /* the client's go */
+    lt_await_free(ll_stream_write(s, "partial", 7));
+    lt_await_free(ll_stream_drain(s));
     ll_sleep(0.05);
     ll_stream_reset(s);
     return 0;
@@ -350,16 +319,16 @@ static int reset_read_client(void *arg) {
     target *t = arg;
     ll_stream *s = dial("127.0.0.1", t->port);
     char buf[64], msg[256], want[128];
-    assert_int_equal(await_free(ll_stream_write(s, "g", 1)), 0);
-    assert_int_equal(await_free(ll_stream_read_exactly(s, buf, 7)), 0);
-    assert_int_equal(await_msg(ll_stream_read_exactly(s, buf, 10), msg, sizeof msg),
+    assert_int_equal(lt_await_free(ll_stream_write(s, "g", 1)), 0);
+    assert_int_equal(lt_await_free(ll_stream_read_exactly(s, buf, 7)), 0);
+    assert_int_equal(lt_await_msg(ll_stream_read_exactly(s, buf, 10), msg, sizeof msg),
                      LL_ECONNRESET);
     snprintf(want, sizeof want, "read from %s: connection reset by peer", ll_stream_peer(s));
     assert_string_equal(msg, want);
     snprintf(want, sizeof want, "127.0.0.1:%u", t->port);
     assert_string_equal(ll_stream_peer(s), want);
     /* sticky */
-    assert_int_equal(await_free(ll_stream_read(s, buf, 1)), LL_ECONNRESET);
+    assert_int_equal(lt_await_free(ll_stream_read(s, buf, 1)), LL_ECONNRESET);
     assert_false(ll_stream_alive(s));
     ll_stream_close(s);
     return 0;
@@ -380,17 +349,17 @@ static int reset_write_client(void *arg) {
     target *t = arg;
     ll_stream *s = dial("127.0.0.1", t->port);
     char buf[64];
-    assert_int_equal(await_free(ll_stream_write(s, "g", 1)), 0);
-    assert_int_equal(await_free(ll_stream_read_exactly(s, buf, 7)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(s, "g", 1)), 0);
+    assert_int_equal(lt_await_free(ll_stream_read_exactly(s, buf, 7)), 0);
     ll_sleep(0.2); /* the reset has arrived */
     static char chunk[65536];
     int rc = 0;
-    for (int i = 0; i < 1000 && rc == 0; i++) rc = await_free(ll_stream_write(s, chunk, sizeof chunk));
-    if (rc == 0) rc = await_free(ll_stream_drain(s));
+    for (int i = 0; i < 1000 && rc == 0; i++) rc = lt_await_free(ll_stream_write(s, chunk, sizeof chunk));
+    if (rc == 0) rc = lt_await_free(ll_stream_drain(s));
     assert_true(rc == LL_EPIPE || rc == LL_ECONNRESET);
     /* sticky, and the message names the peer */
     char msg[256];
-    assert_int_equal(await_msg(ll_stream_write(s, "x", 1), msg, sizeof msg), rc);
+    assert_int_equal(lt_await_msg(ll_stream_write(s, "x", 1), msg, sizeof msg), rc);
     assert_non_null(strstr(msg, "write to 127.0.0.1:"));
     ll_stream_close(s);
     return 0;
@@ -419,7 +388,7 @@ typedef struct {
 static int reader_task(void *arg) {
     reader *r = arg;
     char buf[8];
-    r->rc = await_msg(ll_stream_read(r->s, buf, sizeof buf), r->msg, sizeof r->msg);
+    r->rc = lt_await_msg(ll_stream_read(r->s, buf, sizeof buf), r->msg, sizeof r->msg);
     return 0;
 }
 
@@ -502,14 +471,14 @@ static int pipe_task(void *arg) {
     char *out = malloc(n), *in = malloc(n);
     for (size_t i = 0; i < n; i++) out[i] = (char)(i % 253);
     ll_future *rd = ll_stream_read_exactly(r, in, n);
-    assert_int_equal(await_free(ll_stream_write(w, out, n)), 0);
-    assert_int_equal(await_free(ll_stream_shutdown(w)), 0); /* closes the write end */
+    assert_int_equal(lt_await_free(ll_stream_write(w, out, n)), 0);
+    assert_int_equal(lt_await_free(ll_stream_shutdown(w)), 0); /* closes the write end */
     assert_int_equal(ll_stream_fd(w), -1);
     assert_int_equal(ll_await(rd), 0);
     ll_future_free(rd);
     assert_memory_equal(in, out, n);
     char b[4];
-    assert_int_equal(await_free(ll_stream_read(r, b, 4)), LL_EOF);
+    assert_int_equal(lt_await_free(ll_stream_read(r, b, 4)), LL_EOF);
     ll_stream_close(w);
     ll_stream_close(r);
     /* a pipe whose reader is gone: EPIPE, no SIGPIPE */
@@ -518,7 +487,7 @@ static int pipe_task(void *arg) {
     close(q[0]);
     ll_stream *w2 = ll_stream_from_fd(NULL, q[1], "orphan pipe");
     char msg[256];
-    assert_int_equal(await_msg(ll_stream_write(w2, "x", 1), msg, sizeof msg), LL_EPIPE);
+    assert_int_equal(lt_await_msg(ll_stream_write(w2, "x", 1), msg, sizeof msg), LL_EPIPE);
     assert_string_equal(msg, "write to orphan pipe: broken pipe");
     ll_stream_close(w2);
     free(out);
@@ -552,7 +521,7 @@ static void test_cancel_connect_and_untaken_value(void **state) {
     lt_ctx c;
     lt_setup(&c);
     assert_int_equal(lt_run_task(c.loop, cancel_connect_task, NULL), 0);
-    ll_server *srv = start_tcp(echo_handler, NULL);
+    ll_server *srv = start_tcp(lt_echo_handler, NULL);
     ll_future *f = ll_open_connection("127.0.0.1", ll_server_port(srv), NULL);
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_future_free(f); /* closes the stream */
@@ -582,7 +551,7 @@ static int timeout_client(void *arg) {
     char msg[256], want[128];
     ll_conn_opts o = {.connect_timeout = 0.2};
     ll_time t0 = ll_now();
-    assert_int_equal(await_msg(ll_open_connection("127.0.0.1", port, &o), msg, sizeof msg),
+    assert_int_equal(lt_await_msg(ll_open_connection("127.0.0.1", port, &o), msg, sizeof msg),
                      LL_ETIMEDOUT);
     snprintf(want, sizeof want, "connect to 127.0.0.1:%u: timed out after 0.2 s connecting", port);
     assert_string_equal(msg, want);
@@ -590,7 +559,7 @@ static int timeout_client(void *arg) {
     /* the task's deadline bounds it too, with the same kind of message */
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(0.2));
-    int rc = await_msg(ll_open_connection("127.0.0.1", port, NULL), msg, sizeof msg);
+    int rc = lt_await_msg(ll_open_connection("127.0.0.1", port, NULL), msg, sizeof msg);
     ll_scope_exit(&sc);
     assert_int_equal(rc, LL_ETIMEDOUT);
     return 0;

@@ -68,33 +68,6 @@ static int teardown_certs(void **state) {
 
 /* ---- helpers ---- */
 
-static int await_free(ll_future *f) {
-    int rc = ll_await(f);
-    ll_future_free(f);
-    return rc;
-}
-
-static int await_msg(ll_future *f, char *msg, size_t n) {
-    int rc = ll_await(f);
-    snprintf(msg, n, "%s", ll_future_errmsg(f));
-    ll_future_free(f);
-    return rc;
-}
-
-static int echo_handler(ll_stream *s, void *arg) {
-    (void)arg;
-    char buf[16384];
-    for (;;) {
-        ll_future *r = ll_stream_read(s, buf, sizeof buf);
-        int rc = ll_await(r);
-        size_t n = (uintptr_t)ll_future_value(r);
-        ll_future_free(r);
-        if (rc == LL_EOF) return 0;
-        if (rc) return rc;
-        if ((rc = await_free(ll_stream_write(s, buf, n)))) return rc;
-    }
-}
-
 static ll_server *tls_server(const char *name, ll_server_handler h, void *arg, const char *alpn) {
     char c[64], k[64];
     snprintf(c, sizeof c, "%s.pem", name);
@@ -168,13 +141,13 @@ static int tls_echo_client(void *arg) {
     char *out = malloc(n), *in = malloc(n);
     for (size_t i = 0; i < n; i++) out[i] = (char)(i * 13);
     ll_future *r = ll_stream_read_exactly(s, in, n);
-    assert_int_equal(await_free(ll_stream_write(s, out, n)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(s, out, n)), 0);
     assert_int_equal(ll_await(r), 0);
     ll_future_free(r);
     assert_memory_equal(in, out, n);
     /* close_notify, then the server's: a clean end of stream */
-    assert_int_equal(await_free(ll_stream_shutdown(s)), 0);
-    assert_int_equal(await_free(ll_stream_read(s, in, 1)), LL_EOF);
+    assert_int_equal(lt_await_free(ll_stream_shutdown(s)), 0);
+    assert_int_equal(lt_await_free(ll_stream_read(s, in, 1)), LL_EOF);
     free(out);
     free(in);
     ll_stream_close(s);
@@ -185,7 +158,7 @@ static void test_tls_echo_verified(void **state) {
     (void)state;
     lt_ctx c;
     lt_setup(&c);
-    ll_server *srv = tls_server("server", echo_handler, NULL, "http/1.1");
+    ll_server *srv = tls_server("server", lt_echo_handler, NULL, "http/1.1");
     const char *hosts[] = {"localhost", "127.0.0.1"}; /* DNS name and IP address SAN */
     for (int i = 0; i < 2; i++) {
         dial_t d = {.host = hosts[i], .port = ll_server_port(srv),
@@ -212,7 +185,7 @@ static void test_tls_rejections(void **state) {
         {"wrong", "127.0.0.1", "ca.pem", "certificate verify failed: IP address mismatch"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ll_server *srv = tls_server(cases[i].server, echo_handler, NULL, NULL);
+        ll_server *srv = tls_server(cases[i].server, lt_echo_handler, NULL, NULL);
         dial_t d = {.host = cases[i].host, .port = ll_server_port(srv),
                     .tls = {.ca_file = cases[i].ca ? cert(cases[i].ca) : NULL}};
         dial(c.loop, &d);
@@ -240,7 +213,7 @@ static int silent_handler(ll_stream *s, void *arg) {
     (void)arg;
     char b[4096];
     int rc;
-    while ((rc = await_free(ll_stream_read(s, b, sizeof b))) == 0) {
+    while ((rc = lt_await_free(ll_stream_read(s, b, sizeof b))) == 0) {
     }
     return 0;
 }
@@ -269,11 +242,11 @@ static void test_handshake_timeout(void **state) {
 static int truncating_handler(ll_stream *s, void *arg) {
     bool clean = arg != NULL;
     char b[8];
-    await_free(ll_stream_read(s, b, 1));
-    await_free(ll_stream_write(s, "partial", 7));
-    await_free(ll_stream_drain(s));
+    lt_await_free(ll_stream_read(s, b, 1));
+    lt_await_free(ll_stream_write(s, "partial", 7));
+    lt_await_free(ll_stream_drain(s));
     if (!clean) shutdown(ll_stream_fd(s), SHUT_WR); /* FIN without close_notify */
-    else await_free(ll_stream_shutdown(s));
+    else lt_await_free(ll_stream_shutdown(s));
     ll_sleep(0.5);
     return 0;
 }
@@ -291,8 +264,8 @@ static int truncation_client(void *arg) {
     dial_task(&d);
     assert_int_equal(d.rc, 0);
     char buf[64];
-    assert_int_equal(await_free(ll_stream_write(d.s, "g", 1)), 0);
-    t->rc = await_msg(ll_stream_read_exactly(d.s, buf, 20), t->msg, sizeof t->msg);
+    assert_int_equal(lt_await_free(ll_stream_write(d.s, "g", 1)), 0);
+    t->rc = lt_await_msg(ll_stream_read_exactly(d.s, buf, 20), t->msg, sizeof t->msg);
     assert_memory_equal(buf, "partial", 7);
     ll_stream_close(d.s);
     return 0;
@@ -326,8 +299,8 @@ static int record_handler(ll_stream *s, void *arg) {
     static char big[16000];
     memset(big, 'r', sizeof big);
     char b[4];
-    if (await_free(ll_stream_write(s, big, sizeof big))) return -1;
-    return await_free(ll_stream_read_exactly(s, b, 3)); /* "ack" */
+    if (lt_await_free(ll_stream_write(s, big, sizeof big))) return -1;
+    return lt_await_free(ll_stream_read_exactly(s, b, 3)); /* "ack" */
 }
 
 static int record_client(void *arg) {
@@ -346,7 +319,7 @@ static int record_client(void *arg) {
         ll_future_free(r);
     }
     assert_int_equal(got, 16000);
-    assert_int_equal(await_free(ll_stream_write(d.s, "ack", 3)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(d.s, "ack", 3)), 0);
     assert_int_equal(ll_scope_exit(&sc), 0);
     ll_stream_close(d.s);
     return 0;
@@ -373,10 +346,10 @@ static int starttls_handler(ll_stream *s, void *arg) {
     ll_future_free(r);
     if (rc) return rc;
     /* the go-ahead with injected plaintext right behind it, in one segment */
-    if ((rc = await_free(ll_stream_write(s, "220 go ahead\r\nINJECTED 250 fake\r\n", 33)))) return rc;
+    if ((rc = lt_await_free(ll_stream_write(s, "220 go ahead\r\nINJECTED 250 fake\r\n", 33)))) return rc;
     ll_tls_opts t = {.cert_file = cert("server.pem"), .key_file = cert("server.key")};
-    if ((rc = await_free(ll_stream_starttls(s, &t)))) return rc;
-    return await_free(ll_stream_write(s, "secret\r\n", 8));
+    if ((rc = lt_await_free(ll_stream_starttls(s, &t)))) return rc;
+    return lt_await_free(ll_stream_write(s, "secret\r\n", 8));
 }
 
 static int starttls_client(void *arg) {
@@ -386,7 +359,7 @@ static int starttls_client(void *arg) {
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
     char line[64];
-    assert_int_equal(await_free(ll_stream_write(s, "STARTTLS\r\n", 10)), 0);
+    assert_int_equal(lt_await_free(ll_stream_write(s, "STARTTLS\r\n", 10)), 0);
     ll_future *r = ll_stream_read_until(s, "\r\n", 2, line, sizeof line);
     assert_int_equal(ll_await(r), 0);
     assert_int_equal((uintptr_t)ll_future_value(r), 14);
@@ -397,7 +370,7 @@ static int starttls_client(void *arg) {
     assert_int_equal(buffered, 19); /* the injection is buffered ... */
     ll_tls_opts t = {.ca_file = cert("ca.pem")};
     char msg[512];
-    int rc = await_msg(ll_stream_starttls(s, &t), msg, sizeof msg);
+    int rc = lt_await_msg(ll_stream_starttls(s, &t), msg, sizeof msg);
     if (rc) fprintf(stderr, "%s\n", msg);
     assert_int_equal(rc, 0);
     assert_true(ll_stream_is_tls(s));
@@ -430,7 +403,7 @@ static void test_client_certificate(void **state) {
     ll_tls_opts st = {.cert_file = cert("server.pem"), .key_file = cert("server.key"),
                       .ca_file = cert("ca.pem"), .require_client_cert = true};
     ll_server_opts so = {.tls = &st};
-    ll_future *f = ll_start_server("127.0.0.1", 0, echo_handler, NULL, &so);
+    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, &so);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
     dial_t with = {.host = "localhost", .port = ll_server_port(srv), .keep = true,
