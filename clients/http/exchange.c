@@ -384,7 +384,8 @@ static int acquire(ll__http_req *q, ll_http_response *r, bool want_fresh) {
             rc = rfail(r, LL_ECLOSED, "the session was closed");
         else if (rc == LL_ECANCELED)
             rc = rfail(r, rc, "cancelled");
-        else if (rc == LL_ETIMEDOUT && !ll_future_errmsg(f)[0])
+        else if (rc == LL_ETIMEDOUT && ll_future_code(f) == LL_ECANCELED)
+            /* the deadline cut the wait (f was cancelled; its message would say just that) */
             rc = rfail(r, rc, "timed out (the deadline passed waiting for a connection)");
         else rc = rfail(r, rc, "%s", ll_future_errmsg(f));
         ll_future_free(f);
