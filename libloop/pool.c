@@ -30,106 +30,9 @@
 #include <string.h>
 #include "internal.h"
 #include "libloop/pool.h"
+#include "containers.h"
 
 #define CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-/* ---- intrusive lists and hash table ---- */
-
-typedef struct dlink {
-    struct dlink *prev, *next;
-} dlink;
-typedef struct dlist {
-    dlink *head, *tail;
-} dlist;
-
-static void list_push_front(dlist *l, dlink *n) {
-    n->prev = NULL;
-    n->next = l->head;
-    if (l->head) l->head->prev = n;
-    else l->tail = n;
-    l->head = n;
-}
-
-static void list_push_back(dlist *l, dlink *n) {
-    n->next = NULL;
-    n->prev = l->tail;
-    if (l->tail) l->tail->next = n;
-    else l->head = n;
-    l->tail = n;
-}
-
-static void list_remove(dlist *l, dlink *n) {
-    if (n->prev) n->prev->next = n->next;
-    else l->head = n->next;
-    if (n->next) n->next->prev = n->prev;
-    else l->tail = n->prev;
-    n->prev = n->next = NULL;
-}
-
-typedef struct hnode {
-    struct hnode *next;
-    uint64_t hash;
-} hnode;
-typedef struct htab {
-    hnode **b;
-    size_t nb, n;
-} htab;
-
-static int htab_init(htab *t, size_t nb) {
-    t->b = ll__calloc(nb, sizeof *t->b);
-    t->nb = nb;
-    t->n = 0;
-    return t->b ? 0 : LL_ENOMEM;
-}
-
-/* Never fails: when growing cannot allocate, chains just get longer. */
-static void htab_insert(htab *t, hnode *n) {
-    if (t->n >= t->nb) {
-        size_t nb = t->nb * 2;
-        hnode **b = ll__calloc(nb, sizeof *b);
-        if (b) {
-            for (size_t i = 0; i < t->nb; i++) {
-                hnode *e = t->b[i];
-                while (e) {
-                    hnode *next = e->next;
-                    e->next = b[e->hash & (nb - 1)];
-                    b[e->hash & (nb - 1)] = e;
-                    e = next;
-                }
-            }
-            ll__free(t->b);
-            t->b = b;
-            t->nb = nb;
-        }
-    }
-    hnode **slot = &t->b[n->hash & (t->nb - 1)];
-    n->next = *slot;
-    *slot = n;
-    t->n++;
-}
-
-static void htab_remove(htab *t, hnode *n) {
-    hnode **pp = &t->b[n->hash & (t->nb - 1)];
-    while (*pp && *pp != n) pp = &(*pp)->next;
-    if (*pp) {
-        *pp = n->next;
-        t->n--;
-    }
-}
-
-static uint64_t hash_ptr(const void *p) {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 /* ---- records ---- */
 
@@ -138,7 +41,7 @@ typedef struct pkey pkey;
 typedef enum { CONN_IDLE, CONN_LENT, CONN_RESETTING } conn_state;
 
 typedef struct pconn {
-    hnode h;             /* in the pool's table, keyed by the connection pointer */
+    ll__hnode h;             /* in the pool's table, keyed by the connection pointer */
     void *conn;
     pkey *key;
     ll_pool *pool;
@@ -146,8 +49,8 @@ typedef struct pconn {
     ll_time created;
     ll_time idle_since;
     uint64_t leases;
-    dlink kidle;          /* the key's idle list */
-    dlink gidle;          /* the pool's idle list */
+    ll__dlink kidle;          /* the key's idle list */
+    ll__dlink gidle;          /* the pool's idle list */
     ll_future *reset_f;  /* while resetting */
     ev_timer reset_timer;
     bool reset_timed_out;
@@ -160,8 +63,8 @@ typedef struct waiter {
     ll_time deadline;
     ev_timer timer;
     bool timer_on;
-    dlink kq;             /* the key's queue */
-    dlink gq;             /* the pool's queue */
+    ll__dlink kq;             /* the key's queue */
+    ll__dlink gq;             /* the pool's queue */
 } waiter;
 
 typedef struct pconnect {
@@ -173,15 +76,15 @@ typedef struct pconnect {
     bool timer_on;
     bool timed_out;
     bool for_waiter;     /* started because a caller waited: its failure fails a waiter */
-    dlink l;
+    ll__dlink l;
 } pconnect;
 
 struct pkey {
-    hnode h;
+    ll__hnode h;
     char *name;
     ll_pool_stats st;
-    dlist idle;           /* most recently used first */
-    dlist waiters;
+    ll__dlist idle;           /* most recently used first */
+    ll__dlist waiters;
     size_t resetting;    /* connections of this key being reset */
     uint64_t pass;       /* dispatch bookkeeping */
     size_t covered;
@@ -196,11 +99,11 @@ struct ll_pool {
     size_t max_waiters;
     double acquire_timeout, connect_timeout, reset_timeout, max_idle, max_lifetime;
     ll_pool_stats st;
-    htab keys;
-    htab conns;
-    dlist idle;           /* least recently idle first */
-    dlist waiters;        /* arrival order */
-    dlist connects;
+    ll__htab keys;
+    ll__htab conns;
+    ll__dlist idle;           /* least recently idle first */
+    ll__dlist waiters;        /* arrival order */
+    ll__dlist connects;
     size_t resetting;
     ev_timer reaper;
     ll__closer closer;   /* ll_loop_free closes a pool the application left open */
@@ -215,8 +118,8 @@ static void finish(ll_pool *p);
 /* ---- keys ---- */
 
 static pkey *key_find(const ll_pool *p, const char *name) {
-    uint64_t h = hash_str(name);
-    for (hnode *n = p->keys.b[h & (p->keys.nb - 1)]; n; n = n->next) {
+    uint64_t h = ll__hash_str(name);
+    for (ll__hnode *n = p->keys.b[h & (p->keys.nb - 1)]; n; n = n->next) {
         pkey *k = (pkey *)n;
         if (n->hash == h && strcmp(k->name, name) == 0) return k;
     }
@@ -233,8 +136,8 @@ static pkey *key_get(ll_pool *p, const char *name) {
         ll__free(k);
         return NULL;
     }
-    k->h.hash = hash_str(name);
-    htab_insert(&p->keys, &k->h);
+    k->h.hash = ll__hash_str(name);
+    ll__htab_insert(&p->keys, &k->h);
     return k;
 }
 
@@ -243,7 +146,7 @@ static bool key_empty(const pkey *k) {
 }
 
 static void key_free(ll_pool *p, pkey *k) {
-    htab_remove(&p->keys, &k->h);
+    ll__htab_remove(&p->keys, &k->h);
     ll__free(k->name);
     ll__free(k);
 }
@@ -251,8 +154,8 @@ static void key_free(ll_pool *p, pkey *k) {
 /* ---- connections ---- */
 
 static pconn *conn_find(const ll_pool *p, const void *conn) {
-    uint64_t h = hash_ptr(conn);
-    for (hnode *n = p->conns.b[h & (p->conns.nb - 1)]; n; n = n->next)
+    uint64_t h = ll__hash_ptr(conn);
+    for (ll__hnode *n = p->conns.b[h & (p->conns.nb - 1)]; n; n = n->next)
         if (n->hash == h && ((pconn *)n)->conn == conn) return (pconn *)n;
     return NULL;
 }
@@ -269,22 +172,22 @@ static bool total_room(const ll_pool *p) {
 static void idle_push(ll_pool *p, pconn *c) {
     c->state = CONN_IDLE;
     c->idle_since = ll_now();
-    list_push_front(&c->key->idle, &c->kidle);
-    list_push_back(&p->idle, &c->gidle);
+    ll__list_push_front(&c->key->idle, &c->kidle);
+    ll__list_push_back(&p->idle, &c->gidle);
     c->key->st.idle++;
     p->st.idle++;
 }
 
 static void idle_unlink(ll_pool *p, pconn *c) {
-    list_remove(&c->key->idle, &c->kidle);
-    list_remove(&p->idle, &c->gidle);
+    ll__list_remove(&c->key->idle, &c->kidle);
+    ll__list_remove(&p->idle, &c->gidle);
     c->key->st.idle--;
     p->st.idle--;
 }
 
 /* Close a connection record in any state but idle-linked (unlink first). */
 static void conn_close(ll_pool *p, pconn *c) {
-    htab_remove(&p->conns, &c->h);
+    ll__htab_remove(&p->conns, &c->h);
     c->key->st.open--;
     p->st.open--;
     c->key->st.discarded++;
@@ -366,8 +269,8 @@ static bool rearm_if_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
 /* ---- waiters ---- */
 
 static void waiter_unlink(ll_pool *p, waiter *w) {
-    list_remove(&w->key->waiters, &w->kq);
-    list_remove(&p->waiters, &w->gq);
+    ll__list_remove(&w->key->waiters, &w->kq);
+    ll__list_remove(&p->waiters, &w->gq);
     w->key->st.waiting--;
     p->st.waiting--;
     if (w->timer_on) {
@@ -428,7 +331,7 @@ static void on_waiter_cancel(ll_future *f, void *arg) {
 
 static void connect_end(ll_pool *p, pconnect *pc) {
     if (pc->timer_on) ev_timer_stop(p->loop->ev, &pc->timer);
-    list_remove(&p->connects, &pc->l);
+    ll__list_remove(&p->connects, &pc->l);
     pc->key->st.connecting--;
     p->st.connecting--;
     ll_future_free(pc->f);
@@ -440,7 +343,7 @@ static void connect_failed(ll_pool *p, pkey *k, bool for_waiter, int code, const
     k->st.connect_failures++;
     p->st.connect_failures++;
     if (!for_waiter || p->closed) return;
-    for (dlink *l = k->waiters.head; l; l = l->next) {
+    for (ll__dlink *l = k->waiters.head; l; l = l->next) {
         waiter *w = CONTAINER(l, waiter, kq);
         if (waiter_abandoned(w)) continue;
         waiter_fail(p, w, code, msg);
@@ -485,8 +388,8 @@ static void on_connect_done(ll_future *f, void *arg) {
             c->key = k;
             c->pool = p;
             c->created = ll_now();
-            c->h.hash = hash_ptr(conn);
-            htab_insert(&p->conns, &c->h);
+            c->h.hash = ll__hash_ptr(conn);
+            ll__htab_insert(&p->conns, &c->h);
             k->st.open++;
             p->st.open++;
             k->st.created++;
@@ -535,7 +438,7 @@ static int connect_start(ll_pool *p, pkey *k, bool for_waiter, const char **msg)
         *msg = "out of memory";
         return LL_ENOMEM;
     }
-    list_push_back(&p->connects, &pc->l);
+    ll__list_push_back(&p->connects, &pc->l);
     k->st.connecting++;
     p->st.connecting++;
     if (p->connect_timeout > 0 && !ll_future_done(f)) {
@@ -550,7 +453,7 @@ static int connect_start(ll_pool *p, pkey *k, bool for_waiter, const char **msg)
 /* Close the least recently idle connection of another key to make room under max_total. */
 static bool evict_for(ll_pool *p, pkey *k) {
     if (k->st.open + k->st.connecting >= p->max_per_key) return false;
-    for (dlink *l = p->idle.head; l; l = l->next) {
+    for (ll__dlink *l = p->idle.head; l; l = l->next) {
         pconn *c = CONTAINER(l, pconn, gidle);
         if (c->key == k) continue;
         idle_unlink(p, c);
@@ -580,9 +483,9 @@ static void dispatch(ll_pool *p) {
     do {
         p->redispatch = false;
         p->pass++;
-        dlink *l = p->waiters.head;
+        ll__dlink *l = p->waiters.head;
         while (l) {
-            dlink *next = l->next;
+            ll__dlink *next = l->next;
             waiter *w = CONTAINER(l, waiter, gq);
             pkey *k = w->key;
             if (p->st.idle == 0 && !total_room(p)) break; /* nothing left to give */
@@ -674,9 +577,9 @@ static bool reset_start(ll_pool *p, pconn *c) {
 
 static void reap(ll_pool *p) {
     ll_time now = ll_now();
-    dlink *l = p->idle.head;
+    ll__dlink *l = p->idle.head;
     while (l) {
-        dlink *next = l->next;
+        ll__dlink *next = l->next;
         pconn *c = CONTAINER(l, pconn, gidle);
         pkey *k = c->key;
         bool too_idle = p->max_idle > 0 && now - c->idle_since >= p->max_idle &&
@@ -689,9 +592,9 @@ static void reap(ll_pool *p) {
         l = next;
     }
     for (size_t i = 0; i < p->keys.nb; i++) {
-        hnode *n = p->keys.b[i];
+        ll__hnode *n = p->keys.b[i];
         while (n) {
-            hnode *next = n->next;
+            ll__hnode *next = n->next;
             pkey *k = (pkey *)n;
             if (p->min_per_key) refill(p, k);
             else if (key_empty(k)) key_free(p, k);
@@ -731,7 +634,7 @@ ll_pool *ll_pool_new(const ll_pool_vtable *vt, void *pool_arg, const ll_pool_opt
     ll_pool *p = ll__calloc(1, sizeof *p);
     if (!p) return NULL;
     p->name = ll__strdup(o.name ? o.name : "pool");
-    if (!p->name || htab_init(&p->keys, 16) != 0 || htab_init(&p->conns, 16) != 0) {
+    if (!p->name || ll__htab_init(&p->keys, 16) != 0 || ll__htab_init(&p->conns, 16) != 0) {
         ll__free(p->keys.b);
         ll__free(p->name);
         ll__free(p);
@@ -771,9 +674,9 @@ ll_pool *ll_pool_new(const ll_pool_vtable *vt, void *pool_arg, const ll_pool_opt
 static void finish(ll_pool *p) {
     if (!p->closed || p->st.open > 0 || p->st.connecting > 0 || p->resetting > 0) return;
     for (size_t i = 0; i < p->keys.nb; i++) {
-        hnode *n = p->keys.b[i];
+        ll__hnode *n = p->keys.b[i];
         while (n) {
-            hnode *next = n->next;
+            ll__hnode *next = n->next;
             ll__free(((pkey *)n)->name);
             ll__free(n);
             n = next;
@@ -805,10 +708,10 @@ void ll_pool_close(ll_pool *p) {
     }
     /* Cancelling settles through the producers' hooks; the done callbacks close what they made and
      * call finish(). Cancel without walking a list the callbacks change: they run later. */
-    for (dlink *l = p->connects.head; l; l = l->next)
+    for (ll__dlink *l = p->connects.head; l; l = l->next)
         ll_future_cancel(CONTAINER(l, pconnect, l)->f);
     for (size_t i = 0; i < p->conns.nb; i++)
-        for (hnode *n = p->conns.b[i]; n; n = n->next)
+        for (ll__hnode *n = p->conns.b[i]; n; n = n->next)
             if (((pconn *)n)->state == CONN_RESETTING) ll_future_cancel(((pconn *)n)->reset_f);
     finish(p);
 }
@@ -852,8 +755,8 @@ ll_future *ll_pool_acquire(ll_pool *p, const char *key) {
     w->pool = p;
     w->key = k;
     w->f = ll_future_ref(f);
-    list_push_back(&k->waiters, &w->kq);
-    list_push_back(&p->waiters, &w->gq);
+    ll__list_push_back(&k->waiters, &w->kq);
+    ll__list_push_back(&p->waiters, &w->gq);
     k->st.waiting++;
     p->st.waiting++;
     if (p->acquire_timeout > 0) {
