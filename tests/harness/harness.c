@@ -70,6 +70,16 @@ int lt_run_task(ll_loop *loop, ll_task_fn fn, void *arg) {
  * they are neither counted nor failed). A pointer the table does not know (allocated before
  * tracking began) is simply freed: switching allocators mid-way stays safe. */
 
+char lt_failure[4096];
+char lt_last_err[1024];
+
+int lt_run_checked(ll_loop *loop, ll_task_fn fn, void *arg) {
+    lt_failure[0] = lt_last_err[0] = 0;
+    int rc = lt_run_task(loop, fn, arg);
+    if (lt_failure[0]) fail_msg("%s (last error: %s)", lt_failure, lt_last_err);
+    return rc;
+}
+
 static long fail_at = -1;
 static long count;
 static bool tracking;

@@ -6,6 +6,7 @@
 #define LL_TEST_HARNESS_H
 
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,35 @@ int lt_await_free(ll_future *f);
 int lt_await_msg(ll_future *f, char *msg, size_t n);
 /* A server handler (ll_start_server) that echoes what it reads until the end of the stream. */
 int lt_echo_handler(ll_stream *s, void *arg);
+
+/* Checks inside a task. A failing cmocka assert would longjmp off the task's stack, so LT_CHECK
+ * records the first failure ("file:line: condition") in lt_failure and makes the task function
+ * return -1; lt_run_checked() then fails the test with it. Tests may keep the last error message
+ * they saw in lt_last_err: it is printed with the failure. */
+extern char lt_failure[4096];
+extern char lt_last_err[1024];
+#define LT_CHECK(c)                                                                       \
+    do {                                                                                  \
+        if (!(c)) {                                                                       \
+            if (!lt_failure[0])                                                           \
+                snprintf(lt_failure, sizeof lt_failure, "%s:%d: %s", __FILE__, __LINE__, #c); \
+            return -1;                                                                    \
+        }                                                                                 \
+    } while (0)
+#define LT_CHECKF(c, ...)                                                                 \
+    do {                                                                                  \
+        if (!(c)) {                                                                       \
+            if (!lt_failure[0]) {                                                         \
+                int k_ = snprintf(lt_failure, sizeof lt_failure, "%s:%d: %s: ", __FILE__, \
+                                  __LINE__, #c);                                          \
+                snprintf(lt_failure + k_, sizeof lt_failure - (size_t)k_, __VA_ARGS__);   \
+            }                                                                             \
+            return -1;                                                                    \
+        }                                                                                 \
+    } while (0)
+/* Clear the checks, run fn(arg) as a task on loop, fail the test if a check failed, and return
+ * fn's code. */
+int lt_run_checked(ll_loop *loop, ll_task_fn fn, void *arg);
 
 /* Run fn(arg) as a task on loop and return its code (the future is freed). */
 int lt_run_task(ll_loop *loop, ll_task_fn fn, void *arg);

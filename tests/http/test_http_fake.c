@@ -16,16 +16,6 @@
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
-static char failure[4096];
-static char last_err[1024];
-#define CHECK(c)                                                                          \
-    do {                                                                                  \
-        if (!(c)) {                                                                       \
-            if (!failure[0])                                                              \
-                snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #c);   \
-            return -1;                                                                    \
-        }                                                                                 \
-    } while (0)
 
 /* ---- the scripted server ---- */
 
@@ -132,7 +122,7 @@ static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_respons
     ll_future *f = ll_http_send(s, req);
     int rc = ll_await(f);
     if (rc == 0) *out = ll_future_take(f);
-    else snprintf(last_err, sizeof last_err, "%s", ll_future_errmsg(f));
+    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
     ll_future_free(f);
     return rc;
 }
@@ -141,9 +131,7 @@ static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_respons
 static void run_in_task(ll_task_fn fn, void *arg) {
     lt_ctx c;
     lt_setup(&c);
-    failure[0] = last_err[0] = 0;
-    int rc = lt_run_task(c.loop, fn, arg);
-    if (failure[0]) fail_msg("%s (last error: %s)", failure, last_err);
+    int rc = lt_run_checked(c.loop, fn, arg);
     assert_int_equal(rc, 0);
     lt_teardown(&c);
 }
@@ -160,7 +148,7 @@ typedef struct expect {
 static int t_expect(void *arg) {
     expect *e = arg;
     fake fk;
-    CHECK(fake_start(&fk, e->script) == 0);
+    LT_CHECK(fake_start(&fk, e->script) == 0);
     ll_http_session *s = ll_http_session_new(NULL);
     char url[256];
     snprintf(url, sizeof url, "%s%s", fk.url, e->req.url ? e->req.url : "/");
@@ -174,14 +162,14 @@ static int t_expect(void *arg) {
     ll_http_session_free(s);
     fake_stop(&fk);
     if (rc != e->code) {
-        snprintf(failure, sizeof failure, "got %s (%s), want %s", ll_err_name(rc), last_err,
+        snprintf(lt_failure, sizeof lt_failure, "got %s (%s), want %s", ll_err_name(rc), lt_last_err,
                  ll_err_name(e->code));
         return -1;
     }
-    CHECK(!e->msg || strstr(last_err, e->msg));
-    CHECK(strstr(last_err, "GET http://127.0.0.1:") == last_err); /* names method and URL */
+    LT_CHECK(!e->msg || strstr(lt_last_err, e->msg));
+    LT_CHECK(strstr(lt_last_err, "GET http://127.0.0.1:") == lt_last_err); /* names method and URL */
     double limit = (e->max_seconds ? e->max_seconds : 5) * (lt_under_valgrind() ? 10 : 1);
-    CHECK(took < limit); /* nothing hangs (generous: the machine is small and noisy) */
+    LT_CHECK(took < limit); /* nothing hangs (generous: the machine is small and noisy) */
     return 0;
 }
 
@@ -364,17 +352,17 @@ typedef struct reuse_case {
 static int t_reuse(void *arg) {
     reuse_case *rc_ = arg;
     fake fk;
-    CHECK(fake_start(&fk, rc_->script) == 0);
+    LT_CHECK(fake_start(&fk, rc_->script) == 0);
     ll_http_session *s = ll_http_session_new(NULL);
     for (int i = 0; i < 2; i++) {
         ll_http_request q = {.url = fk.url};
         ll_http_response *r;
-        CHECK(fetch(s, &q, &r) == 0);
-        CHECK(ll_http_response_status(r) == 200);
-        CHECK(strcmp(ll_http_response_body(r), rc_->body) == 0);
+        LT_CHECK(fetch(s, &q, &r) == 0);
+        LT_CHECK(ll_http_response_status(r) == 200);
+        LT_CHECK(strcmp(ll_http_response_body(r), rc_->body) == 0);
         ll_http_response_free(r);
     }
-    CHECK(fk.conns == rc_->conns_after_two);
+    LT_CHECK(fk.conns == rc_->conns_after_two);
     ll_http_session_free(s);
     fake_stop(&fk);
     return 0;
@@ -412,27 +400,27 @@ static int s_stale(ll_stream *s, int no) {
 static int t_stale(void *arg) {
     const char *method = arg;
     fake fk;
-    CHECK(fake_start(&fk, s_stale) == 0);
+    LT_CHECK(fake_start(&fk, s_stale) == 0);
     ll_http_session *s = ll_http_session_new(NULL);
     ll_http_request q = {.url = fk.url, .method = method};
     ll_http_response *r;
-    CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(fetch(s, &q, &r) == 0);
     ll_http_response_free(r);
     int rc = fetch(s, &q, &r);
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
     if (strcmp(method, "GET") == 0) {
-        CHECK(rc == 0);
-        CHECK(strcmp(ll_http_response_body(r), "abcd") == 0);
+        LT_CHECK(rc == 0);
+        LT_CHECK(strcmp(ll_http_response_body(r), "abcd") == 0);
         ll_http_timings t;
         ll_http_response_timings(r, &t);
-        CHECK(!t.reused); /* the retry went out on a new connection */
+        LT_CHECK(!t.reused); /* the retry went out on a new connection */
         ll_http_response_free(r);
-        CHECK(st.retries == 1 && fk.conns == 2);
+        LT_CHECK(st.retries == 1 && fk.conns == 2);
     } else {
-        CHECK(rc == LL_EHTTP_STALE);
-        CHECK(strstr(last_err, "not retried (POST is not idempotent)"));
-        CHECK(st.retries == 0 && fk.conns == 1);
+        LT_CHECK(rc == LL_EHTTP_STALE);
+        LT_CHECK(strstr(lt_last_err, "not retried (POST is not idempotent)"));
+        LT_CHECK(st.retries == 0 && fk.conns == 1);
     }
     ll_http_session_free(s);
     fake_stop(&fk);
@@ -464,7 +452,7 @@ static int upload(void *arg, const void **data, size_t *len) {
 static int t_wire(void *arg) {
     (void)arg;
     fake fk;
-    CHECK(fake_start(&fk, s_keepalive) == 0);
+    LT_CHECK(fake_start(&fk, s_keepalive) == 0);
     ll_http_session_opts so = {.user_agent = "ua/1"};
     ll_http_session *s = ll_http_session_new(&so);
     ll_http_headers *h = ll_http_headers_new();
@@ -475,18 +463,18 @@ static int t_wire(void *arg) {
     const char *qp[] = {"b", "x y", NULL};
     ll_http_request g = {.url = url, .headers = h, .query = qp};
     ll_http_response *r;
-    CHECK(fetch(s, &g, &r) == 0);
+    LT_CHECK(fetch(s, &g, &r) == 0);
     ll_http_response_free(r);
     ll_http_request p = {.method = "POST", .url = fk.url, .json = "{\"k\":1}"};
-    CHECK(fetch(s, &p, &r) == 0);
+    LT_CHECK(fetch(s, &p, &r) == 0);
     ll_http_response_free(r);
     upload_n = 0;
     ll_http_request c = {.method = "PUT", .url = fk.url, .body_fn = upload,
                          .content_type = "text/plain", .user = "u", .password = "p"};
-    CHECK(fetch(s, &c, &r) == 0);
+    LT_CHECK(fetch(s, &c, &r) == 0);
     ll_http_response_free(r);
     ll_http_request e = {.method = "DELETE", .url = fk.url};
-    CHECK(fetch(s, &e, &r) == 0);
+    LT_CHECK(fetch(s, &e, &r) == 0);
     ll_http_response_free(r);
     char want[2048];
     int port = (int)ll_server_port(fk.srv);
@@ -505,16 +493,16 @@ static int t_wire(void *arg) {
              port, port, port, port);
     fk.seen[fk.seen_len] = 0;
     if (strcmp(fk.seen, want) != 0) {
-        snprintf(failure, sizeof failure, "on the wire:\n%.1800s\nwanted:\n%.1800s", fk.seen,
+        snprintf(lt_failure, sizeof lt_failure, "on the wire:\n%.1800s\nwanted:\n%.1800s", fk.seen,
                  want);
         return -1;
     }
-    CHECK(fk.conns == 1);
+    LT_CHECK(fk.conns == 1);
     /* injection: refused before any connection is made */
     ll_http_headers_free(h);
     h = ll_http_headers_new();
-    CHECK(ll_http_headers_add(h, "X-A", "v\r\nX-Injected: 1") == LL_EINVAL);
-    CHECK(ll_http_headers_count(h) == 0);
+    LT_CHECK(ll_http_headers_add(h, "X-A", "v\r\nX-Injected: 1") == LL_EINVAL);
+    LT_CHECK(ll_http_headers_count(h) == 0);
     ll_http_request bad[] = {
         {.method = "GET /x HTTP/1.1\r\nX:", .url = fk.url},
         {.url = "http://127.0.0.1:1/\r\nX: y"},
@@ -522,10 +510,10 @@ static int t_wire(void *arg) {
         {.url = fk.url, .user = "u", .password = "p", .json = "{}",
          .method = "BAD METHOD"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) CHECK(fetch(s, &bad[i], &r) == LL_EINVAL);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) LT_CHECK(fetch(s, &bad[i], &r) == LL_EINVAL);
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
-    CHECK(st.requests == 4 && fk.conns == 1);
+    LT_CHECK(st.requests == 4 && fk.conns == 1);
     ll_http_headers_free(h);
     ll_http_session_free(s);
     fake_stop(&fk);
@@ -551,7 +539,7 @@ static int s_slow_ok(ll_stream *s, int no) {
 static int t_pool_wait(void *arg) {
     (void)arg;
     fake fk;
-    CHECK(fake_start(&fk, s_slow_ok) == 0);
+    LT_CHECK(fake_start(&fk, s_slow_ok) == 0);
     ll_http_session_opts so = {.max_per_host = 1};
     ll_http_session *s = ll_http_session_new(&so);
     ll_future *first = ll_http_get(s, fk.url);
@@ -559,20 +547,20 @@ static int t_pool_wait(void *arg) {
     ll_http_request q = {.url = fk.url, .timeouts.pool_wait = 0.2};
     ll_http_response *r;
     ll_time t0 = ll_now();
-    CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_POOL);
-    CHECK(ll_now() - t0 < 0.9);
-    CHECK(strstr(last_err, "no connection to http://127.0.0.1:"));
-    CHECK(ll_await(first) == 0);
+    LT_CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_POOL);
+    LT_CHECK(ll_now() - t0 < 0.9);
+    LT_CHECK(strstr(lt_last_err, "no connection to http://127.0.0.1:"));
+    LT_CHECK(ll_await(first) == 0);
     ll_future_free(first);
     /* waiting for the pool within the limit works, and shows in the timings */
     first = ll_http_get(s, fk.url);
     ll_sleep(0.1);
-    CHECK(fetch(s, &(ll_http_request){.url = fk.url}, &r) == 0);
+    LT_CHECK(fetch(s, &(ll_http_request){.url = fk.url}, &r) == 0);
     ll_http_timings t;
     ll_http_response_timings(r, &t);
-    CHECK(t.pool_wait > 0.5 && t.reused);
+    LT_CHECK(t.pool_wait > 0.5 && t.reused);
     ll_http_response_free(r);
-    CHECK(ll_await(first) == 0);
+    LT_CHECK(ll_await(first) == 0);
     ll_future_free(first);
     ll_http_session_free(s);
     fake_stop(&fk);
@@ -597,7 +585,7 @@ static int s_mute(ll_stream *s, int no) {
 static int t_tls_timeout(void *arg) {
     (void)arg;
     fake fk;
-    CHECK(fake_start(&fk, s_mute) == 0);
+    LT_CHECK(fake_start(&fk, s_mute) == 0);
     ll_http_session_opts so = {.timeouts.tls = 0.3};
     ll_http_session *s = ll_http_session_new(&so);
     char url[160];
@@ -605,10 +593,10 @@ static int t_tls_timeout(void *arg) {
     ll_http_request q = {.url = url};
     ll_http_response *r;
     ll_time t0 = ll_now();
-    CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_TLS);
-    CHECK(ll_now() - t0 < 3);
-    CHECK(strstr(last_err, "GET https://127.0.0.1:") == last_err);
-    CHECK(ll_http_is_timeout(LL_EHTTP_TIMEOUT_TLS));
+    LT_CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_TLS);
+    LT_CHECK(ll_now() - t0 < 3);
+    LT_CHECK(strstr(lt_last_err, "GET https://127.0.0.1:") == lt_last_err);
+    LT_CHECK(ll_http_is_timeout(LL_EHTTP_TIMEOUT_TLS));
     ll_http_session_free(s);
     fake_stop(&fk);
     return 0;
@@ -681,50 +669,50 @@ static int s_proxy(ll_stream *s, int no) {
 static int t_proxy(void *arg) {
     lt_nginx *ngx = arg;
     fake fk;
-    CHECK(fake_start(&fk, s_proxy) == 0);
+    LT_CHECK(fake_start(&fk, s_proxy) == 0);
     char proxy[160];
     snprintf(proxy, sizeof proxy, "http://p:w@127.0.0.1:%u", ll_server_port(fk.srv));
     ll_http_session_opts so = {.proxy = proxy, .ca_file = ngx ? ngx->cert : NULL};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     ll_http_response *r;
     /* plain http: the request goes to the proxy in absolute form */
     ll_http_request q = {.url = "http://origin.invalid:8080/x?y=1"};
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(strcmp(ll_http_response_body(r), "via proxy") == 0);
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_body(r), "via proxy") == 0);
     ll_http_response_free(r);
     fk.seen[fk.seen_len] = 0;
-    CHECK(strncmp(fk.seen, "GET http://origin.invalid:8080/x?y=1 HTTP/1.1\r\n"
+    LT_CHECK(strncmp(fk.seen, "GET http://origin.invalid:8080/x?y=1 HTTP/1.1\r\n"
                            "Host: origin.invalid:8080\r\n", 72) == 0);
-    CHECK(strstr(fk.seen, "\r\nProxy-Authorization: Basic cDp3\r\n"));
+    LT_CHECK(strstr(fk.seen, "\r\nProxy-Authorization: Basic cDp3\r\n"));
     if (ngx) { /* https: a CONNECT tunnel, then TLS with the origin through it */
         char url[160];
         snprintf(url, sizeof url, "%s/1k.bin", ngx->tls_base);
         ll_http_request tq = {.url = url};
         for (int i = 0; i < 2; i++) { /* the second request reuses the tunnel */
-            CHECK(fetch(s, &tq, &r) == 0);
-            CHECK(ll_http_response_status(r) == 200 && ll_http_response_body_len(r) == 1024);
+            LT_CHECK(fetch(s, &tq, &r) == 0);
+            LT_CHECK(ll_http_response_status(r) == 200 && ll_http_response_body_len(r) == 1024);
             ll_http_timings t;
             ll_http_response_timings(r, &t);
-            CHECK(i == 0 ? t.tls > 0 : t.reused);
+            LT_CHECK(i == 0 ? t.tls > 0 : t.reused);
             ll_http_response_free(r);
         }
         char want[200];
         snprintf(want, sizeof want, "CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n"
                  "Proxy-Authorization: Basic cDp3\r\n\r\n", ngx->tls_port, ngx->tls_port);
         fk.seen[fk.seen_len] = 0;
-        CHECK(strstr(fk.seen, want));
+        LT_CHECK(strstr(fk.seen, want));
     }
     ll_http_session_free(s);
     /* wrong credentials: the proxy's 407 to CONNECT is an error; to a plain request a response */
     snprintf(proxy, sizeof proxy, "http://p:bad@127.0.0.1:%u", ll_server_port(fk.srv));
     s = ll_http_session_new(&so);
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(ll_http_response_status(r) == 407);
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(ll_http_response_status(r) == 407);
     ll_http_response_free(r);
     ll_http_request tq2 = {.url = "https://localhost:1/"};
-    CHECK(fetch(s, &tq2, &r) == LL_EHTTP_STATUS);
-    CHECK(strstr(last_err, "refused CONNECT to localhost:1: 407"));
+    LT_CHECK(fetch(s, &tq2, &r) == LL_EHTTP_STATUS);
+    LT_CHECK(strstr(lt_last_err, "refused CONNECT to localhost:1: 407"));
     ll_http_session_free(s);
     fake_stop(&fk);
     return 0;
@@ -743,7 +731,7 @@ static void test_proxy(void **state) {
 static int t_alloc(void *arg) {
     long *n = arg;
     fake fk;
-    CHECK(fake_start(&fk, s_keepalive) == 0);
+    LT_CHECK(fake_start(&fk, s_keepalive) == 0);
     lt_fail_after(*n);
     ll_http_session *s = ll_http_session_new(NULL);
     int rc = LL_ENOMEM;

@@ -14,27 +14,6 @@
 static lt_nginx ngx;
 static bool have_ngx;
 
-/* Checks inside tasks record the first failure and end the task; the test asserts afterwards. */
-static char failure[4096];
-#define CHECK(c)                                                                          \
-    do {                                                                                  \
-        if (!(c)) {                                                                       \
-            if (!failure[0])                                                              \
-                snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #c);   \
-            return -1;                                                                    \
-        }                                                                                 \
-    } while (0)
-#define CHECKF(c, ...)                                                                    \
-    do {                                                                                  \
-        if (!(c)) {                                                                       \
-            if (!failure[0]) {                                                            \
-                int k_ = snprintf(failure, sizeof failure, "%s:%d: %s: ", __FILE__,       \
-                                  __LINE__, #c);                                          \
-                snprintf(failure + k_, sizeof failure - (size_t)k_, __VA_ARGS__);         \
-            }                                                                             \
-            return -1;                                                                    \
-        }                                                                                 \
-    } while (0)
 
 #define NEED_NGINX()                                        \
     do {                                                    \
@@ -58,7 +37,6 @@ static const char *TU(const char *path) {
     return b;
 }
 
-static char last_err[1024];
 
 /* Send and await; on success *out owns the response. */
 static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_response **out) {
@@ -66,7 +44,7 @@ static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_respons
     ll_future *f = ll_http_send(s, req);
     int rc = ll_await(f);
     if (rc == 0) *out = ll_future_take(f);
-    else snprintf(last_err, sizeof last_err, "%s", ll_future_errmsg(f));
+    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
     ll_future_free(f);
     return rc;
 }
@@ -87,9 +65,7 @@ static bool body_is_pattern(const ll_http_response *r, size_t n) {
 static void run_in_task(ll_task_fn fn, void *arg) {
     lt_ctx c;
     lt_setup(&c);
-    failure[0] = 0;
-    int rc = lt_run_task(c.loop, fn, arg);
-    if (failure[0]) fail_msg("%s (last error: %s)", failure, last_err);
+    int rc = lt_run_checked(c.loop, fn, arg);
     assert_int_equal(rc, 0);
     lt_teardown(&c);
 }
@@ -99,37 +75,37 @@ static void run_in_task(ll_task_fn fn, void *arg) {
 static int t_get_and_reuse(void *arg) {
     (void)arg;
     ll_http_session *s = ll_http_session_new(NULL);
-    CHECK(s);
+    LT_CHECK(s);
     ll_http_response *r;
-    CHECKF(get(s, U("/small.txt"), &r) == 0, "%s", last_err);
-    CHECK(ll_http_response_status(r) == 200);
-    CHECK(strcmp(ll_http_response_reason(r), "OK") == 0);
-    CHECK(ll_http_response_version(r) == 11);
-    CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
-    CHECK(strcmp(ll_http_response_header(r, "content-length"), "13") == 0);
-    CHECK(strcmp(ll_http_response_header(r, "CONTENT-TYPE"), "text/plain") == 0);
-    CHECK(strcmp(ll_http_response_url(r), U("/small.txt")) == 0);
+    LT_CHECKF(get(s, U("/small.txt"), &r) == 0, "%s", lt_last_err);
+    LT_CHECK(ll_http_response_status(r) == 200);
+    LT_CHECK(strcmp(ll_http_response_reason(r), "OK") == 0);
+    LT_CHECK(ll_http_response_version(r) == 11);
+    LT_CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
+    LT_CHECK(strcmp(ll_http_response_header(r, "content-length"), "13") == 0);
+    LT_CHECK(strcmp(ll_http_response_header(r, "CONTENT-TYPE"), "text/plain") == 0);
+    LT_CHECK(strcmp(ll_http_response_url(r), U("/small.txt")) == 0);
     ll_http_timings t;
     ll_http_response_timings(r, &t);
-    CHECK(!t.reused);
-    CHECK(t.connect > 0 && t.connect < 5);
-    CHECK(t.tls == 0);
-    CHECK(t.first_byte > 0 && t.total >= t.first_byte);
+    LT_CHECK(!t.reused);
+    LT_CHECK(t.connect > 0 && t.connect < 5);
+    LT_CHECK(t.tls == 0);
+    LT_CHECK(t.first_byte > 0 && t.total >= t.first_byte);
     ll_http_response_free(r);
     /* the next requests ride the same keep-alive connection */
     for (int i = 0; i < 5; i++) {
-        CHECK(get(s, U("/1k.bin"), &r) == 0);
-        CHECK(body_is_pattern(r, 1024));
+        LT_CHECK(get(s, U("/1k.bin"), &r) == 0);
+        LT_CHECK(body_is_pattern(r, 1024));
         ll_http_response_timings(r, &t);
-        CHECK(t.reused && t.connect == 0 && t.dns == 0);
+        LT_CHECK(t.reused && t.connect == 0 && t.dns == 0);
         ll_http_response_free(r);
     }
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
-    CHECK(st.connections == 1);
-    CHECK(st.requests == 6);
-    CHECK(st.reused == 5);
-    CHECK(st.open == 1 && st.idle == 1 && st.in_use == 0);
+    LT_CHECK(st.connections == 1);
+    LT_CHECK(st.requests == 6);
+    LT_CHECK(st.reused == 5);
+    LT_CHECK(st.open == 1 && st.idle == 1 && st.in_use == 0);
     ll_http_session_free(s);
     return 0;
 }
@@ -153,9 +129,9 @@ static int t_sizes(void *arg) {
             ll_http_session *ts = s;
             ll_http_session_opts o = {.ca_file = ngx.cert};
             if (tls) ts = ll_http_session_new(&o);
-            CHECKF(get(ts, tls ? TU(files[i].path) : U(files[i].path), &r) == 0, "%s", last_err);
-            CHECK(ll_http_response_status(r) == 200);
-            CHECK(body_is_pattern(r, files[i].n));
+            LT_CHECKF(get(ts, tls ? TU(files[i].path) : U(files[i].path), &r) == 0, "%s", lt_last_err);
+            LT_CHECK(ll_http_response_status(r) == 200);
+            LT_CHECK(body_is_pattern(r, files[i].n));
             ll_http_response_free(r);
             if (tls) ll_http_session_free(ts);
         }
@@ -176,25 +152,25 @@ static int t_gzip(void *arg) {
     (void)arg;
     ll_http_session *s = ll_http_session_new(NULL);
     ll_http_response *r;
-    CHECKF(get(s, U("/text/big.txt"), &r) == 0, "%s", last_err);
-    CHECK(ll_http_response_status(r) == 200);
-    CHECK(strcmp(ll_http_response_header(r, "content-encoding"), "gzip") == 0);
-    CHECK(strcmp(ll_http_response_header(r, "transfer-encoding"), "chunked") == 0);
-    CHECK(ll_http_response_body_len(r) == 300 * 1024);
-    CHECK(strncmp(ll_http_response_body(r), "line 00000000 of some text ....\n", 32) == 0);
-    CHECK(strncmp(ll_http_response_body(r) + 9599 * 32, "line 00009599", 13) == 0);
+    LT_CHECKF(get(s, U("/text/big.txt"), &r) == 0, "%s", lt_last_err);
+    LT_CHECK(ll_http_response_status(r) == 200);
+    LT_CHECK(strcmp(ll_http_response_header(r, "content-encoding"), "gzip") == 0);
+    LT_CHECK(strcmp(ll_http_response_header(r, "transfer-encoding"), "chunked") == 0);
+    LT_CHECK(ll_http_response_body_len(r) == 300 * 1024);
+    LT_CHECK(strncmp(ll_http_response_body(r), "line 00000000 of some text ....\n", 32) == 0);
+    LT_CHECK(strncmp(ll_http_response_body(r) + 9599 * 32, "line 00009599", 13) == 0);
     ll_http_response_free(r);
     /* a decoded-size limit below the file's size stops it */
     ll_http_request q = {.url = U("/text/big.txt"), .limits.max_decoded = 100000};
-    CHECK(fetch(s, &q, &r) == LL_ETOOLARGE);
-    CHECK(strstr(last_err, "decoded body exceeds the limit of 100000 bytes"));
+    LT_CHECK(fetch(s, &q, &r) == LL_ETOOLARGE);
+    LT_CHECK(strstr(lt_last_err, "decoded body exceeds the limit of 100000 bytes"));
     ll_http_session_free(s);
     /* without decompression: no Accept-Encoding, so nginx sends it plain */
     ll_http_session_opts o = {.no_decompress = true};
     s = ll_http_session_new(&o);
-    CHECK(get(s, U("/text/big.txt"), &r) == 0);
-    CHECK(ll_http_response_header(r, "content-encoding") == NULL);
-    CHECK(ll_http_response_body_len(r) == 300 * 1024);
+    LT_CHECK(get(s, U("/text/big.txt"), &r) == 0);
+    LT_CHECK(ll_http_response_header(r, "content-encoding") == NULL);
+    LT_CHECK(ll_http_response_body_len(r) == 300 * 1024);
     ll_http_response_free(r);
     ll_http_session_free(s);
     return 0;
@@ -213,25 +189,25 @@ static int t_tls(void *arg) {
     ll_http_session_opts o = {.ca_file = ngx.cert};
     ll_http_session *s = ll_http_session_new(&o);
     ll_http_response *r;
-    CHECKF(get(s, TU("/small.txt"), &r) == 0, "%s", last_err);
-    CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
+    LT_CHECKF(get(s, TU("/small.txt"), &r) == 0, "%s", lt_last_err);
+    LT_CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
     ll_http_timings t;
     ll_http_response_timings(r, &t);
-    CHECK(t.tls > 0);
+    LT_CHECK(t.tls > 0);
     ll_http_response_free(r);
-    CHECK(get(s, TU("/small.txt"), &r) == 0); /* reused, no new handshake */
+    LT_CHECK(get(s, TU("/small.txt"), &r) == 0); /* reused, no new handshake */
     ll_http_response_timings(r, &t);
-    CHECK(t.reused && t.tls == 0);
+    LT_CHECK(t.reused && t.tls == 0);
     ll_http_response_free(r);
     ll_http_session_free(s);
     /* the system store does not know our throwaway CA */
     s = ll_http_session_new(NULL);
-    CHECK(get(s, TU("/small.txt"), &r) == LL_ECERT);
-    CHECK(strstr(last_err, "GET https://localhost:"));
+    LT_CHECK(get(s, TU("/small.txt"), &r) == LL_ECERT);
+    LT_CHECK(strstr(lt_last_err, "GET https://localhost:"));
     ll_http_session_free(s);
     ll_http_session_opts o2 = {.insecure_skip_verify_DANGEROUS = true};
     s = ll_http_session_new(&o2);
-    CHECK(get(s, TU("/small.txt"), &r) == 0);
+    LT_CHECK(get(s, TU("/small.txt"), &r) == 0);
     ll_http_response_free(r);
     ll_http_session_free(s);
     return 0;
@@ -260,44 +236,44 @@ static int t_redirects(void *arg) {
         bool body = strcmp(rules[i].method, "GET") != 0;
         ll_http_request q = {.method = rules[i].method, .url = U(rules[i].path),
                              .body = body ? "data" : NULL, .body_len = body ? 4 : 0};
-        CHECKF(fetch(s, &q, &r) == 0, "%s %s", rules[i].path, last_err);
-        CHECKF(strcmp(ll_http_response_body(r), rules[i].want) == 0, "%s %s: '%s'",
+        LT_CHECKF(fetch(s, &q, &r) == 0, "%s %s", rules[i].path, lt_last_err);
+        LT_CHECKF(strcmp(ll_http_response_body(r), rules[i].want) == 0, "%s %s: '%s'",
                rules[i].method, rules[i].path, ll_http_response_body(r));
-        CHECK(ll_http_response_redirects(r) == 1);
-        CHECK(strcmp(ll_http_response_url(r), U("/method")) == 0);
+        LT_CHECK(ll_http_response_redirects(r) == 1);
+        LT_CHECK(strcmp(ll_http_response_url(r), U("/method")) == 0);
         ll_http_response_free(r);
     }
     /* a chain within the limit, one beyond it, a loop */
-    CHECK(get(s, U("/chain/9"), &r) == 0); /* /chain/N takes N + 1 redirects */
-    CHECK(ll_http_response_redirects(r) == 10);
-    CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
+    LT_CHECK(get(s, U("/chain/9"), &r) == 0); /* /chain/N takes N + 1 redirects */
+    LT_CHECK(ll_http_response_redirects(r) == 10);
+    LT_CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
     ll_http_response_free(r);
-    CHECK(get(s, U("/chain/10"), &r) == LL_EHTTP_REDIRECT);
-    CHECK(strstr(last_err, "too many redirects"));
+    LT_CHECK(get(s, U("/chain/10"), &r) == LL_EHTTP_REDIRECT);
+    LT_CHECK(strstr(lt_last_err, "too many redirects"));
     ll_http_request lim = {.url = U("/chain/1"), .max_redirects = 1};
-    CHECK(fetch(s, &lim, &r) == LL_EHTTP_REDIRECT);
+    LT_CHECK(fetch(s, &lim, &r) == LL_EHTTP_REDIRECT);
     lim.max_redirects = 2;
-    CHECK(fetch(s, &lim, &r) == 0);
+    LT_CHECK(fetch(s, &lim, &r) == 0);
     ll_http_response_free(r);
-    CHECK(get(s, U("/loop/a"), &r) == LL_EHTTP_REDIRECT);
-    CHECK(strstr(last_err, "redirect loop"));
+    LT_CHECK(get(s, U("/loop/a"), &r) == LL_EHTTP_REDIRECT);
+    LT_CHECK(strstr(lt_last_err, "redirect loop"));
     /* not following: the 302 itself */
     ll_http_request nof = {.url = U("/r302"), .max_redirects = -1};
-    CHECK(fetch(s, &nof, &r) == 0);
-    CHECK(ll_http_response_status(r) == 302);
-    CHECK(strstr(ll_http_response_header(r, "location"), "/method"));
+    LT_CHECK(fetch(s, &nof, &r) == 0);
+    LT_CHECK(ll_http_response_status(r) == 302);
+    LT_CHECK(strstr(ll_http_response_header(r, "location"), "/method"));
     ll_http_response_free(r);
     /* https -> http refused; http -> https fine */
-    CHECK(get(s, TU("/to-http"), &r) == LL_EHTTP_REDIRECT);
-    CHECK(strstr(last_err, "from https to http"));
-    CHECK(get(s, U("/to-https"), &r) == 0);
-    CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
-    CHECK(strncmp(ll_http_response_url(r), "https://", 8) == 0);
+    LT_CHECK(get(s, TU("/to-http"), &r) == LL_EHTTP_REDIRECT);
+    LT_CHECK(strstr(lt_last_err, "from https to http"));
+    LT_CHECK(get(s, U("/to-https"), &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_body(r), "hello, world\n") == 0);
+    LT_CHECK(strncmp(ll_http_response_url(r), "https://", 8) == 0);
     ll_http_response_free(r);
     ll_http_session_free(s);
     o.allow_https_to_http = true;
     s = ll_http_session_new(&o);
-    CHECK(get(s, TU("/to-http"), &r) == 0);
+    LT_CHECK(get(s, TU("/to-http"), &r) == 0);
     ll_http_response_free(r);
     ll_http_session_free(s);
     return 0;
@@ -319,29 +295,29 @@ static int t_credentials(void *arg) {
     ll_http_headers_add(h, "Cookie", "sid=42");
     ll_http_request q = {.url = U("/headers"), .user = "Aladdin", .password = "open sesame",
                          .headers = h};
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECKF(strcmp(ll_http_response_body(r), "auth=Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==|cookie=sid=42|"
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECKF(strcmp(ll_http_response_body(r), "auth=Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==|cookie=sid=42|"
                                             "ua=tester/1|ae=gzip, deflate") == 0,
            "%s", ll_http_response_body(r));
     ll_http_response_free(r);
     /* same origin redirect: kept */
     q.url = U("/so/headers");
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(strstr(ll_http_response_body(r), "auth=Basic QWxh") && strstr(ll_http_response_body(r),
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(strstr(ll_http_response_body(r), "auth=Basic QWxh") && strstr(ll_http_response_body(r),
                                                                          "cookie=sid=42"));
     ll_http_response_free(r);
     /* another origin (localhost instead of 127.0.0.1): dropped */
     q.url = U("/xo/headers");
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECKF(strncmp(ll_http_response_body(r), "auth=|cookie=|ua=tester/1", 25) == 0, "%s",
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECKF(strncmp(ll_http_response_body(r), "auth=|cookie=|ua=tester/1", 25) == 0, "%s",
            ll_http_response_body(r));
     ll_http_response_free(r);
     /* credentials in the URL */
     char url[512];
     snprintf(url, sizeof url, "http://Aladdin:open%%20sesame@127.0.0.1:%d/headers", ngx.port);
-    CHECK(get(s, url, &r) == 0);
-    CHECK(strstr(ll_http_response_body(r), "auth=Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==|"));
-    CHECK(!strstr(ll_http_response_url(r), "Aladdin")); /* never shown */
+    LT_CHECK(get(s, url, &r) == 0);
+    LT_CHECK(strstr(ll_http_response_body(r), "auth=Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==|"));
+    LT_CHECK(!strstr(ll_http_response_url(r), "Aladdin")); /* never shown */
     ll_http_response_free(r);
     ll_http_headers_free(h);
     ll_http_session_free(s);
@@ -376,57 +352,57 @@ static int t_bodies(void *arg) {
     ll_http_session *s = ll_http_session_new(NULL);
     ll_http_response *r;
     ll_http_request q = {.method = "POST", .url = U("/method"), .json = "{\"a\": [1, 2]}"};
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(strcmp(ll_http_response_body(r), "POST {\"a\": [1, 2]}") == 0);
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_body(r), "POST {\"a\": [1, 2]}") == 0);
     ll_http_response_free(r);
     const char *form[] = {"name", "Zoë x", "n", "1", NULL};
     ll_http_request fq = {.method = "PUT", .url = U("/method"), .form = form};
-    CHECK(fetch(s, &fq, &r) == 0);
-    CHECK(strcmp(ll_http_response_body(r), "PUT name=Zo%C3%AB+x&n=1") == 0);
+    LT_CHECK(fetch(s, &fq, &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_body(r), "PUT name=Zo%C3%AB+x&n=1") == 0);
     ll_http_response_free(r);
     upload_left = 30;
     ll_http_request uq = {.method = "POST", .url = U("/method"), .body_fn = upload_fn};
-    CHECKF(fetch(s, &uq, &r) == 0, "%s", last_err);
-    CHECK(ll_http_response_body_len(r) == 5 + 300);
+    LT_CHECKF(fetch(s, &uq, &r) == 0, "%s", lt_last_err);
+    LT_CHECK(ll_http_response_body_len(r) == 5 + 300);
     ll_http_response_free(r);
     /* a large body from memory (not inlined with the head) */
     size_t big = 200000;
     char *b = malloc(big);
     memset(b, 'z', big);
     ll_http_request bq = {.method = "POST", .url = U("/method"), .body = b, .body_len = big};
-    CHECKF(fetch(s, &bq, &r) == 0, "%s", last_err);
+    LT_CHECKF(fetch(s, &bq, &r) == 0, "%s", lt_last_err);
     free(b);
-    CHECK(ll_http_response_body_len(r) == 5 + big);
+    LT_CHECK(ll_http_response_body_len(r) == 5 + big);
     ll_http_response_free(r);
     /* query parameters */
     const char *qp[] = {"x", "a b", NULL};
     ll_http_request pq = {.url = U("/small.txt?k=v"), .query = qp};
-    CHECK(fetch(s, &pq, &r) == 0);
-    CHECK(strcmp(ll_http_response_url(r), U("/small.txt?k=v&x=a+b")) == 0);
+    LT_CHECK(fetch(s, &pq, &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_url(r), U("/small.txt?k=v&x=a+b")) == 0);
     ll_http_response_free(r);
     /* chunked answer */
-    CHECK(get(s, U("/chunked"), &r) == 0);
-    CHECK(strcmp(ll_http_response_body(r), "line 0\nline 1\nline 2\nline 3\nline 4\n") == 0);
-    CHECK(ll_http_response_header(r, "content-length") == NULL);
+    LT_CHECK(get(s, U("/chunked"), &r) == 0);
+    LT_CHECK(strcmp(ll_http_response_body(r), "line 0\nline 1\nline 2\nline 3\nline 4\n") == 0);
+    LT_CHECK(ll_http_response_header(r, "content-length") == NULL);
     ll_http_response_free(r);
     /* HEAD, 204, 304, 404 */
     ll_http_request hq = {.method = "HEAD", .url = U("/1m.bin")};
-    CHECK(fetch(s, &hq, &r) == 0);
-    CHECK(ll_http_response_status(r) == 200 && ll_http_response_body_len(r) == 0);
-    CHECK(strcmp(ll_http_response_header(r, "content-length"), "1048576") == 0);
+    LT_CHECK(fetch(s, &hq, &r) == 0);
+    LT_CHECK(ll_http_response_status(r) == 200 && ll_http_response_body_len(r) == 0);
+    LT_CHECK(strcmp(ll_http_response_header(r, "content-length"), "1048576") == 0);
     ll_http_response_free(r);
     static const int st[] = {204, 304, 404};
     for (int i = 0; i < 3; i++) {
         char path[32];
         snprintf(path, sizeof path, "/status/%d", st[i]);
-        CHECK(get(s, U(path), &r) == 0);
-        CHECK(ll_http_response_status(r) == st[i]);
-        CHECK(ll_http_response_body_len(r) == (st[i] == 404 ? 9u : 0u));
+        LT_CHECK(get(s, U(path), &r) == 0);
+        LT_CHECK(ll_http_response_status(r) == st[i]);
+        LT_CHECK(ll_http_response_body_len(r) == (st[i] == 404 ? 9u : 0u));
         ll_http_response_free(r);
     }
     ll_http_stats stats;
     ll_http_session_get_stats(s, &stats);
-    CHECK(stats.connections == 1); /* every one of them kept the connection reusable */
+    LT_CHECK(stats.connections == 1); /* every one of them kept the connection reusable */
     ll_http_session_free(s);
     return 0;
 }
@@ -443,37 +419,37 @@ static int t_streamed(void *arg) {
     ll_http_session *s = ll_http_session_new(NULL);
     ll_http_response *r;
     ll_http_request q = {.url = U("/1m.bin"), .stream = true};
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(ll_http_response_status(r) == 200);
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(ll_http_response_status(r) == 200);
     size_t total = 0, pieces = 0;
     const char *d;
     size_t n;
     int rc;
     while ((rc = ll_http_response_next(r, &d, &n)) == 0) {
         for (size_t i = 0; i < n; i++)
-            CHECK((unsigned char)d[i] == lt_nginx_byte(total + i));
+            LT_CHECK((unsigned char)d[i] == lt_nginx_byte(total + i));
         total += n;
         pieces++;
     }
-    CHECK(rc == LL_EOF);
-    CHECK(total == 1 << 20 && pieces > 1);
-    CHECK(ll_http_response_next(r, &d, &n) == LL_EOF);
+    LT_CHECK(rc == LL_EOF);
+    LT_CHECK(total == 1 << 20 && pieces > 1);
+    LT_CHECK(ll_http_response_next(r, &d, &n) == LL_EOF);
     ll_http_response_free(r);
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
-    CHECK(st.idle == 1); /* read to the end: back in the pool */
+    LT_CHECK(st.idle == 1); /* read to the end: back in the pool */
     /* a streamed response freed half-way closes its connection */
-    CHECK(fetch(s, &q, &r) == 0);
-    CHECK(ll_http_response_next(r, &d, &n) == 0);
+    LT_CHECK(fetch(s, &q, &r) == 0);
+    LT_CHECK(ll_http_response_next(r, &d, &n) == 0);
     ll_http_response_free(r);
     ll_http_session_get_stats(s, &st);
-    CHECK(st.open == 0);
+    LT_CHECK(st.open == 0);
     /* gzip, streamed */
     ll_http_request gq = {.url = U("/text/big.txt"), .stream = true};
-    CHECK(fetch(s, &gq, &r) == 0);
+    LT_CHECK(fetch(s, &gq, &r) == 0);
     total = 0;
     while ((rc = ll_http_response_next(r, &d, &n)) == 0) total += n;
-    CHECK(rc == LL_EOF && total == 300 * 1024);
+    LT_CHECK(rc == LL_EOF && total == 300 * 1024);
     ll_http_response_free(r);
     ll_http_session_free(s);
     return 0;
@@ -497,34 +473,34 @@ static int t_cancel_timeouts(void *arg) {
     ll_future *f = ll_http_get(s, U("/slow"));
     ll_future *later = ll_call_later(NULL, 0.3, cancel_cb, f);
     ll_time t0 = ll_now();
-    CHECK(ll_await(f) == LL_ECANCELED);
-    CHECK(ll_now() - t0 < 1.5);
+    LT_CHECK(ll_await(f) == LL_ECANCELED);
+    LT_CHECK(ll_now() - t0 < 1.5);
     ll_future_free(f);
     ll_future_free(later);
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
-    CHECK(st.open == 0 && st.in_use == 0);
+    LT_CHECK(st.open == 0 && st.in_use == 0);
     /* idle read timeout */
     ll_http_request q = {.url = U("/slow"), .timeouts.idle_read = 0.3};
     t0 = ll_now();
-    CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_READ);
-    CHECK(ll_now() - t0 < 1.5);
-    CHECK(strstr(last_err, "GET http://127.0.0.1:") && strstr(last_err, "nothing received"));
+    LT_CHECK(fetch(s, &q, &r) == LL_EHTTP_TIMEOUT_READ);
+    LT_CHECK(ll_now() - t0 < 1.5);
+    LT_CHECK(strstr(lt_last_err, "GET http://127.0.0.1:") && strstr(lt_last_err, "nothing received"));
     /* total deadline */
     ll_http_request q2 = {.url = U("/slow"), .timeouts.total = 0.3};
-    CHECK(fetch(s, &q2, &r) == LL_ETIMEDOUT);
-    CHECK(ll_http_is_timeout(LL_ETIMEDOUT) && ll_http_is_timeout(LL_EHTTP_TIMEOUT_READ));
+    LT_CHECK(fetch(s, &q2, &r) == LL_ETIMEDOUT);
+    LT_CHECK(ll_http_is_timeout(LL_ETIMEDOUT) && ll_http_is_timeout(LL_EHTTP_TIMEOUT_READ));
     /* the caller's own deadline bounds the request too */
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(0.3));
     int rc = get(s, U("/slow"), &r);
-    CHECK(ll_scope_exit(&sc) == LL_ETIMEDOUT);
-    CHECK(rc == LL_ETIMEDOUT);
+    LT_CHECK(ll_scope_exit(&sc) == LL_ETIMEDOUT);
+    LT_CHECK(rc == LL_ETIMEDOUT);
     /* the session freed under a request in flight: it fails with LL_ECLOSED */
     f = ll_http_get(s, U("/slow"));
     ll_sleep(0.2);
     ll_http_session_free(s);
-    CHECK(ll_await(f) == LL_ECLOSED);
+    LT_CHECK(ll_await(f) == LL_ECLOSED);
     ll_future_free(f);
     return 0;
 }
@@ -540,13 +516,13 @@ static int t_refused(void *arg) {
     (void)arg;
     ll_http_session *s = ll_http_session_new(NULL);
     ll_http_response *r;
-    CHECK(get(s, "http://127.0.0.1:1/", &r) == LL_ECONNREFUSED);
-    CHECK(strstr(last_err, "GET http://127.0.0.1:1/: ") && strstr(last_err, "refused"));
-    CHECK(get(s, "http://nonexistent.invalid/", &r) == LL_ENOTFOUND);
-    CHECK(get(s, "ftp://x/", &r) == LL_EINVAL);
-    CHECK(get(s, "http://h/a b", &r) == LL_EINVAL);
+    LT_CHECK(get(s, "http://127.0.0.1:1/", &r) == LL_ECONNREFUSED);
+    LT_CHECK(strstr(lt_last_err, "GET http://127.0.0.1:1/: ") && strstr(lt_last_err, "refused"));
+    LT_CHECK(get(s, "http://nonexistent.invalid/", &r) == LL_ENOTFOUND);
+    LT_CHECK(get(s, "ftp://x/", &r) == LL_EINVAL);
+    LT_CHECK(get(s, "http://h/a b", &r) == LL_EINVAL);
     ll_http_request bad = {.method = "GET\r\nX:", .url = U("/")};
-    CHECK(fetch(s, &bad, &r) == LL_EINVAL);
+    LT_CHECK(fetch(s, &bad, &r) == LL_EINVAL);
     ll_http_session_free(s);
     return 0;
 }
@@ -571,10 +547,10 @@ static int t_many(void *arg) {
     ll_future **fs = calloc((size_t)m->n, sizeof *fs);
     for (int i = 0; i < m->n; i++) fs[i] = ll_http_get(s, U(i % 2 ? "/small.txt" : "/1k.bin"));
     ll_future *all = ll_gather(fs, (size_t)m->n, LL_GATHER_COLLECT);
-    CHECK(ll_await(all) == 0);
-    CHECK((uintptr_t)ll_future_value(all) == 0);
+    LT_CHECK(ll_await(all) == 0);
+    LT_CHECK((uintptr_t)ll_future_value(all) == 0);
     for (int i = 0; i < m->n; i++) {
-        CHECK(ll_future_done(fs[i]));
+        LT_CHECK(ll_future_done(fs[i]));
         if (ll_future_code(fs[i]) == 0 &&
             ll_http_response_status(ll_future_value(fs[i])) == 200)
             m->ok++;
@@ -584,9 +560,9 @@ static int t_many(void *arg) {
     free(fs);
     ll_http_stats st;
     ll_http_session_get_stats(s, &st);
-    CHECKF(st.connections <= 64 && st.open <= 64, "%llu connections",
+    LT_CHECKF(st.connections <= 64 && st.open <= 64, "%llu connections",
            (unsigned long long)st.connections);
-    CHECK(st.requests == (uint64_t)m->n);
+    LT_CHECK(st.requests == (uint64_t)m->n);
     ll_http_session_free(s);
     return 0;
 }
@@ -632,44 +608,44 @@ static int t_fanout(void *arg) {
     }
     ll_http_fetch_opts o = {.concurrency = 8, .on_done = on_done, .arg = fa};
     ll_future *f = ll_http_fetch_all(s, urls, N, &o);
-    CHECK(ll_await(f) == 0);
+    LT_CHECK(ll_await(f) == 0);
     ll_http_batch *b = ll_future_value(f);
-    CHECK(ll_http_batch_count(b) == N);
+    LT_CHECK(ll_http_batch_count(b) == N);
     for (int i = 0; i < N; i++) {
         const ll_http_response *r = ll_http_batch_response(b, (size_t)i);
         int code = ll_http_batch_code(b, (size_t)i);
         if (i % 10 == 3) {
-            CHECK(code == 0 && ll_http_response_status(r) == 404);
+            LT_CHECK(code == 0 && ll_http_response_status(r) == 404);
         } else if (i % 10 == 7) {
-            CHECK(code == LL_ECONNREFUSED && !r);
+            LT_CHECK(code == LL_ECONNREFUSED && !r);
         } else if (i % 10 == 9) {
-            CHECK(code == LL_EINVAL && strstr(ll_http_batch_errmsg(b, (size_t)i), "not a url"));
+            LT_CHECK(code == LL_EINVAL && strstr(ll_http_batch_errmsg(b, (size_t)i), "not a url"));
         } else {
-            CHECK(ll_http_batch_code(b, (size_t)i) == 0 && body_is_pattern(r, 1024));
+            LT_CHECK(ll_http_batch_code(b, (size_t)i) == 0 && body_is_pattern(r, 1024));
             char want[160];
             snprintf(want, sizeof want, "%s/1k.bin?i=%d", ngx.base, i);
-            CHECK(strcmp(ll_http_response_url(r), want) == 0); /* input order */
+            LT_CHECK(strcmp(ll_http_response_url(r), want) == 0); /* input order */
         }
     }
     ll_future_free(f);
-    CHECK(fa->done == N);
-    CHECK(fa->max_in_use <= 8);
+    LT_CHECK(fa->done == N);
+    LT_CHECK(fa->max_in_use <= 8);
     /* discard_bodies keeps sizes only; cancelling the batch stops it */
     ll_http_fetch_opts o2 = {.concurrency = 4, .discard_bodies = true};
     f = ll_http_fetch_all(s, urls, 20, &o2);
-    CHECK(ll_await(f) == 0);
+    LT_CHECK(ll_await(f) == 0);
     b = ll_future_value(f);
-    CHECK(ll_http_response_body_len(ll_http_batch_response(b, 0)) == 1024);
-    CHECK(ll_http_response_body(ll_http_batch_response(b, 0))[0] == 0);
+    LT_CHECK(ll_http_response_body_len(ll_http_batch_response(b, 0)) == 1024);
+    LT_CHECK(ll_http_response_body(ll_http_batch_response(b, 0))[0] == 0);
     ll_future_free(f);
     const char *slow[6];
     for (int i = 0; i < 6; i++) slow[i] = U("/slow");
     ll_http_fetch_opts o3 = {.concurrency = 2};
     f = ll_http_fetch_all(s, slow, 6, &o3);
     ll_future *later = ll_call_later(NULL, 0.2, cancel_cb, f);
-    CHECK(ll_await(f) == 0);
+    LT_CHECK(ll_await(f) == 0);
     b = ll_future_value(f);
-    for (int i = 0; i < 6; i++) CHECK(ll_http_batch_code(b, (size_t)i) == LL_ECANCELED);
+    for (int i = 0; i < 6; i++) LT_CHECK(ll_http_batch_code(b, (size_t)i) == LL_ECANCELED);
     ll_future_free(f);
     ll_future_free(later);
     ll_http_session_free(s);

@@ -34,16 +34,6 @@
 
 #define HUNG_HOST "never-answers.example"
 
-static char failure[4096];
-static char last_err[1024];
-#define CHECK(c)                                                                          \
-    do {                                                                                  \
-        if (!(c)) {                                                                       \
-            if (!failure[0])                                                              \
-                snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #c);   \
-            return -1;                                                                    \
-        }                                                                                 \
-    } while (0)
 
 /* The upper bound of every timing check. */
 static double slack(void) { return lt_under_valgrind() ? 10.0 : 2.0; }
@@ -53,9 +43,7 @@ static double slack(void) { return lt_under_valgrind() ? 10.0 : 2.0; }
 static void run_in_task(ll_task_fn fn, void *arg) {
     lt_ctx c;
     lt_setup(&c);
-    failure[0] = last_err[0] = 0;
-    int rc = lt_run_task(c.loop, fn, arg);
-    if (failure[0]) fail_msg("%s (last error: %s)", failure, last_err);
+    int rc = lt_run_checked(c.loop, fn, arg);
     assert_int_equal(rc, 0);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run(c.loop), 0);
@@ -63,13 +51,13 @@ static void run_in_task(ll_task_fn fn, void *arg) {
     lt_teardown(&c);
 }
 
-/* Send req, keep the failure message in last_err; return the code. A response is freed. */
+/* Send req, keep the failure message in lt_last_err; return the code. A response is freed. */
 static int fetch(ll_http_session *s, const ll_http_request *req) {
     ll_future *f = ll_http_send(s, req);
     if (!f) return LL_ENOMEM;
     int rc = ll_await(f);
     if (rc == 0) ll_http_response_free(ll_future_take(f));
-    else snprintf(last_err, sizeof last_err, "%s", ll_future_errmsg(f));
+    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
     ll_future_free(f);
     return rc;
 }
@@ -85,15 +73,15 @@ typedef struct mute_dns {
  * runs: queries wait in its receive buffer until mute_dns_count() looks at them. */
 static int mute_dns_start(mute_dns *d) {
     d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    CHECK(d->fd >= 0);
+    LT_CHECK(d->fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
-    CHECK(bind(d->fd, (struct sockaddr *)&a, sizeof a) == 0);
-    CHECK(getsockname(d->fd, (struct sockaddr *)&a, &len) == 0);
+    LT_CHECK(bind(d->fd, (struct sockaddr *)&a, sizeof a) == 0);
+    LT_CHECK(getsockname(d->fd, (struct sockaddr *)&a, &len) == 0);
     d->port = ntohs(a.sin_port);
     char servers[64];
     snprintf(servers, sizeof servers, "127.0.0.1:%u", d->port);
-    CHECK(ll_dns_set_servers(NULL, servers) == 0);
+    LT_CHECK(ll_dns_set_servers(NULL, servers) == 0);
     return 0;
 }
 
@@ -144,7 +132,7 @@ static int t_dns_timeout(void *arg) {
     /* total and first_byte only bound the damage should the dns phase not be enforced */
     ll_http_session_opts so = {.timeouts = {.dns = dns, .total = 5, .first_byte = 2}};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     ll_http_request q = {.url = "http://" HUNG_HOST ":80/"};
     ll_time t0 = ll_now();
     int rc = fetch(s, &q);
@@ -158,19 +146,19 @@ static int t_dns_timeout(void *arg) {
     int asked = mute_dns_count(&d, HUNG_HOST, &all);
     mute_dns_stop(&d);
     if (rc != LL_EHTTP_TIMEOUT_DNS || rc2 != LL_EHTTP_TIMEOUT_DNS) {
-        snprintf(failure, sizeof failure, "got %s then %s (%s), want EHTTP_TIMEOUT_DNS",
-                 ll_err_name(rc), ll_err_name(rc2), last_err);
+        snprintf(lt_failure, sizeof lt_failure, "got %s then %s (%s), want EHTTP_TIMEOUT_DNS",
+                 ll_err_name(rc), ll_err_name(rc2), lt_last_err);
         return -1;
     }
-    CHECK(ll_http_is_timeout(rc));
+    LT_CHECK(ll_http_is_timeout(rc));
     /* names the method and URL, then the host the lookup was for */
-    CHECK(strstr(last_err, "GET http://" HUNG_HOST) == last_err);
-    CHECK(strstr(last_err, "resolve " HUNG_HOST));
-    CHECK(took >= 0.75 * dns && took < slack());
-    CHECK(took2 >= 0.75 * dns && took2 < slack());
+    LT_CHECK(strstr(lt_last_err, "GET http://" HUNG_HOST) == lt_last_err);
+    LT_CHECK(strstr(lt_last_err, "resolve " HUNG_HOST));
+    LT_CHECK(took >= 0.75 * dns && took < slack());
+    LT_CHECK(took2 >= 0.75 * dns && took2 < slack());
     /* the lookups really went to our server (the name is in no hosts file), and only for it */
-    CHECK(asked >= 2);
-    CHECK(asked == all);
+    LT_CHECK(asked >= 2);
+    LT_CHECK(asked == all);
     return 0;
 }
 
@@ -208,7 +196,7 @@ static int t_dns_timeout_parallel(void *arg) {
     /* total and first_byte only bound the damage should the dns phase not be enforced */
     ll_http_session_opts so = {.timeouts = {.dns = dns, .total = 5, .first_byte = 2}};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     par p[3];
     ll_future *t[3];
     ll_time t0 = ll_now();
@@ -226,15 +214,15 @@ static int t_dns_timeout_parallel(void *arg) {
     int asked = mute_dns_count(&d, HUNG_HOST, &all);
     mute_dns_stop(&d);
     for (int i = 0; i < 3; i++) {
-        CHECK(t[i]);
-        snprintf(last_err, sizeof last_err, "%s", p[i].msg);
-        CHECK(p[i].rc == LL_EHTTP_TIMEOUT_DNS);
-        CHECK(strstr(p[i].msg, "GET http://" HUNG_HOST "/x: ") == p[i].msg);
-        CHECK(strstr(p[i].msg, "resolve " HUNG_HOST));
+        LT_CHECK(t[i]);
+        snprintf(lt_last_err, sizeof lt_last_err, "%s", p[i].msg);
+        LT_CHECK(p[i].rc == LL_EHTTP_TIMEOUT_DNS);
+        LT_CHECK(strstr(p[i].msg, "GET http://" HUNG_HOST "/x: ") == p[i].msg);
+        LT_CHECK(strstr(p[i].msg, "resolve " HUNG_HOST));
     }
     /* concurrently, not one after the other */
-    CHECK(took >= 0.75 * dns && took < slack());
-    CHECK(asked >= 1 && asked == all);
+    LT_CHECK(took >= 0.75 * dns && took < slack());
+    LT_CHECK(asked >= 1 && asked == all);
     return 0;
 }
 
@@ -255,7 +243,7 @@ static int t_total_cuts_dns(void *arg) {
     const double total = 0.3;
     ll_http_session_opts so = {.timeouts.dns = 5};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     ll_http_request q = {.url = "http://" HUNG_HOST ":8080/", .timeouts.total = total};
     ll_time t0 = ll_now();
     int rc = fetch(s, &q);
@@ -265,14 +253,14 @@ static int t_total_cuts_dns(void *arg) {
     int asked = mute_dns_count(&d, HUNG_HOST, &all);
     mute_dns_stop(&d);
     if (rc != LL_ETIMEDOUT) {
-        snprintf(failure, sizeof failure, "got %s (%s), want ETIMEDOUT", ll_err_name(rc),
-                 last_err);
+        snprintf(lt_failure, sizeof lt_failure, "got %s (%s), want ETIMEDOUT", ll_err_name(rc),
+                 lt_last_err);
         return -1;
     }
-    CHECK(strstr(last_err, "GET http://" HUNG_HOST ":8080/") == last_err);
-    CHECK(strstr(last_err, "timed out")); /* says what happened, not "operation canceled" */
-    CHECK(took >= 0.75 * total && took < slack());
-    CHECK(asked >= 1 && asked == all);
+    LT_CHECK(strstr(lt_last_err, "GET http://" HUNG_HOST ":8080/") == lt_last_err);
+    LT_CHECK(strstr(lt_last_err, "timed out")); /* says what happened, not "operation canceled" */
+    LT_CHECK(took >= 0.75 * total && took < slack());
+    LT_CHECK(asked >= 1 && asked == all);
     return 0;
 }
 
@@ -292,7 +280,7 @@ static int t_scope_cuts_dns(void *arg) {
     const double limit = 0.3;
     ll_http_session_opts so = {.timeouts.dns = 5};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     ll_time t0 = ll_now();
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(limit));
@@ -304,23 +292,23 @@ static int t_scope_cuts_dns(void *arg) {
      * cut await (ECANCELED); either way it has settled */
     int code = f ? ll_future_code(f) : LL_ENOMEM;
     bool settled = f && ll_future_done(f);
-    if (f) snprintf(last_err, sizeof last_err, "%s", ll_future_errmsg(f));
+    if (f) snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
     ll_future_free(f);
     ll_http_session_free(s);
     int all;
     int asked = mute_dns_count(&d, HUNG_HOST, &all);
     mute_dns_stop(&d);
     if (rc != LL_ETIMEDOUT) {
-        snprintf(failure, sizeof failure, "await gave %s (%s), want ETIMEDOUT", ll_err_name(rc),
-                 last_err);
+        snprintf(lt_failure, sizeof lt_failure, "await gave %s (%s), want ETIMEDOUT", ll_err_name(rc),
+                 lt_last_err);
         return -1;
     }
-    CHECK(scope_rc == LL_ETIMEDOUT);
-    CHECK(settled);
-    CHECK(code == LL_ETIMEDOUT || code == LL_ECANCELED);
-    CHECK(code != LL_ETIMEDOUT || strstr(last_err, "timed out"));
-    CHECK(took >= 0.75 * limit && took < slack());
-    CHECK(asked >= 1 && asked == all);
+    LT_CHECK(scope_rc == LL_ETIMEDOUT);
+    LT_CHECK(settled);
+    LT_CHECK(code == LL_ETIMEDOUT || code == LL_ECANCELED);
+    LT_CHECK(code != LL_ETIMEDOUT || strstr(lt_last_err, "timed out"));
+    LT_CHECK(took >= 0.75 * limit && took < slack());
+    LT_CHECK(asked >= 1 && asked == all);
     return 0;
 }
 
@@ -408,7 +396,7 @@ static int t_connect_timeout(void *arg) {
     /* total and first_byte only bound the damage should the connect go through after all */
     ll_http_session_opts so = {.timeouts = {.connect = connect, .total = 5, .first_byte = 2}};
     ll_http_session *s = ll_http_session_new(&so);
-    CHECK(s);
+    LT_CHECK(s);
     char url[64], addr[32];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", h->port);
     snprintf(addr, sizeof addr, "127.0.0.1:%u", h->port);
@@ -418,14 +406,14 @@ static int t_connect_timeout(void *arg) {
     double took = ll_now() - t0;
     ll_http_session_free(s);
     if (rc != LL_EHTTP_TIMEOUT_CONNECT) {
-        snprintf(failure, sizeof failure, "got %s (%s), want EHTTP_TIMEOUT_CONNECT",
-                 ll_err_name(rc), last_err);
+        snprintf(lt_failure, sizeof lt_failure, "got %s (%s), want EHTTP_TIMEOUT_CONNECT",
+                 ll_err_name(rc), lt_last_err);
         return -1;
     }
-    CHECK(ll_http_is_timeout(rc));
-    CHECK(strstr(last_err, "GET ") == last_err && strstr(last_err, url));
-    CHECK(strstr(last_err, "connect to ") && strstr(last_err, addr));
-    CHECK(took >= 0.75 * connect && took < slack());
+    LT_CHECK(ll_http_is_timeout(rc));
+    LT_CHECK(strstr(lt_last_err, "GET ") == lt_last_err && strstr(lt_last_err, url));
+    LT_CHECK(strstr(lt_last_err, "connect to ") && strstr(lt_last_err, addr));
+    LT_CHECK(took >= 0.75 * connect && took < slack());
     return 0;
 }
 
@@ -441,10 +429,10 @@ static void test_connect_timeout(void **state) {
     lt_ctx c;
     lt_setup(&c);
     c.fds_before = fds; /* the listener and fillers are closed before the teardown counts */
-    failure[0] = last_err[0] = 0;
+    lt_failure[0] = lt_last_err[0] = 0;
     int rc = lt_run_task(c.loop, t_connect_timeout, &h);
     hung_close(&h);
-    if (failure[0]) fail_msg("%s (last error: %s)", failure, last_err);
+    if (lt_failure[0]) fail_msg("%s (last error: %s)", lt_failure, lt_last_err);
     assert_int_equal(rc, 0);
     assert_int_equal(ll_loop_run(c.loop), 0);
     lt_teardown(&c);
