@@ -115,34 +115,33 @@ int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free) {
     return settle(f, LL_FUTURE_RESOLVED, 0);
 }
 
-int ll_future_fail(ll_future *f, int code, const char *fmt, ...) {
-    if (!f) return LL_EINVAL;
-    if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
-    if (code >= 0) code = LL_EINVAL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        f->msg = ll__vformat(fmt, ap); /* on out of memory the code's description stands in */
-        va_end(ap);
-    }
-    return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
-}
-
 /* A failed future's detail lives in the value slot, which only a resolved future exposes. */
-int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free detail_free,
-                          const char *fmt, ...) {
+static int fail_v(ll_future *f, int code, void *detail, ll_value_free detail_free, const char *fmt,
+                  va_list ap) {
     if (!f) return LL_EINVAL;
     if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
     if (code >= 0) code = LL_EINVAL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        f->msg = ll__vformat(fmt, ap);
-        va_end(ap);
-    }
+    if (fmt) f->msg = ll__vformat(fmt, ap); /* on out of memory the code's description stands in */
     f->value = detail;
     f->value_free = detail_free;
     return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
+}
+
+int ll_future_fail(ll_future *f, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fail_v(f, code, NULL, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free detail_free,
+                          const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fail_v(f, code, detail, detail_free, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free) {
