@@ -358,9 +358,16 @@ static int section_pg(const demo_opts *o) {
     ll_future *slow = ll_pg_pool_query(pool, "SELECT pg_sleep(30)", 0);
     int src = ll_await(slow);
     ll_scope_exit(&s);
-    printf("   SELECT pg_sleep(30) under a 200 ms deadline: %s after %.0f ms (cancelled on the server)\n\n",
-           ll_err_name(src), (ll_now() - t1) * 1e3);
+    double cut_ms = (ll_now() - t1) * 1e3;
     ll_future_free(slow);
+    /* ask the server whether the query is really gone, rather than say so */
+    ll_future *left = ll_pg_pool_query(pool, "SELECT count(*) FROM pg_stat_activity "
+                                             "WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'", 0);
+    int64_t still = -1;
+    if (ll_await(left) == 0) ll_pg_int64(ll_future_value(left), 0, 0, &still);
+    ll_future_free(left);
+    printf("   SELECT pg_sleep(30) under a 200 ms deadline: %s after %.0f ms; still running on the "
+           "server: %lld\n\n", ll_err_name(src), cut_ms, (long long)still);
 
     ll_future_free(all);
     for (int i = 0; fs && i < n; i++) ll_future_free(fs[i]);
