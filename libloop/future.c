@@ -144,6 +144,16 @@ int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free de
     return rc;
 }
 
+ll_future *ll_future_failed(ll_loop *loop, int code, const char *fmt, ...) {
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    fail_v(f, code, NULL, NULL, fmt, ap);
+    va_end(ap);
+    return f;
+}
+
 void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free) {
     if (detail_free) *detail_free = NULL;
     if (!f || f->state != LL_FUTURE_FAILED || f->borrowed) return NULL;
@@ -260,6 +270,14 @@ const char *ll_future_errmsg(ll_future *f) {
 
 void *ll_future_value(const ll_future *f) {
     return (f && f->state == LL_FUTURE_RESOLVED) ? f->value : NULL;
+}
+
+void *ll_future_value_as(const ll_future *f, ll_value_free value_free) {
+    if (!f || f->state != LL_FUTURE_RESOLVED || !value_free) return NULL;
+    /* a mirrored value (copy_outcome) is typed by the future it came from */
+    const ll_future *src = f;
+    while (src->borrowed) src = src->borrowed;
+    return src->value_free == value_free ? f->value : NULL;
 }
 
 void *ll_future_take(ll_future *f) {

@@ -20,6 +20,8 @@
 #include "libloop/future.h"
 #include "libloop/task.h"
 
+LL_BEGIN_DECLS
+
 enum {
     LL_GATHER_FAIL_FAST = 0, /* the first failure fails the gather and cancels the others */
     LL_GATHER_COLLECT = 1    /* wait for all; each keeps its own outcome (return_exceptions=True) */
@@ -98,5 +100,7 @@ LL_EXPORT int ll_taskgroup_wait(ll_taskgroup *g);
 LL_EXPORT const char *ll_taskgroup_errmsg(const ll_taskgroup *g);
 /* NULL: no-op. */
 LL_EXPORT void ll_taskgroup_free(ll_taskgroup *g);
+
+LL_END_DECLS
 
 #endif

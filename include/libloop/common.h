@@ -13,6 +13,15 @@
 #include <stdbool.h>
 #include <stdarg.h>
 
+/* Every public header wraps its declarations in these, so C++ programs link against the C library. */
+#ifdef __cplusplus
+#define LL_BEGIN_DECLS extern "C" {
+#define LL_END_DECLS }
+#else
+#define LL_BEGIN_DECLS
+#define LL_END_DECLS
+#endif
+
 #if defined(__GNUC__)
 #define LL_EXPORT __attribute__((visibility("default")))
 #define LL_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -20,6 +29,8 @@
 #define LL_EXPORT
 #define LL_PRINTF(a, b)
 #endif
+
+LL_BEGIN_DECLS
 
 /* Seconds on the monotonic clock. Deadlines are absolute ll_time values; timeouts are relative
  * seconds. LL_NEVER means "no deadline". */
@@ -48,5 +59,7 @@ LL_EXPORT void ll_free(void *p);
 LL_EXPORT char *ll_strdup(const char *s);
 LL_EXPORT char *ll_format(const char *fmt, ...) LL_PRINTF(1, 2);
 LL_EXPORT char *ll_vformat(const char *fmt, va_list ap);
+
+LL_END_DECLS
 
 #endif

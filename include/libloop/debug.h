@@ -15,6 +15,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 /* Turn debug mode on or off; `slow_ms` is the threshold for "blocked the loop" warnings (0: keep;
  * default 100 ms). In debug mode SIGUSR1 dumps the tasks to stderr. */
 LL_EXPORT void ll_loop_set_debug(ll_loop *loop, bool on, double slow_ms);
@@ -27,5 +29,7 @@ LL_EXPORT void ll_loop_set_warn_handler(ll_loop *loop, ll_warn_fn fn, void *arg)
 /* List every live task: id, name, state, and what it awaits; then counts of live futures and
  * handles. Safe to call from a task or callback. */
 LL_EXPORT void ll_loop_dump_tasks(ll_loop *loop, FILE *out);
+
+LL_END_DECLS
 
 #endif

@@ -20,6 +20,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 /* One socket address: ready for connect()/bind(). */
 typedef struct ll_addr {
     struct sockaddr_storage sa;
@@ -57,5 +59,7 @@ LL_EXPORT int ll_dns_set_servers(ll_loop *loop, const char *servers);
 
 /* Forget every cached answer of the loop (NULL: the current loop). */
 LL_EXPORT void ll_dns_cache_clear(ll_loop *loop);
+
+LL_END_DECLS
 
 #endif

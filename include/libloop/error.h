@@ -13,6 +13,8 @@
 
 #include "libloop/common.h"
 
+LL_BEGIN_DECLS
+
 #define LL_ERRNO_MAP(XX)                                                             \
     XX(EPERM, -1, "operation not permitted")                                         \
     XX(ENOENT, -2, "no such file or directory")                                      \
@@ -102,5 +104,7 @@ LL_EXPORT const char *ll_err_name(int code);
 
 /* Maps a positive errno value to its libloop code (LL_EIO for values not in the table). */
 LL_EXPORT int ll_err_from_errno(int errnum);
+
+LL_END_DECLS
 
 #endif

@@ -19,6 +19,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 typedef int (*ll_work_fn)(void *arg, void **value);
 
 /* On the current loop. NULL on out of memory. */
@@ -27,5 +29,7 @@ LL_EXPORT ll_future *ll_run_in_executor_on(ll_loop *loop, ll_work_fn fn, void *a
                                            ll_value_free value_free);
 /* Workers for the loop's executor; only before its first use. 0, LL_EINVAL or LL_ESTATE. */
 LL_EXPORT int ll_executor_set_threads(ll_loop *loop, unsigned n);
+
+LL_END_DECLS
 
 #endif

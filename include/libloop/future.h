@@ -27,6 +27,8 @@
 #include "libloop/common.h"
 #include "libloop/error.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_loop ll_loop;
 typedef struct ll_future ll_future;
 
@@ -63,6 +65,10 @@ LL_EXPORT int ll_future_set_cancelled(ll_future *f);
  * error, the detail is not adopted: the caller still owns it. */
 LL_EXPORT int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_value_free detail_free,
                                     const char *fmt, ...) LL_PRINTF(5, 6);
+/* A new future on `loop` (NULL: the current loop) that has already failed with `code` and the
+ * formatted message: how a future-returning call reports a failure to start (a bad argument, no
+ * memory for its state) without a second error channel. NULL only on out of memory. */
+LL_EXPORT ll_future *ll_future_failed(ll_loop *loop, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 /* Settle `dst` with the outcome of the settled future `src`: same code and message; the value is
  * shared (borrowed from src, which dst keeps a reference to). */
 LL_EXPORT int ll_future_copy_outcome(ll_future *dst, ll_future *src);
@@ -95,6 +101,10 @@ LL_EXPORT void *ll_future_value(const ll_future *f);
  * ll_future_take_error_detail() moves it out: the caller then owns it. */
 LL_EXPORT void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free);
 LL_EXPORT void *ll_future_take_error_detail(ll_future *f);
+/* The resolved value if its destructor is `value_free`, else NULL (pending, failed, or another
+ * type of value). The destructor is the value's type tag: clients build their typed accessors on
+ * it (ll_pg_result_of, ll_redis_reply_of) so reading a future as the wrong type cannot crash. */
+LL_EXPORT void *ll_future_value_as(const ll_future *f, ll_value_free value_free);
 /* Take ownership of the resolved value: the future will no longer destroy it. */
 LL_EXPORT void *ll_future_take(ll_future *f);
 LL_EXPORT ll_loop *ll_future_loop(const ll_future *f);
@@ -103,5 +113,7 @@ LL_EXPORT ll_loop *ll_future_loop(const ll_future *f);
  * "redis GET"); shown by the task dump. `label` must outlive the future (use a literal). */
 LL_EXPORT void ll_future_set_label(ll_future *f, const char *label);
 LL_EXPORT const char *ll_future_label(const ll_future *f);
+
+LL_END_DECLS
 
 #endif

@@ -49,6 +49,8 @@
 #include "libloop/error.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_http_session ll_http_session;
 typedef struct ll_http_response ll_http_response;
 typedef struct ll_http_headers ll_http_headers;
@@ -277,5 +279,7 @@ LL_EXPORT bool ll_http_is_timeout(int code);
  * Free with ll_http_free(). NULL on out of memory. */
 LL_EXPORT char *ll_http_form_encode(const char *const *pairs);
 LL_EXPORT void ll_http_free(void *p);
+
+LL_END_DECLS
 
 #endif

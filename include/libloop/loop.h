@@ -15,6 +15,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 struct ev_loop;
 
 typedef int (*ll_task_fn)(void *arg);
@@ -93,5 +95,7 @@ LL_EXPORT ll_time ll_deadline_in(double seconds);
 /* asyncio.run: make a loop, run main(arg) as a task named "main" until it finishes, cancel and
  * clean up what is left, free the loop, return main's code. SIGINT/SIGTERM cancel the tasks. */
 LL_EXPORT int ll_run(ll_task_fn main, void *arg);
+
+LL_END_DECLS
 
 #endif

@@ -78,6 +78,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_pg_conn ll_pg_conn;
 typedef struct ll_pg_result ll_pg_result;
 typedef struct ll_pg_tx ll_pg_tx;
@@ -307,5 +309,7 @@ typedef struct ll_pg_pool_stats {
     uint64_t created, discarded, acquired;
 } ll_pg_pool_stats;
 LL_EXPORT void ll_pg_pool_get_stats(const ll_pg_pool *p, ll_pg_pool_stats *out);
+
+LL_END_DECLS
 
 #endif

@@ -46,6 +46,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_pool ll_pool;
 
 /* What the caller says about a connection it gives back. */
@@ -154,5 +156,7 @@ LL_EXPORT void ll_pool_get_stats(const ll_pool *p, ll_pool_stats *out);
 /* Counters of one key (created/discarded/connect_failures count while the key is known: a key
  * with nothing left is forgotten by the upkeep timer). Return 0 or LL_ENOENT. */
 LL_EXPORT int ll_pool_get_key_stats(const ll_pool *p, const char *key, ll_pool_stats *out);
+
+LL_END_DECLS
 
 #endif

@@ -37,6 +37,8 @@
 #include "libloop/future.h"
 #include "libloop/stream.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_process ll_process;
 
 /* What a child's standard descriptor is connected to. */
@@ -126,5 +128,7 @@ LL_EXPORT ll_future *ll_process_communicate(ll_process *p, const void *input, si
  * once it has been reaped. NULL on out of memory. */
 LL_EXPORT ll_future *ll_run_process(const char *const *argv, const void *input, size_t len,
                                     const ll_process_opts *opts);
+
+LL_END_DECLS
 
 #endif

@@ -21,6 +21,8 @@
 #include "libloop/future.h"
 #include "libloop/stream.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_server ll_server;
 
 /* Runs in a task of its own per connection. The return value becomes the task's outcome (debug
@@ -58,5 +60,7 @@ LL_EXPORT uint64_t ll_server_accepted(const ll_server *srv);
  * ended; the server is then freed. Calling it again returns another reference to the same future.
  * NULL: returns NULL. */
 LL_EXPORT ll_future *ll_server_close(ll_server *srv, double grace);
+
+LL_END_DECLS
 
 #endif

@@ -32,6 +32,8 @@
 #include "libloop/dns.h"
 #include "libloop/tls.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_stream ll_stream;
 
 typedef struct ll_conn_opts {
@@ -127,5 +129,7 @@ LL_EXPORT bool ll_stream_at_eof(const ll_stream *s);
  * polls the socket without blocking: a peer that closed or reset an idle connection is noticed. */
 LL_EXPORT bool ll_stream_alive(ll_stream *s);
 LL_EXPORT void ll_stream_get_timings(const ll_stream *s, ll_stream_timings *out);
+
+LL_END_DECLS
 
 #endif

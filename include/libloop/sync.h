@@ -23,6 +23,8 @@
 
 #include "libloop/common.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_sem ll_sem;
 /* NULL on out of memory. */
 LL_EXPORT ll_sem *ll_sem_new(unsigned value);
@@ -77,5 +79,7 @@ LL_EXPORT int ll_queue_try_put(ll_queue *q, void *item);
 LL_EXPORT int ll_queue_try_get(ll_queue *q, void **item);
 LL_EXPORT size_t ll_queue_size(const ll_queue *q);
 LL_EXPORT void ll_queue_free(ll_queue *q);
+
+LL_END_DECLS
 
 #endif

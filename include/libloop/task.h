@@ -28,6 +28,8 @@
 #include "libloop/future.h"
 #include "libloop/loop.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_task ll_task;
 
 typedef struct ll_spawn_opts {
@@ -111,5 +113,7 @@ typedef struct ll_ctxvar {
 LL_EXPORT int ll_ctxvar_set(const ll_ctxvar *var, void *value);
 /* The value, or NULL when never set. */
 LL_EXPORT void *ll_ctxvar_get(const ll_ctxvar *var);
+
+LL_END_DECLS
 
 #endif

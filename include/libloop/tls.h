@@ -21,6 +21,8 @@
 #include "libloop/common.h"
 #include "libloop/future.h"
 
+LL_BEGIN_DECLS
+
 typedef struct ll_stream ll_stream;
 
 typedef struct ll_tls_opts {
@@ -63,5 +65,7 @@ LL_EXPORT bool ll_stream_is_tls(const ll_stream *s);
 LL_EXPORT const char *ll_stream_alpn(const ll_stream *s);
 /* The negotiated protocol version ("TLSv1.3"), or NULL for a plain stream. Static storage. */
 LL_EXPORT const char *ll_stream_tls_version(const ll_stream *s);
+
+LL_END_DECLS
 
 #endif
