@@ -141,12 +141,14 @@ $(BUILD)/examples/%: examples/%.c $(EXAMPLE_LIBS)
 	$(CC) $(CFLAGS_BASE) -rdynamic -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
 
 # The demo starts throwaway servers with the test suite's harness (libc-only files).
-DEMO_HARNESS := $(BUILD)/tests/harness/nginxserver.o $(BUILD)/tests/harness/pgserver.o \
-                $(BUILD)/tests/harness/serverutil.o
-$(BUILD)/examples/demo: examples/demo.c $(EXAMPLE_LIBS) $(DEMO_HARNESS)
+# Every harness file but harness.c (the cmocka helpers) is libc-only and starts a server.
+DEMO_HARNESS := $(patsubst %.c,$(BUILD)/%.o,$(filter-out tests/harness/harness.c,$(HARNESS_SRC)))
+# Client sections of the demo live in examples/demo/<client>.c (declared in sections.h).
+DEMO_PARTS := $(sort $(wildcard examples/demo/*.c))
+$(BUILD)/examples/demo: examples/demo.c $(DEMO_PARTS) $(EXAMPLE_LIBS) $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $< $(DEMO_HARNESS) $(EXAMPLE_LIBS) $(LDFLAGS_SAN) \
-	  $(EXAMPLE_LDLIBS) $(LIBS)
+	$(CC) $(CFLAGS_BASE) -Itests -Iexamples -rdynamic -o $@ $< $(DEMO_PARTS) $(DEMO_HARNESS) \
+	  $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
 
 # Doc examples run against real servers: with-servers starts PostgreSQL and nginx for them.
 WITH_SERVERS := $(BUILD)/tools/with-servers

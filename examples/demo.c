@@ -22,6 +22,7 @@
 #include <libloop/pg.h>
 #include "harness/pgserver.h"
 #include "harness/nginxserver.h"
+#include "demo/sections.h"
 
 typedef struct {
     int tasks;

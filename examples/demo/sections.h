@@ -1,0 +1,9 @@
+/*
+ * sections.h — the demo's client sections that live in their own files (examples/demo/<client>.c),
+ * called from examples/demo.c's main task. Each returns 0 or a negative libloop code; `url` is the
+ * server given on the command line, or NULL to start a throwaway local server.
+ */
+#ifndef LL_DEMO_SECTIONS_H
+#define LL_DEMO_SECTIONS_H
+
+#endif
