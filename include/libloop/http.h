@@ -276,9 +276,8 @@ LL_EXPORT void ll_http_batch_free(ll_http_batch *b);
 /* True for LL_ETIMEDOUT and every LL_EHTTP_TIMEOUT_ code. */
 LL_EXPORT bool ll_http_is_timeout(int code);
 /* "a=1&b=x%20y" from name, value, ..., NULL (application/x-www-form-urlencoded, spaces as '+').
- * Free with ll_http_free(). NULL on out of memory. */
+ * Free with ll_free(). NULL on out of memory. */
 LL_EXPORT char *ll_http_form_encode(const char *const *pairs);
-LL_EXPORT void ll_http_free(void *p);
 
 LL_END_DECLS
 
