@@ -34,7 +34,8 @@
 
 LL_BEGIN_DECLS
 
-typedef struct ll_stream ll_stream;
+/* ll_stream itself is declared in libloop/tls.h (included above), once: C99 forbids a repeated
+ * typedef. */
 
 typedef struct ll_stream_opts {
     /* Seconds for resolving and connecting (all addresses together); 0: no limit besides the
