@@ -182,6 +182,12 @@ LL_EXPORT int ll_pg_bool(const ll_pg_result *r, int row, int col, bool *out);
  * the result is freed. Same returns as above, plus LL_ENOMEM. */
 LL_EXPORT int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t *len);
 
+/* The result a query future resolved with (borrowed: owned by the future), or NULL when f is NULL,
+ * pending, failed (ll_future_errmsg says why) or holds something else (a transaction, a
+ * connection, a notification): reading the wrong future cannot crash. The typed way to read
+ * ll_pg_query, ll_pg_exec, ll_pg_pool_query and ll_pg_copy_finish futures. */
+LL_EXPORT ll_pg_result *ll_pg_result_of(const ll_future *f);
+
 /* Free a result taken from its future. NULL: no-op. */
 LL_EXPORT void ll_pg_result_free(ll_pg_result *r);
 
