@@ -122,11 +122,11 @@ static void gather_done(ll_future *f, void *arg) {
 }
 
 static void gather_cancel(ll_future *out, void *arg) {
-    (void)out;
     gather *g = arg;
     g->cancelling = true;
+    /* the inputs are cancelled for the gather's reason ("timed out after 1 s"), if it has one */
     for (size_t i = 0; i < g->n; i++)
-        if (g->slots[i].f) ll_future_cancel(g->slots[i].f);
+        if (g->slots[i].f) ll__future_cancel_msg(g->slots[i].f, out->cancel_msg);
     /* every input is still running or its callback is queued: the last callback settles us */
 }
 

@@ -60,6 +60,7 @@ static void destroy(ll_future *f) {
     if (f->value_free && f->value) f->value_free(f->value);
     if (f->borrowed) ll_future_free(f->borrowed);
     ll__free(f->msg);
+    ll__free(f->cancel_msg);
     ll__free(f->cbs);
     ll__free(f->creator);
     loop->nfutures--;
@@ -104,6 +105,10 @@ static int settle(ll_future *f, int state, int code) {
     f->state = (uint8_t)state;
     f->code = code;
     f->cancel_hook = NULL;
+    if (state == LL_FUTURE_CANCELLED && !f->msg && f->cancel_msg) {
+        f->msg = f->cancel_msg; /* say why it was cancelled, not just "operation canceled" */
+        f->cancel_msg = NULL;
+    }
     enqueue(f);
     return 0;
 }
@@ -199,6 +204,12 @@ int ll_future_cancel(ll_future *f) {
     hook(f, f->cancel_arg);
     ll_future_free(f);
     return 0;
+}
+
+int ll__future_cancel_msg(ll_future *f, const char *msg) {
+    if (f && msg && f->state == LL_FUTURE_PENDING && !f->cancel_msg)
+        f->cancel_msg = ll__strdup(msg); /* on out of memory: plain "operation canceled" */
+    return ll_future_cancel(f);
 }
 
 void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {

@@ -47,6 +47,8 @@ struct ll_future {
     bool cancel_requested;
     int code;
     char *msg;           /* owned; NULL means ll_strerror(code) */
+    char *cancel_msg;    /* owned: why it is being cancelled ("timed out after 1 s"), which becomes
+                          * msg if it settles cancelled without a message of its own */
     void *value;
     ll_value_free value_free;
     ll_future *borrowed; /* copy_outcome: the future whose value we show */
@@ -103,6 +105,8 @@ struct ll_task {
     ll_future *awaiting;  /* reference held while suspended */
     ll_scope root;        /* the deadline inherited or given at spawn */
     ll_scope *scope;      /* innermost scope */
+    const ll_scope *timeout_scope; /* ll_await_timeout's scope while it awaits, with its seconds: */
+    double timeout_secs;           /* the timeout as given, for the message */
     ev_timer timer;       /* the deadline of the current await */
     void *ret_value;
     ll_value_free ret_free;
@@ -186,6 +190,9 @@ void ll__loop_pull_threadsafe(ll_loop *loop);
 /* future.c */
 void ll__future_debug_unlink(ll_future *f);
 int ll__future_retrieve(ll_future *f);
+/* ll_future_cancel, recording why (copied): the message the future gets if it settles cancelled
+ * without one of its own. */
+int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
 void ll__task_destroy_all(ll_loop *loop);

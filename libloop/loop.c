@@ -39,7 +39,7 @@ ll_time ll_now(void) {
 }
 
 ll_time ll_deadline_in(double seconds) {
-    return seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
+    return seconds < 0 || seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
 }
 
 ll_loop *ll_loop_current(void) {
