@@ -243,10 +243,12 @@ clang:
 bench: bench-core bench-io bench-http bench-pg
 
 bench-core: $(BUILD)/bench/bench_core
+	scripts/deps bench
 	bench/run-core $(BUILD)/bench/bench_core
 
 # I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
 bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+	scripts/deps bench
 	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
 
 # HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
