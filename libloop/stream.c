@@ -56,7 +56,9 @@ struct ll__op {
 
 /* ---- small helpers ---- */
 
-static void ignore_sigpipe_once(void) {
+/* Writes to a pipe cannot say MSG_NOSIGNAL: ignore SIGPIPE unless the application handles it. Checked
+ * for every pipe stream, not once per process: an application may restore the default later. */
+static void ignore_sigpipe(void) {
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
         memset(&sa, 0, sizeof sa);
@@ -64,7 +66,6 @@ static void ignore_sigpipe_once(void) {
         sigaction(SIGPIPE, &sa, NULL);
     }
 }
-static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
 
 /* Make room for at least `extra` bytes after the data. */
 static int buf_reserve(ll__buf *b, size_t extra) {
@@ -133,7 +134,7 @@ ll_stream *ll__stream_new(ll_loop *loop, int fd, const char *peer, bool is_socke
         ll__free(s);
         return NULL;
     }
-    if (!is_socket) pthread_once(&sigpipe_once, ignore_sigpipe_once);
+    if (!is_socket) ignore_sigpipe();
     s->loop = loop;
     s->fd = fd;
     s->is_socket = is_socket;
@@ -793,10 +794,15 @@ bool ll_stream_at_eof(const ll_stream *s) {
 
 bool ll_stream_alive(ll_stream *s) {
     if (!s || s->closed || s->rerr || s->werr || s->eof) return false;
-    if (s->rbuf.len) return true;
+    /* Bytes no read asked for are someone else's reply (or garbage): a pool must not lend the
+     * connection. While a read is in progress, arriving bytes are its own. */
+    bool expecting = s->rop != NULL;
+    if (s->rbuf.len) return expecting;
     if (!s->is_socket) {
         struct pollfd p = {.fd = s->fd, .events = POLLIN};
-        return !(poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)));
+        if (poll(&p, 1, 0) != 1) return true;
+        if (p.revents & (POLLHUP | POLLERR)) return false;
+        return expecting || !(p.revents & POLLIN);
     }
     char c;
     ssize_t r = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -805,21 +811,26 @@ bool ll_stream_alive(ll_stream *s) {
         return false;
     }
     if (r < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            /* OpenSSL may hold decrypted bytes the socket no longer shows */
+            return expecting || !s->tls || !ll__tls_has_buffered(s);
+        }
         s->rerr = ll_err_from_errno(errno);
         return false;
     }
-    if (s->tls && !s->rop && !ll__tls_handshaking(s)) {
-        /* TLS records may be a session ticket or a close_notify: let OpenSSL look at them */
-        if (buf_reserve(&s->rbuf, READ_CHUNK) != 0) return true;
+    if (expecting) return true;
+    if (s->tls && !ll__tls_handshaking(s)) {
+        /* TLS records may be only a session ticket or a close_notify: let OpenSSL look at them.
+         * Plaintext they carry stays buffered for a later read; the answer is still "not idle". */
+        if (buf_reserve(&s->rbuf, READ_CHUNK) != 0) return false;
         ll__buf *b = &s->rbuf;
         ssize_t k = ll__tls_read(s, b->data + b->off + b->len, b->cap - b->off - b->len);
         if (k > 0) b->len += (size_t)k;
         else if (k == LL_EOF) s->eof = true;
         else if (k < 0) s->rerr = (int)k;
-        return !s->eof && !s->rerr;
+        return !s->eof && !s->rerr && b->len == 0 && !ll__tls_has_buffered(s);
     }
-    return true;
+    return false;
 }
 
 void ll_stream_get_timings(const ll_stream *s, ll_stream_timings *out) {
