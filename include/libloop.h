@@ -19,6 +19,7 @@
 #include "libloop/debug.h"
 #include "libloop/dns.h"
 #include "libloop/tls.h"
+#include "libloop/poll.h"
 #include "libloop/stream.h"
 #include "libloop/server.h"
 #include "libloop/pool.h"

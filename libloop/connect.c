@@ -119,10 +119,8 @@ static void conn_fail(conn *c, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 static void conn_fail(conn *c, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = ll__vformat(fmt, ap);
+    ll_future_vfail(c->f, code, fmt, ap);
     va_end(ap);
-    ll_future_fail(c->f, code, "%s", msg ? msg : ll_strerror(code));
-    ll__free(msg);
     conn_free(c);
 }
 

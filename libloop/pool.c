@@ -32,7 +32,7 @@
 #include "libloop/pool.h"
 #include "containers.h"
 
-#define CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define CONTAINER LL__CONTAINER
 
 /* ---- records ---- */
 
@@ -717,18 +717,13 @@ void ll_pool_free(ll_pool *p) {
 }
 
 ll_future *ll_pool_acquire(ll_pool *p, const char *key) {
-    if (!p) return NULL;
+    if (!p) return ll_future_failed(NULL, LL_EINVAL, "ll_pool_acquire: pool is NULL");
+    if (!key) return ll_future_failed(p->loop, LL_EINVAL, "%s: acquire without a key", p->name);
+    if (p->closed)
+        return ll_future_failed(p->loop, LL_EPOOLCLOSED, "%s is closed (acquire %s)", p->name, key);
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pool acquire");
-    if (!key) {
-        ll_future_fail(f, LL_EINVAL, "%s: acquire without a key", p->name);
-        return f;
-    }
-    if (p->closed) {
-        ll_future_fail(f, LL_EPOOLCLOSED, "%s is closed (acquire %s)", p->name, key);
-        return f;
-    }
     pkey *k = key_get(p, key);
     if (!k) {
         ll_future_fail(f, LL_ENOMEM, "%s: out of memory acquiring %s", p->name, key);

@@ -231,18 +231,15 @@ static void comm_cancel(ll_future *f, void *arg) {
 
 ll_future *ll_process_communicate(ll_process *p, const void *input, size_t len, size_t max_output) {
     if (!p) return NULL;
+    if (p->closed)
+        return ll_future_failed(p->loop, LL_ECLOSED, "communicate with %s: the process is closed",
+                                p->name);
+    if (len > 0 && !p->in)
+        return ll_future_failed(p->loop, LL_EINVAL,
+                                "communicate with %s: input given but stdin is not a pipe", p->name);
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "process communicate");
-    if (p->closed) {
-        ll_future_fail(f, LL_ECLOSED, "communicate with %s: the process is closed", p->name);
-        return f;
-    }
-    if (len > 0 && !p->in) {
-        ll_future_fail(f, LL_EINVAL, "communicate with %s: input given but stdin is not a pipe",
-                       p->name);
-        return f;
-    }
     comm *c = ll__calloc(1, sizeof *c);
     if (!c) {
         ll_future_fail(f, LL_ENOMEM, "communicate with %s: out of memory", p->name);

@@ -127,8 +127,13 @@ LL_EXPORT int ll_stream_fd(const ll_stream *s);
 LL_EXPORT const char *ll_stream_peer(const ll_stream *s);
 /* True once the peer's end of stream was seen (LL_EOF delivered or buffered). */
 LL_EXPORT bool ll_stream_at_eof(const ll_stream *s);
-/* True while no error, EOF or close has happened: a pool uses it as a cheap liveness check. It
- * polls the socket without blocking: a peer that closed or reset an idle connection is noticed. */
+/* True when the stream is idle and usable: no error, EOF or close has happened, and no byte is
+ * waiting that no read asked for. A pool uses it as a cheap liveness check before lending a
+ * connection: a peer that closed or reset an idle connection is noticed, and so is one that sent
+ * something unasked (a late reply to a cancelled request, garbage), because the next user would
+ * read it as its own reply. It polls the socket without blocking; on TLS it lets OpenSSL process
+ * what arrived, so a session ticket alone keeps the stream alive. Unexpected bytes are not lost:
+ * they stay buffered for the next read. While a read is in progress, arriving bytes are its own. */
 LL_EXPORT bool ll_stream_alive(ll_stream *s);
 LL_EXPORT void ll_stream_get_timings(const ll_stream *s, ll_stream_timings *out);
 

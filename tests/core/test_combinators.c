@@ -778,6 +778,7 @@ static void test_misuse(void **state) {
     ll_future *p = ll_future_new(c.loop);
     g = ll_gather(&p, 1, 7);
     assert_int_equal(ll_future_code(g), LL_EINVAL);
+    assert_string_equal(ll_future_errmsg(g), "ll_gather: unknown mode 7");
     ll_future_free(g);
     ll_future *w = ll_wait(&p, 1, 0, -1);
     assert_int_equal(ll_future_code(w), LL_EINVAL);

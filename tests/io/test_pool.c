@@ -896,7 +896,16 @@ static void test_acquire_after_close(void **state) {
     fake_env env = {0};
     ll_pool_opts o = {.loop = c.loop};
     ll_pool *p = ll_pool_new(&fake_vt, &env, &o);
-    ll_future *f = ll_pool_acquire(p, "k");
+    /* bad arguments fail the future, naming the function or the pool */
+    ll_future *f = ll_pool_acquire(NULL, "k");
+    assert_int_equal(ll_future_code(f), LL_EINVAL);
+    assert_string_equal(ll_future_errmsg(f), "ll_pool_acquire: pool is NULL");
+    ll_future_free(f);
+    f = ll_pool_acquire(p, NULL);
+    assert_int_equal(ll_future_code(f), LL_EINVAL);
+    assert_non_null(strstr(ll_future_errmsg(f), "acquire without a key"));
+    ll_future_free(f);
+    f = ll_pool_acquire(p, "k");
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     void *conn = ll_future_value(f);
     ll_future_free(f);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "harness/harness.h"
+#include "libloop/poll.h"
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
@@ -377,6 +378,80 @@ static void test_reset_mid_write_no_sigpipe(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- liveness: unasked bytes make a stream not idle ---- */
+
+/* On the client's go, a reply nobody asked for (as a late answer to a cancelled request). */
+static int unasked_handler(ll_stream *s, void *arg) {
+    (void)arg;
+    char b[16];
+    if (lt_await_free(ll_stream_read(s, b, 1))) return -1;
+    if (lt_await_free(ll_stream_write(s, "late reply\n", 11))) return -1;
+    lt_await_free(ll_stream_read(s, b, 1)); /* until the client closes */
+    return 0;
+}
+
+static int unasked_client(void *arg) {
+    target *t = arg;
+    ll_stream *s = dial("127.0.0.1", t->port);
+    char buf[16];
+    LT_CHECK(ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_write(s, "g", 1)) == 0);
+    LT_CHECK(lt_await_free(ll_poll(ll_stream_fd(s), LL_POLL_READ, NULL)) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(!ll_stream_alive(s)); /* asking again changes nothing */
+    /* nothing was lost: the bytes are there for a read, and a partial read leaves it not idle */
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, buf, 5)) == 0);
+    LT_CHECK(memcmp(buf, "late ", 5) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, buf, 6)) == 0);
+    LT_CHECK(memcmp(buf, "reply\n", 6) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    /* a read in progress owns what arrives: the stream is in use, not broken */
+    ll_future *r = ll_stream_read(s, buf, sizeof buf);
+    LT_CHECK(ll_stream_alive(s));
+    ll_future_cancel(r);
+    ll_await(r);
+    ll_future_free(r);
+    ll_stream_close(s);
+    return 0;
+}
+
+static void test_alive_unasked_bytes(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    ll_server *srv = start_tcp(unasked_handler, NULL);
+    target t = {.port = ll_server_port(srv)};
+    assert_int_equal(lt_run_checked(c.loop, unasked_client, &t), 0);
+    stop_server(c.loop, srv);
+    lt_teardown(&c);
+}
+
+static int unasked_pipe_client(void *arg) {
+    int *p = arg;
+    ll_stream *r = ll_stream_from_fd(NULL, p[0], "pipe reader");
+    char b[4];
+    LT_CHECK(ll_stream_alive(r));
+    LT_CHECK(write(p[1], "xy", 2) == 2);
+    LT_CHECK(!ll_stream_alive(r));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(r, b, 2)) == 0);
+    LT_CHECK(ll_stream_alive(r));
+    close(p[1]);
+    LT_CHECK(!ll_stream_alive(r)); /* hang-up */
+    ll_stream_close(r);
+    return 0;
+}
+
+static void test_alive_unasked_bytes_pipe(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(lt_run_checked(c.loop, unasked_pipe_client, p), 0);
+    lt_teardown(&c);
+}
+
 /* ---- close, reuse, pipes ---- */
 
 typedef struct {
@@ -630,6 +705,8 @@ int main(void) {
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_silent_server_deadline),
         cmocka_unit_test(test_reset_mid_read),
+        cmocka_unit_test(test_alive_unasked_bytes),
+        cmocka_unit_test(test_alive_unasked_bytes_pipe),
         cmocka_unit_test(test_reset_mid_write_no_sigpipe),
         cmocka_unit_test(test_close_while_awaited_and_fd_reuse),
         cmocka_unit_test(test_close_from_done_callback),

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "harness/harness.h"
+#include "libloop/poll.h"
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
@@ -336,6 +337,52 @@ static void test_buffered_record_delivered(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- liveness: unasked bytes make a TLS stream not idle; a session ticket does not ---- */
+
+static int unasked_handler(ll_stream *s, void *arg) {
+    (void)arg;
+    char b[4];
+    if (lt_await_free(ll_stream_read(s, b, 1))) return -1; /* the client's go */
+    if (lt_await_free(ll_stream_write(s, "late", 4))) return -1;
+    lt_await_free(ll_stream_read(s, b, 1)); /* until the client closes */
+    return 0;
+}
+
+static int unasked_client(void *arg) {
+    uint16_t port = *(uint16_t *)arg;
+    dial_t d = {.host = "localhost", .port = port, .tls = {.ca_file = cert("ca.pem")}, .keep = true};
+    dial_task(&d);
+    LT_CHECKF(d.rc == 0, "%s", d.msg);
+    ll_stream *s = d.s;
+    /* TLS 1.3 session tickets arrive after the handshake: records, but no plaintext */
+    LT_CHECK(ll_sleep(0.05) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_write(s, "g", 1)) == 0);
+    char b[8];
+    size_t buffered = 0;
+    ll_stream_peek(s, &buffered);
+    LT_CHECK(buffered == 0);
+    LT_CHECK(lt_await_free(ll_poll(ll_stream_fd(s), LL_POLL_READ, NULL)) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, b, 4)) == 0);
+    LT_CHECK(memcmp(b, "late", 4) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    ll_stream_close(s);
+    return 0;
+}
+
+static void test_alive_unasked_bytes(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    ll_server *srv = tls_server("server", unasked_handler, NULL, NULL);
+    uint16_t port = ll_server_port(srv);
+    assert_int_equal(lt_run_checked(c.loop, unasked_client, &port), 0);
+    stop_server(c.loop, srv);
+    lt_teardown(&c);
+}
+
 /* ---- STARTTLS ---- */
 
 static int starttls_handler(ll_stream *s, void *arg) {
@@ -438,6 +485,7 @@ int main(void) {
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_truncation_vs_close_notify),
         cmocka_unit_test(test_buffered_record_delivered),
+        cmocka_unit_test(test_alive_unasked_bytes),
         cmocka_unit_test(test_starttls_discards_injection),
         cmocka_unit_test(test_client_certificate),
     };
