@@ -131,8 +131,16 @@ static void on_cancel(ll_future *f, void *arg) {
 }
 
 static void on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     conn *c = w->data;
+    /* libev measures timers from its cached time, which lags the clock when the loop was blocked
+     * just before the connect began: never time out early */
+    double left = c->t_start + c->timeout_len - ll_now();
+    if (left > 1e-3) {
+        ev_timer_set(w, left, 0.);
+        ev_timer_start(ev, w);
+        return;
+    }
     char name[300];
     conn_name(c, name, sizeof name);
     conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.3g s %s%s%s", name,

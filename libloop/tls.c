@@ -463,8 +463,14 @@ void ll__tls_on_io(ll_stream *s) {
 }
 
 static void on_hs_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     ll__tls *t = w->data;
+    double left = t->started + t->timeout - ll_now(); /* libev's cached time may lag: not early */
+    if (left > 1e-3) {
+        ev_timer_set(w, left, 0.);
+        ev_timer_start(ev, w);
+        return;
+    }
     hs_fail(t, LL_ETIMEDOUT, "TLS handshake with %s: timed out after %g s", t->s->peer,
             t->timeout);
 }
