@@ -120,6 +120,11 @@ struct ll_task {
     ll_value_free ret_free;
     char *fail_msg;
     ll__ctxnode *ctx_vars;
+    /* Set by a producer that keeps a record on this task's stack while it waits (sync.c): run if
+     * the task is destroyed at shutdown, so the record is unlinked and what was handed to it
+     * passed on. */
+    void (*on_destroy)(void *arg);
+    void *on_destroy_arg;
     ll_task *prev, *next; /* the loop's list of live tasks */
     void *asan_fake_stack;
 };
