@@ -131,7 +131,7 @@ static int section_executor(void) {
     printf("== blocking getaddrinfo in the executor while the loop keeps ticking\n");
     int ticks = 0;
     ll_future *t = ll_spawn(ticker, &ticks);
-    ll_future *f = ll_run_in_executor(blocking_lookup, "localhost", NULL);
+    ll_future *f = ll_executor_run(blocking_lookup, "localhost", NULL, NULL, NULL);
     int rc = ll_await(f);
     ll_await(t);
     printf("   getaddrinfo(localhost): %s, %lu result(s); ticker ran %d times meanwhile\n\n",

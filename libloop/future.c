@@ -49,7 +49,7 @@ void ll__future_debug_unlink(ll_future *f) {
 
 static void destroy(ll_future *f) {
     ll_loop *loop = f->loop;
-    if (loop->debug && f->state == LL_FUTURE_FAILED && !f->retrieved) {
+    if (loop->debug && !loop->freed && f->state == LL_FUTURE_FAILED && !f->retrieved) {
         ll__warn(loop, "future '%s'%s%s failed with %s (%s) and was freed without anyone "
                        "retrieving its error",
                  f->label ? f->label : "future", f->creator ? " created by task " : "",
@@ -65,6 +65,7 @@ static void destroy(ll_future *f) {
     ll__free(f->creator);
     loop->nfutures--;
     ll__free(f);
+    if (loop->freed && loop->nfutures == 0) ll__free(loop); /* the last future outliving it */
 }
 
 void ll_future_free(ll_future *f) {
@@ -92,6 +93,7 @@ static void dispatch(ll__work *w) {
 
 static void enqueue(ll_future *f) {
     if (f->queued) return;
+    if (f->loop->freed) return; /* outlived its loop: nothing can run its callbacks any more */
     if (!f->has_cb0 && f->ncbs == 0) return;
     f->queued = true;
     f->refs++;

@@ -14,6 +14,18 @@
 #include "libloop.h"
 #include "switch.h"
 
+/* Debug assertions: the invariants the core relies on (a producer settling only once where it
+ * must, list membership, state transitions). Compiled in unless NDEBUG is defined (the default
+ * builds, tests included, keep them; LL_ASSERTS forces them on under NDEBUG). A failure prints the
+ * condition and where, then aborts: memory is already inconsistent. */
+#if !defined(NDEBUG) || defined(LL_ASSERTS)
+#define LL_ASSERT(c) ((c) ? (void)0 : ll__assert_fail(#c, __FILE__, __LINE__, __func__))
+#else
+#define LL_ASSERT(c) ((void)0)
+#endif
+void ll__assert_fail(const char *cond, const char *file, int line,
+                     const char *func) __attribute__((noreturn));
+
 /* Memory, through the allocator hook. */
 /* The allocator hook's functions are public (common.h) so client libraries share them; inside the
  * core they keep their ll__ names. */
@@ -112,6 +124,11 @@ struct ll_task {
     ll_value_free ret_free;
     char *fail_msg;
     ll__ctxnode *ctx_vars;
+    /* Set by a producer that keeps a record on this task's stack while it waits (sync.c): run if
+     * the task is destroyed at shutdown, so the record is unlinked and what was handed to it
+     * passed on. */
+    void (*on_destroy)(void *arg);
+    void *on_destroy_arg;
     ll_task *prev, *next; /* the loop's list of live tasks */
     void *asan_fake_stack;
 };
@@ -127,6 +144,7 @@ struct ll_loop {
     ll_future *until;     /* the future ll_loop_run_until waits for */
     struct ll__closer *closers; /* handles ll_loop_free closes if the application did not */
     bool closing;
+    bool freed;           /* ll_loop_free ran; the record stays while futures outlive the loop */
     ev_prepare prepare;
     ev_idle idle;
     ev_async async;
@@ -149,6 +167,7 @@ struct ll_loop {
     ll__ctxnode *root_ctx;
     ll__executor *executor;
     unsigned executor_threads;
+    bool executor_closed; /* ll_loop_free has stopped the executor: no new one is started */
     void *dns;            /* dns.c: the c-ares channel, its watchers and the cache (lazily made) */
     void *tls;            /* tls.c: SSL_CTX cache (lazily made) */
     /* debug mode */

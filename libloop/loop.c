@@ -503,7 +503,9 @@ int ll_loop_free(ll_loop *loop) {
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     if (loop->debug) ll__debug_report_alive(loop);
     ll_loop_handle_signals(loop, false);
-    /* Work still queued now belongs to nobody: run it so its memory is released. */
+    /* Work still queued now belongs to nobody: run it so its memory is released. That includes
+     * posts from other threads not yet pulled (ll_call_soon_threadsafe): their callbacks run. */
+    ll__loop_pull_threadsafe(loop);
     while (loop->rq_head) drain(loop);
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
@@ -520,6 +522,13 @@ int ll_loop_free(ll_loop *loop) {
     while (*pp && *pp != loop) pp = &(*pp)->thread_prev;
     if (*pp) *pp = loop->thread_prev;
     if (ll__tls_loop == loop) ll__tls_loop = NULL;
+    if (loop->nfutures > 0) {
+        /* Futures the application still holds point at this record: keep it (and nothing else)
+         * until the last of them is freed (future.c), rather than let them read freed memory. */
+        loop->freed = true;
+        loop->ev = NULL;
+        return rc;
+    }
     ll__free(loop);
     return rc;
 }

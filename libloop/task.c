@@ -470,6 +470,10 @@ void ll__task_destroy_all(ll_loop *loop) {
                            "and was destroyed (what it held is lost)",
                      (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
         }
+        if (t->on_destroy) {
+            t->on_destroy(t->on_destroy_arg);
+            t->on_destroy = NULL;
+        }
         if (t->awaiting) {
             /* Cancel what it waits for first: its producer unlinks whatever it keeps about the
              * waiter (a semaphore's waiter record lives on the stack about to be released). */
