@@ -25,6 +25,42 @@
 #define ll__vformat ll_vformat
 #define ll__format ll_format
 
+/* alloc.c: a loop's bounded list of freed records of one size, handed out again (futures,
+ * call_soon records), inline because they are the hottest allocations. Released by ll_loop_free.
+ * The first word of a waiting record is the link; the record is poisoned for ASan and valgrind
+ * while it waits (ll__recycled_take / _give_back, no-ops in plain builds). */
+typedef struct ll__recycler {
+    void *head;
+    size_t n;
+} ll__recycler;
+#define LL__RECYCLE_MAX 1024
+void ll__recycled_take(ll__recycler *r, void *p, size_t size);
+void ll__recycled_give_back(ll__recycler *r, void *p, size_t size);
+void ll__recycler_release(ll__recycler *r, size_t size);
+/* true under ASan or valgrind (set when the first loop is made) */
+extern bool ll__recycle_annotate;
+void ll__recycle_init(void);
+/* zeroed, like calloc */
+static inline void *ll__recycled_calloc(ll__recycler *r, size_t size) {
+    void *p = r->head;
+    if (!p) return ll_calloc(1, size);
+    if (ll__recycle_annotate) ll__recycled_give_back(r, p, size);
+    r->head = *(void **)p;
+    r->n--;
+    __builtin_memset(p, 0, size);
+    return p;
+}
+static inline void ll__recycled_free(ll__recycler *r, void *p, size_t size) {
+    if (r->n >= LL__RECYCLE_MAX) {
+        ll_free(p);
+        return;
+    }
+    *(void **)p = r->head;
+    r->head = p;
+    r->n++;
+    if (ll__recycle_annotate) ll__recycled_take(r, p, size);
+}
+
 /* A unit of work on the loop's ready queue. Embedded in futures, tasks and call_soon records so
  * that scheduling never allocates. */
 typedef struct ll__work {
@@ -157,6 +193,7 @@ struct ll_loop {
     const void *main_stack_bottom;
     size_t main_stack_size;
     ll_loop *thread_prev;  /* the thread's list of loops, newest first */
+    ll__recycler free_futures, free_soon; /* alloc.c: freed records kept for reuse */
 };
 
 /* A handle the loop closes when it is freed while the application still has it open (a

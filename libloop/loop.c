@@ -104,10 +104,11 @@ typedef struct soon {
 
 static void run_soon(ll__work *w) {
     soon *s = (soon *)w;
-    ll_loop *loop = ll__tls_loop;
+    ll_loop *loop = ll__tls_loop; /* drain() sets it: the record's own loop */
     ll_callback cb = s->cb;
     void *arg = s->arg;
-    ll__free(s);
+    if (loop) ll__recycled_free(&loop->free_soon, s, sizeof *s);
+    else ll__free(s);
     if (loop && loop->debug) {
         double t0 = ll__mono_ms();
         cb(arg);
@@ -124,7 +125,7 @@ static void run_soon(ll__work *w) {
 int ll_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
     loop = ll__loop_or_current(loop);
     if (!loop || !cb) return LL_EINVAL;
-    soon *s = ll__malloc(sizeof *s);
+    soon *s = ll__recycled_calloc(&loop->free_soon, sizeof *s);
     if (!s) return LL_ENOMEM;
     s->work.run = run_soon;
     s->cb = cb;
@@ -370,6 +371,7 @@ static ll_loop *loop_init(struct ev_loop *ev, bool owns) {
     loop->sig_usr1.data = loop;
 
     ll__stack_thread_init();
+    ll__recycle_init();
     loop->thread_prev = thread_loops;
     thread_loops = loop;
     return loop;
@@ -516,6 +518,8 @@ int ll_loop_free(ll_loop *loop) {
     while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
     if (loop->owns_ev) ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
+    ll__recycler_release(&loop->free_futures, sizeof(ll_future));
+    ll__recycler_release(&loop->free_soon, sizeof(soon));
     ll_loop **pp = &thread_loops;
     while (*pp && *pp != loop) pp = &(*pp)->thread_prev;
     if (*pp) *pp = loop->thread_prev;

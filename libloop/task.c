@@ -295,7 +295,7 @@ int ll_await(ll_future *f) {
         ev_timer_start(t->loop->ev, &t->timer);
     }
     suspend(t);
-    ev_timer_stop(t->loop->ev, &t->timer);
+    if (ev_is_active(&t->timer)) ev_timer_stop(t->loop->ev, &t->timer);
     ll_future *a = t->awaiting;
     t->awaiting = NULL;
     rc = ll__future_retrieve(a);

@@ -390,6 +390,42 @@ static void test_sigusr1_dump(void **state) {
     assert_true(line_has(ch.out, "main", "waiting  on sleep"));
 }
 
+/* ---- a freed future is poisoned (debug builds: the tests are built without NDEBUG) ---- */
+
+static int use_after_free_child(void *arg, int ready_fd) {
+    (void)ready_fd;
+    int how = (int)(intptr_t)arg;
+    ll_loop *loop = ll_loop_new();
+    ll_future *f = ll_future_new(loop);
+    ll_future_set_label(f, "redis GET");
+    ll_future_free(f);
+    if (how == 0) ll_future_free(f);               /* a double free */
+    else if (how == 1) (void)ll_future_code(f);    /* a read */
+    else ll_future_resolve(f, NULL, NULL);         /* a late settle */
+    ll_loop_free(loop);
+    return 0; /* reached only if the use went unseen */
+}
+
+static void test_freed_future_poisoned(void **state) {
+    (void)state;
+    static const char *const what[] = {"ll_future_free", "ll__future_retrieve",
+                                       "ll_future_resolve"};
+    for (int how = 0; how < 3; how++) {
+        lt_child ch;
+        lt_child_start(&ch, use_after_free_child, (void *)(intptr_t)how);
+        assert_true(lt_child_wait(&ch, 10));
+        print_message("child stderr: %.400s\n", ch.out);
+        assert_false(WIFEXITED(ch.status) && WEXITSTATUS(ch.status) == 0);
+        if (lt_under_asan() && strstr(ch.out, "ERROR: AddressSanitizer")) continue; /* ASan saw it */
+        assert_true(WIFSIGNALED(ch.status));
+        assert_int_equal(WTERMSIG(ch.status), SIGABRT);
+        char want[160];
+        snprintf(want, sizeof want, "libloop: %s: future ", what[how]);
+        assert_non_null(strstr(ch.out, want));
+        assert_non_null(strstr(ch.out, "(label 'redis GET') used after it was freed"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slow_step_warns),
@@ -399,6 +435,7 @@ int main(void) {
         cmocka_unit_test(test_free_reports_alive),
         cmocka_unit_test(test_env_turns_debug_on),
         cmocka_unit_test(test_sigusr1_dump),
+        cmocka_unit_test(test_freed_future_poisoned),
     };
     return cmocka_run_group_tests_name("debug", tests, NULL, NULL);
 }
