@@ -101,6 +101,21 @@ void ll_future_free(ll_future *f) {
     if (--f->refs == 0) destroy(f);
 }
 
+/* Debug mode times each done callback; a task's wake is timed as the task's step instead. */
+static void run_cb(ll_future *f, ll__cb c) {
+    ll_loop *loop = f->loop;
+    if (!loop->debug || c.cb == ll__task_wake_cb) {
+        c.cb(f, c.arg);
+        return;
+    }
+    const char *label = ll_future_label(f);
+    double t0 = ll__mono_ms();
+    c.cb(f, c.arg); /* may free f: only the label (a static string) is used after */
+    char of[160];
+    snprintf(of, sizeof of, "future '%s'", label);
+    ll__debug_after_cb(loop, t0, "done callback", (const void *)c.cb, of);
+}
+
 static void dispatch(ll__work *w) {
     ll_future *f = (ll_future *)w;
     f->queued = false;
@@ -108,12 +123,12 @@ static void dispatch(ll__work *w) {
     if (f->has_cb0) {
         ll__cb c = f->cb0;
         f->has_cb0 = false;
-        if (c.cb) c.cb(f, c.arg);
+        if (c.cb) run_cb(f, c);
     }
     for (uint32_t i = 0; i < f->ncbs; i++) {
         ll__cb c = f->cbs[i];
         f->cbs[i].cb = NULL;
-        if (c.cb) c.cb(f, c.arg);
+        if (c.cb) run_cb(f, c);
     }
     f->ncbs = 0;
     ll_future_free(f); /* the queue's reference */

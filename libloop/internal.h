@@ -164,6 +164,7 @@ struct ll_loop {
     ev_async async;
     ev_signal sig_int, sig_term, sig_usr1;
     bool signals_on, usr1_on;
+    bool freeing;         /* inside ll_loop_free, past the point of no return */
     /* the ready queue */
     ll__work *rq_head, **rq_tail;
     /* work handed over by other threads */
@@ -225,6 +226,7 @@ void ll__future_debug_unlink(ll_future *f);
 int ll__future_retrieve(ll_future *f);
 
 /* task.c */
+extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */
 void ll__task_destroy_all(ll_loop *loop);
 void ll__task_cancel_all(ll_loop *loop);
 const char *ll__task_label(const ll_task *t, char *buf, size_t n);
@@ -249,6 +251,12 @@ void ll__stack_thread_init(void);
 /* debug.c */
 void ll__warn(ll_loop *loop, const char *fmt, ...) LL_PRINTF(2, 3);
 void ll__debug_slow(ll_loop *loop, double ms, const char *what);
+/* Debug mode: warn if the callback fn, started at t0 (ll__mono_ms), ran for slow_ms or more;
+ * kind says what it is ("call_soon callback"), `of` what it belongs to (may be NULL). */
+void ll__debug_after_cb(ll_loop *loop, double t0, const char *kind, const void *fn,
+                        const char *of);
+/* SIGUSR1 prints the task dump while a loop is in debug mode (loop.c) */
+void ll__debug_usr1_update(ll_loop *loop);
 void ll__debug_report_alive(ll_loop *loop);
 const char *ll__fn_name(const void *fn, char *buf, size_t n);
 double ll__mono_ms(void);
