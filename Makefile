@@ -217,8 +217,9 @@ clang:
 
 bench: bench-core bench-io bench-http bench-pg
 
+# BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
-	bench/run-core $(BUILD)/bench/bench_core
+	bench/run-core $(BUILD)/bench/bench_core $(BASELINE)
 
 # I/O: loopback echo, libloop next to libuv, asyncio streams (and uvloop) and a plain blocking C client
 bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv

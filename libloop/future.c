@@ -102,18 +102,18 @@ void ll_future_free(ll_future *f) {
 }
 
 /* Debug mode times each done callback; a task's wake is timed as the task's step instead. */
-static void run_cb(ll_future *f, ll__cb c) {
+__attribute__((noinline)) static void run_cb_timed(ll_future *f, ll__cb c) {
     ll_loop *loop = f->loop;
-    if (!loop->debug || c.cb == ll__task_wake_cb) {
-        c.cb(f, c.arg);
-        return;
-    }
-    const char *label = ll_future_label(f);
-    double t0 = ll__mono_ms();
-    c.cb(f, c.arg); /* may free f: only the label (a static string) is used after */
     char of[160];
-    snprintf(of, sizeof of, "future '%s'", label);
+    snprintf(of, sizeof of, "future '%s'", ll_future_label(f));
+    double t0 = ll__mono_ms();
+    c.cb(f, c.arg); /* f stays alive: the queue holds a reference during dispatch */
     ll__debug_after_cb(loop, t0, "done callback", (const void *)c.cb, of);
+}
+
+static inline void run_cb(ll_future *f, ll__cb c) {
+    if (__builtin_expect(f->loop->debug, 0) && c.cb != ll__task_wake_cb) run_cb_timed(f, c);
+    else c.cb(f, c.arg);
 }
 
 static void dispatch(ll__work *w) {

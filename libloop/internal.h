@@ -244,8 +244,12 @@ struct ll__stack {
 ll__stack *ll__stack_get(ll_loop *loop, size_t size);
 void ll__stack_put(ll_loop *loop, ll__stack *s);
 void ll__stack_pools_free(ll_loop *loop);
-/* False if the canary at the bottom of an unguarded stack was overwritten. */
-bool ll__stack_intact(const ll__stack *s);
+/* False if the canary just below an unguarded stack was overwritten (checked at every switch:
+ * inline, since guarded stacks have none). */
+bool ll__stack_canary_ok(const ll__stack *s);
+static inline bool ll__stack_intact(const ll__stack *s) {
+    return !s->canary || ll__stack_canary_ok(s);
+}
 void ll__stack_thread_init(void);
 
 /* debug.c */
