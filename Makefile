@@ -247,14 +247,20 @@ clang:
 
 bench: bench-core bench-io bench-http bench-pg
 
+# BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
 	scripts/deps bench
-	bench/run-core $(BUILD)/bench/bench_core
+	bench/run-core $(BUILD)/bench/bench_core $(BASELINE)
 
-# I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
-bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+# I/O: loopback echo, libloop next to libuv, asyncio streams (and uvloop) and a plain blocking C client
+bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
 	scripts/deps bench
-	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+
+# the same echo pair on libuv, the C anchor (scripts/deps bench installs libuv1-dev)
+$(BUILD)/bench/bench_io_libuv: bench/bench_io_libuv.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< -luv
 
 # HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
 $(BUILD)/bench/bench_http: bench/bench_http.c $(BUILD)/libloop-http.a $(BUILD)/libloop.a

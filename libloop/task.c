@@ -279,6 +279,7 @@ static void wake(ll_future *f, void *arg) {
     ll_task *t = arg;
     if (t->state == LL__TASK_WAITING && t->awaiting == f) resume(t);
 }
+const ll_done_cb ll__task_wake_cb = wake; /* debug mode times the task step, not the wake */
 
 int ll_await(ll_future *f) {
     ll_task *t = ll__tls_task;
@@ -308,7 +309,7 @@ int ll_await(ll_future *f) {
         ev_timer_start(t->loop->ev, &t->timer);
     }
     suspend(t);
-    ev_timer_stop(t->loop->ev, &t->timer);
+    if (ev_is_active(&t->timer)) ev_timer_stop(t->loop->ev, &t->timer);
     ll_future *a = t->awaiting;
     t->awaiting = NULL;
     rc = ll__future_retrieve(a);
