@@ -8,6 +8,7 @@
 #define LIBLOOP_H
 
 #include "libloop/common.h"
+#include "libloop/version.h"
 #include "libloop/error.h"
 #include "libloop/future.h"
 #include "libloop/loop.h"

@@ -466,8 +466,9 @@ static void query_cancel(ll_future *f, void *arg) {
     reap(r);
 }
 
-ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int family) {
-    loop = ll__loop_or_current(loop);
+ll_future *ll_resolve(const char *host, uint16_t port, const ll_resolve_opts *opts) {
+    ll_loop *loop = ll__loop_or_current(opts ? opts->loop : NULL);
+    int family = opts ? opts->family : AF_UNSPEC;
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
@@ -529,8 +530,4 @@ ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int fam
     r->depth--;
     arm_timer(r);
     return f;
-}
-
-ll_future *ll_resolve(const char *host, uint16_t port, int family) {
-    return ll_resolve_on(NULL, host, port, family);
 }

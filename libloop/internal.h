@@ -160,7 +160,7 @@ struct ll_loop {
 };
 
 /* A handle the loop closes when it is freed while the application still has it open (a
- * fire-and-forget ll_call_later, ...): close() must stop its watchers and release it, typically by
+ * fire-and-forget ll_loop_call_later, ...): close() must stop its watchers and release it, typically by
  * cancelling its future, and remove it from the list. Without this its watcher would stay in an
  * embedded ev_loop, pointing at freed memory. */
 typedef struct ll__closer {
@@ -197,6 +197,7 @@ struct ll__stack {
     char *lo;             /* lowest usable address */
     size_t size;
     bool guarded;
+    char *canary;         /* unguarded: the zero zone just below lo, checked at switches */
     struct ll__stack *next_free;
     struct ll__stackpool *pool;
     ll_task *owner;

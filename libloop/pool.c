@@ -23,7 +23,7 @@
  *   futures they create do not inherit the caller's deadline or cancellation: they serve the pool.
  * - Futures settle from the loop (done callbacks run from the ready queue), so nothing here is
  *   re-entered by a resolve. The vtable's close() must not call into the pool.
- * - ll_pool_close() is not the end of the memory: lent connections may still be released and
+ * - ll_pool_free() is not the end of the memory: lent connections may still be released and
  *   connects may still be stopping. finish() frees the pool when the last of them is gone.
  */
 #include <stddef.h>
@@ -619,7 +619,7 @@ static void on_reap(struct ev_loop *ev, ev_timer *t, int revents) {
  * (connects in flight settle in the drains that follow). Connections still lent keep the pool's
  * memory: the application must give them back before freeing the loop. */
 static void pool_closer(ll__closer *c) {
-    ll_pool_close(CONTAINER(c, ll_pool, closer));
+    ll_pool_free(CONTAINER(c, ll_pool, closer));
 }
 
 static double pick(double v, double dflt) {
@@ -689,7 +689,7 @@ static void finish(ll_pool *p) {
     ll__free(p);
 }
 
-void ll_pool_close(ll_pool *p) {
+void ll_pool_free(ll_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
     ll__closer_remove(p->loop, &p->closer);

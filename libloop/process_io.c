@@ -1,7 +1,7 @@
 /*
  * process_io.c — talking to a child through its pipes: ll_process_communicate() feeds the input and
  * collects stdout and stderr concurrently (no deadlock whichever pipe fills first), and
- * ll_run_process() is spawn + communicate + close in one call. Spawning and reaping are process.c.
+ * ll_process_run() is spawn + communicate + close in one call. Spawning and reaping are process.c.
  *
  * Design note: communicate is a callback state machine (no task, no extra stack): one write chain
  * into stdin, one read chain per output pipe, and the exit wait, all outstanding at once. It
@@ -335,7 +335,7 @@ static void run_cancel(ll_future *f, void *arg) {
     if (r->comm) ll_future_cancel(r->comm);
 }
 
-ll_future *ll_run_process(const char *const *argv, const void *input, size_t len,
+ll_future *ll_process_run(const char *const *argv, const void *input, size_t len,
                           const ll_process_opts *opts) {
     ll_process_opts o = {0};
     if (opts) o = *opts;

@@ -315,7 +315,7 @@ static void on_start_cancel(ll_future *f, void *arg) {
     server_free(srv);
 }
 
-ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler handler, void *arg,
+ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler handler, void *arg,
                            const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
@@ -341,7 +341,7 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
         host = "0.0.0.0";
     } else if (!ll__addr_parse_numeric(host, &a)) {
         srv->port = port; /* remembered for on_start_resolved's message */
-        srv->rf = ll_resolve_on(loop, host, port, AF_UNSPEC);
+        srv->rf = ll_resolve(host, port, &(ll_resolve_opts){.loop = loop});
         srv->startf = ll_future_ref(f);
         if (!srv->rf || ll_future_add_done(srv->rf, on_start_resolved, srv) != 0) {
             ll_future_free(srv->rf);
@@ -367,7 +367,7 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
     return f;
 }
 
-ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, void *arg,
+ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void *arg,
                                 const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;

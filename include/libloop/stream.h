@@ -34,9 +34,10 @@
 
 LL_BEGIN_DECLS
 
-typedef struct ll_stream ll_stream;
+/* ll_stream itself is declared in libloop/tls.h (included above), once: C99 forbids a repeated
+ * typedef. */
 
-typedef struct ll_conn_opts {
+typedef struct ll_stream_opts {
     /* Seconds for resolving and connecting (all addresses together); 0: no limit besides the
      * task's deadline. Expiry fails with LL_ETIMEDOUT. TLS has its own handshake_timeout. */
     double connect_timeout;
@@ -51,7 +52,7 @@ typedef struct ll_conn_opts {
     size_t high_water;
     /* Keep Nagle's algorithm (TCP_NODELAY is set by default). */
     bool nagle;
-} ll_conn_opts;
+} ll_stream_opts;
 
 /* Phases of making the connection, in seconds (curl's CURLINFO_*_TIME, as durations). */
 typedef struct ll_stream_timings {
@@ -67,9 +68,9 @@ typedef struct ll_stream_timings {
  * ll_stream_close(); left in the future, it is closed with the future. opts may be NULL.
  * Failure messages name the host and each address tried:
  * "connect to 127.0.0.1:6380: connection refused". NULL on out of memory or no loop. */
-LL_EXPORT ll_future *ll_open_connection(const char *host, uint16_t port, const ll_conn_opts *opts);
+LL_EXPORT ll_future *ll_stream_connect(const char *host, uint16_t port, const ll_stream_opts *opts);
 /* The same for a Unix domain socket at `path` ("@name": Linux abstract namespace). */
-LL_EXPORT ll_future *ll_open_unix(const char *path, const ll_conn_opts *opts);
+LL_EXPORT ll_future *ll_stream_connect_unix(const char *path, const ll_stream_opts *opts);
 
 /* Adopt a connected socket or one end of a pipe on `loop` (NULL: current). The fd is made
  * non-blocking and belongs to the stream from now on (closed by ll_stream_close, even on failure:

@@ -75,7 +75,7 @@ static ll_server *tls_server(const char *name, ll_server_handler h, void *arg, c
     snprintf(k, sizeof k, "%s.key", name);
     ll_tls_opts t = {.cert_file = cert(c), .key_file = cert(k), .alpn = alpn};
     ll_server_opts o = {.tls = &t};
-    ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, &o);
+    ll_future *f = ll_server_open("127.0.0.1", 0, h, arg, &o);
     if (ll_future_code(f)) fprintf(stderr, "%s\n", ll_future_errmsg(f));
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
@@ -84,7 +84,7 @@ static ll_server *tls_server(const char *name, ll_server_handler h, void *arg, c
 }
 
 static ll_server *plain_server(ll_server_handler h, void *arg) {
-    ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, h, arg, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -109,8 +109,8 @@ typedef struct {
 
 static int dial_task(void *arg) {
     dial_t *d = arg;
-    ll_conn_opts o = {.tls = &d->tls};
-    ll_future *f = ll_open_connection(d->host, d->port, &o);
+    ll_stream_opts o = {.tls = &d->tls};
+    ll_future *f = ll_stream_connect(d->host, d->port, &o);
     d->rc = ll_await(f);
     snprintf(d->msg, sizeof d->msg, "%s", ll_future_errmsg(f));
     if (d->rc == 0 && d->keep) d->s = ll_future_take(f);
@@ -401,7 +401,7 @@ static int starttls_handler(ll_stream *s, void *arg) {
 
 static int starttls_client(void *arg) {
     uint16_t port = *(uint16_t *)arg;
-    ll_future *f = ll_open_connection("localhost", port, NULL);
+    ll_future *f = ll_stream_connect("localhost", port, NULL);
     assert_int_equal(ll_await(f), 0);
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
@@ -450,7 +450,7 @@ static void test_client_certificate(void **state) {
     ll_tls_opts st = {.cert_file = cert("server.pem"), .key_file = cert("server.key"),
                       .ca_file = cert("ca.pem"), .require_client_cert = true};
     ll_server_opts so = {.tls = &st};
-    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, &so);
+    ll_future *f = ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, &so);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
     dial_t with = {.host = "localhost", .port = ll_server_port(srv), .keep = true,
