@@ -285,7 +285,7 @@ static void connecting_cancel(ll_future *out, void *arg) {
 static ll_future *lp_connect(const char *host, uint16_t port) {
     ll_future *out = ll_future_new(NULL);
     lp_connecting *k = ll_calloc(1, sizeof *k);
-    ll_future *in = out && k ? ll_open_connection(host, port, NULL) : NULL;
+    ll_future *in = out && k ? ll_stream_connect(host, port, NULL) : NULL;
     if (!in || ll_future_add_done(in, on_connected, k) != 0) {
         if (in) ll_future_cancel(in);
         ll_future_free(in);
@@ -395,7 +395,7 @@ static int worker(void *arg) {
 
 static int main_task(void *arg) {
     (void)arg;
-    ll_future *sf = ll_start_server("127.0.0.1", 0, serve, NULL, NULL);
+    ll_future *sf = ll_server_open("127.0.0.1", 0, serve, NULL, NULL);
     if (ll_await(sf)) return ll_task_fail_from(sf);
     ll_server *srv = ll_future_take(sf);
     ll_future_free(sf);
@@ -458,7 +458,7 @@ static int main_task(void *arg) {
     ll_pool_get_stats(pool, &st);
     printf("pool: %d of 100 echoes right over %llu connections\n", ok, (unsigned long long)st.created);
     EXPECT(ok == 100 && st.created <= 4);
-    ll_pool_close(pool);
+    ll_pool_free(pool);
 
     /* A refused connect names the address. */
     ll_future *cerr = lp_connect("127.0.0.1", 1);
