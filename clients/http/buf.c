@@ -74,3 +74,40 @@ char *ll__hbuf_steal(ll__hbuf *b, size_t *len) {
     b->len = b->cap = 0;
     return d;
 }
+
+bool ll__http_value_ok(const char *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    }
+    return true;
+}
+
+bool ll__http_str_ok(const char *s) { return !s || ll__http_value_ok(s, strlen(s)); }
+
+const char *ll__http_esc(char *out, size_t cap, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (!cap) return "";
+    if (!s) s = "", n = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ctl = c < 0x20 || c == 0x7f;
+        size_t need = ctl ? 4 : 1;
+        if (o + need + 4 > cap) { /* room for "..." and the terminator */
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (ctl) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
