@@ -100,7 +100,7 @@ static inline int fake_start(fake *fk, script_fn script) {
     fk->script = script;
     cur = fk;
     ll_server_opts o = {.linger = 0.5};
-    ll_future *f = ll_start_server("127.0.0.1", 0, handler, fk, &o);
+    ll_future *f = ll_server_open("127.0.0.1", 0, handler, fk, &o);
     int rc = ll_await(f);
     if (rc == 0) fk->srv = ll_future_take(f);
     ll_future_free(f);

@@ -1,5 +1,5 @@
 /*
- * test_http_fake.c — libloop-http against scripted servers built on libloop (ll_start_server) for
+ * test_http_fake.c — libloop-http against scripted servers built on libloop (ll_server_open) for
  * what nginx will not do: garbage, truncation, absurd sizes, silence, stale keep-alive, loops,
  * compression bombs, suspect framing. Each misbehaviour must end in a clear error, nothing may
  * hang, and no descriptor may leak. Also: the exact bytes a request puts on the wire, refusal of
@@ -495,7 +495,7 @@ static int s_proxy(ll_stream *s, int no) {
     char host[256];
     unsigned port = 0;
     if (sscanf(head + 8, "%255[^:]:%u", host, &port) != 2) return 0;
-    f = ll_open_connection(host, (uint16_t)port, NULL);
+    f = ll_stream_connect(host, (uint16_t)port, NULL);
     rc = ll_await(f);
     ll_stream *up = rc == 0 ? ll_future_take(f) : NULL;
     ll_future_free(f);
