@@ -498,10 +498,9 @@ static int acquire(ll__http_req *q, ll_http_response *r, bool want_fresh) {
             }
             /* A request that must not be retried never goes out on a connection whose FIN (or
              * anything else) has already arrived: the pool's check skips the syscall for
-             * connections idle under a millisecond, so look now (one recv(MSG_PEEK)). */
-            size_t buffered = 0;
-            if (!idem && r->conn->uses > 0 &&
-                (!ll_stream_alive(r->conn->s) || (ll_stream_peek(r->conn->s, &buffered), buffered))) {
+             * connections idle under a millisecond, so look now: ll_stream_alive costs one
+             * recv(MSG_PEEK) and is false after a FIN, an error or unasked bytes. */
+            if (!idem && r->conn->uses > 0 && !ll_stream_alive(r->conn->s)) {
                 ll_pool_discard(s->pool, r->conn);
                 r->conn = NULL;
                 continue;
