@@ -30,6 +30,17 @@ int ll__hbuf_reserve(ll__hbuf *b, size_t extra) {
     return 0;
 }
 
+int ll__hbuf_reserve_exact(ll__hbuf *b, size_t extra) {
+    if (extra > SIZE_MAX - b->len - 1) return LL_ENOMEM;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return 0;
+    char *d = ll_realloc(b->data, need);
+    if (!d) return LL_ENOMEM;
+    b->data = d;
+    b->cap = need;
+    return 0;
+}
+
 int ll__hbuf_append(ll__hbuf *b, const void *p, size_t n) {
     if (ll__hbuf_reserve(b, n)) return LL_ENOMEM;
     if (n) memcpy(b->data + b->len, p, n);

@@ -77,6 +77,7 @@ void ll_http_response_free(ll_http_response *r) {
     release_conn(r, false);
     ll__http_decoder_free(r->dec);
     ll_http_headers_free(r->headers);
+    if (r->s) ll__http_body_put(r->s, &r->body);
     ll__hbuf_free(&r->body);
     ll_free(r->reason);
     ll_free(r->url);
@@ -109,8 +110,10 @@ static int on_headers(void *arg, ll__http_parser *p, char *err) {
     /* Room for a Content-Length body up front (at most 1 MiB: a declared length is only a
      * promise, and memory should follow the bytes that really arrive; see pump()). */
     uint64_t left = ll__http_parser_identity_left(p);
-    if (left && !r->streamed && !r->discard &&
-        ll__hbuf_reserve(&r->body, left < (1u << 20) ? (size_t)left : (1u << 20)))
+    size_t want = left < (1u << 20) ? (size_t)left : (1u << 20);
+    if (left && !r->streamed && !r->discard && !r->body.data)
+        ll__http_body_get(r->s, &r->body, want); /* a warm buffer: no page faults */
+    if (left && !r->streamed && !r->discard && ll__hbuf_reserve_exact(&r->body, want))
         return ll__http_errf(err, LL_ENOMEM, "out of memory for a %llu-byte body",
                              (unsigned long long)left);
     if (q ? q->no_decompress : r->s->no_decompress) return 0;
@@ -246,7 +249,7 @@ static int pump(ll__http_req *q, ll_http_response *r, int until, bool *stale) {
                 /* grow with what arrived (doubling), never past what is still to come */
                 size_t more = b->len > want ? b->len : want;
                 if (more > left) more = (size_t)left;
-                if (ll__hbuf_reserve(b, more)) return rfail(r, LL_ENOMEM, "out of memory");
+                if (ll__hbuf_reserve_exact(b, more)) return rfail(r, LL_ENOMEM, "out of memory");
             }
             if (left && b->data && b->cap - b->len - 1 >= 4096) {
                 room = b->cap - b->len - 1;
@@ -324,11 +327,7 @@ static int finish_body(ll_http_response *r) {
     r->done = true;
     release_conn(r, true);
     r->t.total = ll_now() - r->start;
-    if (r->s && !r->conn) {
-        ll__http_session_unref(r->s);
-        r->s = NULL;
-    }
-    return 0;
+    return 0; /* r->s stays: the body buffer goes back to the session's cache at the free */
 }
 
 /* ---- writing ---- */

@@ -45,6 +45,8 @@ typedef struct ll__hbuf {
     size_t len, cap;
 } ll__hbuf;
 int ll__hbuf_reserve(ll__hbuf *b, size_t extra);
+/* Room for exactly `extra` more bytes (a body whose length is known): no doubling. */
+int ll__hbuf_reserve_exact(ll__hbuf *b, size_t extra);
 int ll__hbuf_append(ll__hbuf *b, const void *p, size_t n);
 int ll__hbuf_appends(ll__hbuf *b, const char *s);
 int ll__hbuf_printf(ll__hbuf *b, const char *fmt, ...) LL_PRINTF(2, 3);
@@ -296,6 +298,8 @@ struct ll_http_session {
     ll_http_retry retry;       /* defaults resolved; statuses copied */
     int *retry_statuses;
     ll_http_cookie_jar *jar;   /* NULL unless opts.cookies */
+    ll__hbuf *body_cache;      /* freed body buffers kept for reuse (see session.c) */
+    size_t nbody_cache, body_cache_bytes;
     ll_http_stats stats;
     ll__http_req *reqs;        /* requests in flight (to cut their waits at close) */
     char *url_src;             /* the last URL string parsed, and what it gave: a session that */
@@ -303,6 +307,10 @@ struct ll_http_session {
 };
 
 void ll__http_session_ref(ll_http_session *s);
+/* The body-buffer cache: get one with room for `want` bytes into an empty b (b stays empty when
+ * none fits); put b's buffer back (b is left empty either way). */
+void ll__http_body_get(ll_http_session *s, ll__hbuf *b, size_t want);
+void ll__http_body_put(ll_http_session *s, ll__hbuf *b);
 void ll__http_session_unref(ll_http_session *s);
 
 /* One request, from ll_http_send to the response (redirects included). */

@@ -353,6 +353,38 @@ static void test_tls_overrides(void **state) {
     run_in_task(t_tls_overrides, NULL);
 }
 
+/* ---- large bodies reuse warm buffers ---- */
+
+static int t_body_reuse(void *arg) {
+    (void)arg;
+    ll_http_session_opts o = {.max_connections = 1};
+    ll_http_session *s = ll_http_session_new(&o);
+    ll_http_response *r;
+    ll_http_request q = {.url = U("/1m.bin")};
+    LT_CHECK(fetch(s, &q, &r) == 0 && ll_http_response_body_len(r) == 1 << 20);
+    const char *first = ll_http_response_body(r);
+    ll_http_response_free(r); /* its buffer goes back to the session */
+    LT_CHECK(fetch(s, &q, &r) == 0 && ll_http_response_body_len(r) == 1 << 20);
+    LT_CHECK(ll_http_response_body(r) == first); /* the same warm buffer: no fresh pages */
+    /* a response kept while the next arrives has its own */
+    ll_http_response *r2;
+    LT_CHECK(fetch(s, &q, &r2) == 0);
+    LT_CHECK(ll_http_response_body(r2) != ll_http_response_body(r));
+    const unsigned char *b = (const unsigned char *)ll_http_response_body(r2);
+    for (size_t i = 0; i < 1 << 20; i += 4093) LT_CHECK(b[i] == lt_nginx_byte(i));
+    ll_http_response_free(r);
+    /* a response outliving its session frees its own buffer (ASan/valgrind see it) */
+    ll_http_session_free(s);
+    ll_http_response_free(r2);
+    return 0;
+}
+
+static void test_body_reuse(void **state) {
+    (void)state;
+    if (!have_ngx) skip();
+    run_in_task(t_body_reuse, NULL);
+}
+
 static int group_setup(void **state) {
     (void)state;
     have_ngx = lt_nginx_start(&ngx);
@@ -373,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_retry_policy),
         cmocka_unit_test(test_tls_overrides),
+        cmocka_unit_test(test_body_reuse),
     };
     return cmocka_run_group_tests_name("http features", tests, group_setup, group_teardown);
 }
