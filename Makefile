@@ -60,7 +60,7 @@ CLIENTS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard clients/*/*.c)))))
 LIBS_pg := -lpq
 CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LIBS_redis := -lhiredis
-LIBS_http := -luriparser -lz
+LIBS_http := -luriparser -lz -lpsl
 LIBS_smtp :=
 # llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
 LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
