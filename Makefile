@@ -11,8 +11,14 @@
 #
 # Variants build into their own directory: `make BUILD=build/asan SAN=1 tests`.
 
-VERSION_MAJOR := 0
-VERSION := 0.1.0
+# The version lives in include/libloop/version.h. While the major version is 0 every minor release
+# may break the ABI, so the soname carries MAJOR.MINOR (libloop.so.0.2); from 1.0 on, MAJOR only.
+version_part = $(shell sed -n 's/^\#define LL_VERSION_$(1) \([0-9]*\)$$/\1/p' include/libloop/version.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SOVERSION := $(if $(filter 0,$(VERSION_MAJOR)),$(VERSION_MAJOR).$(VERSION_MINOR),$(VERSION_MAJOR))
 PREFIX ?= /usr/local
 BUILD ?= build
 CC ?= cc
@@ -73,10 +79,10 @@ define CLIENT_template
 $(1)_OBJ := $$(patsubst %.c,$$(BUILD)/%.o,$$(sort $$(wildcard clients/$(1)/*.c)))
 $$($(1)_OBJ): CFLAGS_BASE += -Iclients/$(1) $$(CFLAGS_$(1))
 $$(BUILD)/libloop-$(1).so.$$(VERSION): $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) $$(BUILD)/libloop.so
-	$$(CC) -shared -Wl,-soname,libloop-$(1).so.$$(VERSION_MAJOR) -Wl,--no-undefined -o $$@ \
+	$$(CC) -shared -Wl,-soname,libloop-$(1).so.$$(SOVERSION) -Wl,--no-undefined -o $$@ \
 	  $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) -L$$(BUILD) -lloop $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
 $$(BUILD)/libloop-$(1).so: $$(BUILD)/libloop-$(1).so.$$(VERSION)
-	ln -sf libloop-$(1).so.$$(VERSION) $$(BUILD)/libloop-$(1).so.$$(VERSION_MAJOR)
+	ln -sf libloop-$(1).so.$$(VERSION) $$(BUILD)/libloop-$(1).so.$$(SOVERSION)
 	ln -sf libloop-$(1).so.$$(VERSION) $$@
 $$(BUILD)/libloop-$(1).a: $$($(1)_OBJ) $$(EXTRA_OBJ_$(1))
 	rm -f $$@
@@ -98,6 +104,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 
 .PHONY: check-aarch64
+.PHONY: check-headers check-docs check-install servers docs
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
         install clean deps exports clang
 
@@ -114,11 +121,11 @@ $(BUILD)/%.o: %.S
 	$(CC) $(CFLAGS_BASE) -c $< -o $@
 
 $(BUILD)/libloop.so.$(VERSION): $(CORE_OBJ)
-	$(CC) -shared -Wl,-soname,libloop.so.$(VERSION_MAJOR) -Wl,--no-undefined -o $@ $^ \
+	$(CC) -shared -Wl,-soname,libloop.so.$(SOVERSION) -Wl,--no-undefined -o $@ $^ \
 	  $(LDFLAGS_SAN) $(LIBS)
 
 $(BUILD)/libloop.so: $(BUILD)/libloop.so.$(VERSION)
-	ln -sf libloop.so.$(VERSION) $(BUILD)/libloop.so.$(VERSION_MAJOR)
+	ln -sf libloop.so.$(VERSION) $(BUILD)/libloop.so.$(SOVERSION)
 	ln -sf libloop.so.$(VERSION) $@
 
 $(BUILD)/libloop.a: $(CORE_OBJ)
@@ -185,6 +192,29 @@ check-plain:
 	$(MAKE) tests
 	$(MAKE) exports
 	$(WITH_SERVERS) scripts/run-tests $(BUILD)/tests $(BUILD)/docs/examples
+	$(MAKE) check-headers check-docs check-install
+
+# The user's side of the API (issue 9): every public header alone as C99/C11/C++17 (-pedantic),
+# a C++ program against the shared libraries, the docs in step with the headers, and programs
+# built with pkg-config only against `make install PREFIX=<tmp>`.
+CXX ?= c++
+$(BUILD)/cxx/cxx_smoke: tests/cxx/cxx_smoke.cpp $(BUILD)/libloop.so $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).so)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -Wall -Wextra -pedantic -Werror -Iinclude $(filter -fsanitize%,$(CFLAGS_BASE)) \
+	  -o $@ $< -L$(BUILD) $(foreach c,$(CLIENTS),-lloop-$(c)) -lloop $(LDFLAGS_SAN) \
+	  -Wl,-rpath,$(abspath $(BUILD))
+check-headers: $(BUILD)/cxx/cxx_smoke $(WITH_SERVERS)
+	CC=$(CC) CXX=$(CXX) scripts/check-headers
+	$(WITH_SERVERS) --quiet $(BUILD)/cxx/cxx_smoke
+check-docs:
+	scripts/gen-functions --check
+	scripts/check-readme
+check-install: lib $(WITH_SERVERS)
+	CC=$(CC) CXX=$(CXX) MAKE=$(MAKE) scripts/check-install $(BUILD) $(WITH_SERVERS)
+
+# Throwaway PostgreSQL, nginx, ... on free loopback ports until Ctrl-C (docs: README "Try it").
+servers: $(WITH_SERVERS)
+	$(WITH_SERVERS)
 
 check-asan:
 	$(MAKE) BUILD=build/asan SAN=1 OPT="-O1 -g" tests
@@ -250,14 +280,14 @@ install: lib
 	install -m 644 include/libloop.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/libloop/*.h $(DESTDIR)$(PREFIX)/include/libloop/
 	install -m 755 $(BUILD)/libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so.$(VERSION_MAJOR)
+	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so.$(SOVERSION)
 	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so
 	install -m 644 $(BUILD)/libloop.a $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libloop.pc
 	for c in $(CLIENTS); do \
 	  install -m 755 $(BUILD)/libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/ && \
-	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(VERSION_MAJOR) && \
+	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(SOVERSION) && \
 	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so && \
 	  install -m 644 $(BUILD)/libloop-$$c.a $(DESTDIR)$(PREFIX)/lib/ && \
 	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop-$$c.pc.in \

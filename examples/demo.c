@@ -374,7 +374,7 @@ static int section_pg(const demo_opts *o) {
     for (int i = 0; fs && i < n; i++) ll_future_free(fs[i]);
     free(fs);
     free(jobs);
-    ll_pg_pool_close(pool);
+    ll_pg_pool_free(pool);
     if (srv.pid) lt_pg_stop(&srv);
     return failed || wrong ? LL_EIO : rc;
 }

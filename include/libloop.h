@@ -8,6 +8,7 @@
 #define LIBLOOP_H
 
 #include "libloop/common.h"
+#include "libloop/version.h"
 #include "libloop/error.h"
 #include "libloop/future.h"
 #include "libloop/loop.h"
@@ -18,6 +19,7 @@
 #include "libloop/debug.h"
 #include "libloop/dns.h"
 #include "libloop/tls.h"
+#include "libloop/poll.h"
 #include "libloop/stream.h"
 #include "libloop/server.h"
 #include "libloop/pool.h"

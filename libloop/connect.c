@@ -1,5 +1,5 @@
 /*
- * connect.c — ll_open_connection and ll_open_unix: resolve, connect (happy eyeballs), TLS.
+ * connect.c — ll_stream_connect and ll_stream_connect_unix: resolve, connect (happy eyeballs), TLS.
  *
  * Design notes:
  * - A connection attempt is a small state machine (`conn`) driven by callbacks, not a task: it
@@ -46,7 +46,7 @@ struct conn {
     uint16_t port;
     bool is_unix;
     bool host_numeric;
-    ll_conn_opts o;
+    ll_stream_opts o;
     ll_tls_opts *tls;     /* deep copy */
     ll_addrinfo *ai;
     ll_addr unix_addr;
@@ -118,10 +118,8 @@ static void conn_fail(conn *c, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 static void conn_fail(conn *c, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = ll__vformat(fmt, ap);
+    ll_future_vfail(c->f, code, fmt, ap);
     va_end(ap);
-    ll_future_fail(c->f, code, "%s", msg ? msg : ll_strerror(code));
-    ll__free(msg);
     conn_free(c);
 }
 
@@ -365,7 +363,7 @@ static void conn_closer(ll__closer *cl) {
     ll_future_cancel(c->f); /* on_cancel frees everything */
 }
 
-static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opts *opts,
+static ll_future *open_common(const char *host, uint16_t port, const ll_stream_opts *opts,
                               bool is_unix) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
@@ -425,7 +423,7 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opt
     }
     ll_addr numeric;
     c->host_numeric = ll__addr_parse_numeric(host, &numeric);
-    c->rf = ll_resolve_on(loop, host, port, c->o.family);
+    c->rf = ll_resolve(host, port, &(ll_resolve_opts){.loop = loop, .family = c->o.family});
     if (!c->rf) {
         conn_fail(c, LL_ENOMEM, "connect to %s: out of memory", host);
         return f;
@@ -439,10 +437,10 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opt
     return f;
 }
 
-ll_future *ll_open_connection(const char *host, uint16_t port, const ll_conn_opts *opts) {
+ll_future *ll_stream_connect(const char *host, uint16_t port, const ll_stream_opts *opts) {
     return open_common(host, port, opts, false);
 }
 
-ll_future *ll_open_unix(const char *path, const ll_conn_opts *opts) {
+ll_future *ll_stream_connect_unix(const char *path, const ll_stream_opts *opts) {
     return open_common(path, 0, opts, true);
 }

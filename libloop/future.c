@@ -127,6 +127,10 @@ static int fail_v(ll_future *f, int code, void *detail, ll_value_free detail_fre
     return settle(f, code == LL_ECANCELED ? LL_FUTURE_CANCELLED : LL_FUTURE_FAILED, code);
 }
 
+int ll_future_vfail(ll_future *f, int code, const char *fmt, va_list ap) {
+    return fail_v(f, code, NULL, NULL, fmt, ap);
+}
+
 int ll_future_fail(ll_future *f, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

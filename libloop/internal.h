@@ -160,7 +160,7 @@ struct ll_loop {
 };
 
 /* A handle the loop closes when it is freed while the application still has it open (a
- * fire-and-forget ll_call_later, ...): close() must stop its watchers and release it, typically by
+ * fire-and-forget ll_loop_call_later, ...): close() must stop its watchers and release it, typically by
  * cancelling its future, and remove it from the list. Without this its watcher would stay in an
  * embedded ev_loop, pointing at freed memory. */
 typedef struct ll__closer {

@@ -17,7 +17,7 @@
  *   settled, ll_loop_stop(), no task left): drain() breaks out before libev polls, so an unrelated
  *   long timer cannot keep them asleep.
  * - ll_loop_free closes handles the application left open (ll__closer: a fire-and-forget
- *   ll_call_later), so nothing of the loop stays behind in an embedded ev_loop.
+ *   ll_loop_call_later), so nothing of the loop stays behind in an embedded ev_loop.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -121,7 +121,7 @@ static void run_soon(ll__work *w) {
     }
 }
 
-int ll_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
+int ll_loop_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
     loop = ll__loop_or_current(loop);
     if (!loop || !cb) return LL_EINVAL;
     soon *s = ll__malloc(sizeof *s);
@@ -133,7 +133,7 @@ int ll_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
     return 0;
 }
 
-int ll_call_soon_threadsafe(ll_loop *loop, ll_callback cb, void *arg) {
+int ll_loop_call_soon_threadsafe(ll_loop *loop, ll_callback cb, void *arg) {
     if (!loop || !cb) return LL_EINVAL;
     soon *s = ll__malloc(sizeof *s);
     if (!s) return LL_ENOMEM;
@@ -239,7 +239,7 @@ static void later_close(ll__closer *c) {
     ll_future_cancel(l->f); /* later_cancel ends it */
 }
 
-ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg) {
+ll_future *ll_loop_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg) {
     loop = ll__loop_or_current(loop);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -266,7 +266,7 @@ ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg)
 }
 
 ll_future *ll_sleep_future(ll_loop *loop, double seconds) {
-    return ll_call_later(loop, seconds, NULL, NULL);
+    return ll_loop_call_later(loop, seconds, NULL, NULL);
 }
 
 /* ---- signals ---- */

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "containers.h"
 #include "io_internal.h"
 
 #define ACCEPT_BATCH 64
@@ -34,7 +35,7 @@ typedef struct sconn {
     struct ll_server *srv;
     ll_stream *s;
     ll_future *task;
-    struct sconn *prev, *next;
+    ll__dlink link;       /* the server's connections */
 } sconn;
 
 struct ll_server {
@@ -55,7 +56,7 @@ struct ll_server {
     ll_future *startf;    /* starting: waiting for the resolver */
     ll_future *rf;
     ll_future *closef;
-    sconn *conns;
+    ll__dlist conns;
     size_t nconns;
     uint64_t accepted;
     bool closing;
@@ -90,9 +91,7 @@ static void conn_end(ll_future *task, void *arg) {
     (void)task;
     sconn *c = arg;
     ll_server *srv = c->srv;
-    if (c->prev) c->prev->next = c->next;
-    else srv->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    ll__list_remove(&srv->conns, &c->link);
     srv->nconns--;
     ll__stream_unhold(c->s);
     ll_future_free(c->task);
@@ -171,9 +170,7 @@ static void spawn_conn(ll_server *srv, int fd, const struct sockaddr_storage *ss
         ll__free(c);
         return;
     }
-    c->next = srv->conns;
-    if (srv->conns) srv->conns->prev = c;
-    srv->conns = c;
+    ll__list_push_front(&srv->conns, &c->link);
     srv->nconns++;
     srv->accepted++;
 }
@@ -318,7 +315,7 @@ static void on_start_cancel(ll_future *f, void *arg) {
     server_free(srv);
 }
 
-ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler handler, void *arg,
+ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler handler, void *arg,
                            const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
@@ -344,7 +341,7 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
         host = "0.0.0.0";
     } else if (!ll__addr_parse_numeric(host, &a)) {
         srv->port = port; /* remembered for on_start_resolved's message */
-        srv->rf = ll_resolve_on(loop, host, port, AF_UNSPEC);
+        srv->rf = ll_resolve(host, port, &(ll_resolve_opts){.loop = loop});
         srv->startf = ll_future_ref(f);
         if (!srv->rf || ll_future_add_done(srv->rf, on_start_resolved, srv) != 0) {
             ll_future_free(srv->rf);
@@ -370,7 +367,7 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
     return f;
 }
 
-ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, void *arg,
+ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void *arg,
                                 const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
@@ -413,10 +410,9 @@ ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, voi
 /* ---- closing ---- */
 
 static void cancel_all(ll_server *srv) {
-    for (sconn *c = srv->conns; c;) {
-        sconn *next = c->next;
-        ll_future_cancel(c->task);
-        c = next;
+    for (ll__dlink *l = srv->conns.head, *next; l; l = next) {
+        next = l->next;
+        ll_future_cancel(LL__CONTAINER(l, sconn, link)->task);
     }
 }
 

@@ -352,10 +352,6 @@ int ll_task_fail_from(ll_future *f) {
     return ll_task_fail(code, "%s", ll_future_errmsg(f));
 }
 
-int ll_task_cancel(ll_future *task_future) {
-    return ll_future_cancel(task_future);
-}
-
 bool ll_task_cancelled(void) {
     return ll__tls_task && ll__tls_task->cancelled;
 }

@@ -480,11 +480,7 @@ static void on_hs_cancel(ll_future *f, void *arg) {
 }
 
 static ll_future *hs_failed_now(ll_stream *s, int code, const char *msg) {
-    ll_future *f = ll_future_new(s->loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "tls handshake");
-    ll_future_fail(f, code, "TLS handshake with %s: %s", s->peer, msg);
-    return f;
+    return ll_future_failed(s->loop, code, "TLS handshake with %s: %s", s->peer, msg);
 }
 
 ll_future *ll__tls_handshake(ll_stream *s, const ll_tls_opts *o, bool server) {

@@ -210,3 +210,7 @@ ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t
     }
     return f;
 }
+
+ll_http_batch *ll_http_batch_of(const ll_future *f) {
+    return ll_future_value_as(f, batch_value_free);
+}

@@ -201,3 +201,8 @@ ll_future *ll_http_post(ll_http_session *s, const char *url, const char *content
                          .body = body ? body : "", .body_len = body ? len : 0};
     return ll_http_send(s, &r);
 }
+
+/* The response's destructor is the type tag (ll_future_value_as): only a request's future has it. */
+ll_http_response *ll_http_response_of(const ll_future *f) {
+    return ll_future_value_as(f, value_free);
+}

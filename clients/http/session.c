@@ -8,7 +8,7 @@
  *   key within a session; two sessions never share connections.
  * - Connects are the pool's work: the pool calls pool_connect() detached from any request, and we
  *   run the phases in a task of their own so each has its own timeout and error code: the lookup
- *   (ll_resolve, which fills the loop's DNS cache), the TCP connect (ll_open_connection, whose own
+ *   (ll_resolve, which fills the loop's DNS cache), the TCP connect (ll_stream_connect, whose own
  *   lookup then hits the cache), the CONNECT tunnel when an https origin goes through a proxy, and
  *   the TLS handshake (ll_stream_starttls). The phase durations stay with the connection, and the
  *   first request on it reports them.
@@ -159,7 +159,7 @@ static int connect_task(void *arg) {
     int rc;
     /* DNS */
     ll_time t0 = ll_now();
-    ll_future *f = ll_resolve_on(s->loop, host, port, AF_UNSPEC);
+    ll_future *f = ll_resolve(host, port, &(ll_resolve_opts){.loop = s->loop});
     rc = await_phase(f, to->dns, &expired);
     c->dns = ll_now() - t0;
     if (rc) {
@@ -174,8 +174,8 @@ static int connect_task(void *arg) {
     ll_future_free(f);
     /* TCP */
     t0 = ll_now();
-    ll_conn_opts co = {.connect_timeout = to->connect < 0 ? 0 : to->connect};
-    f = ll_open_connection(host, port, &co);
+    ll_stream_opts co = {.connect_timeout = to->connect < 0 ? 0 : to->connect};
+    f = ll_stream_connect(host, port, &co);
     rc = ll_await(f);
     c->connect = ll_now() - t0;
     if (rc) {
@@ -349,7 +349,7 @@ void ll_http_session_free(ll_http_session *s) {
     /* cut the waits of requests in flight: each sees the session closed and fails */
     for (ll__http_req *q = s->reqs; q; q = q->next)
         if (q->waiting) ll_future_cancel(q->waiting);
-    ll_pool_close(s->pool);
+    ll_pool_free(s->pool);
     ll__http_session_unref(s);
 }
 

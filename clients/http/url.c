@@ -378,4 +378,3 @@ bool ll__http_same_origin(const ll__http_url *a, const ll__http_url *b) {
 }
 
 char *ll_http_form_encode(const char *const *pairs) { return compose(pairs); }
-void ll_http_free(void *p) { ll_free(p); }

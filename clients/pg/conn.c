@@ -122,7 +122,7 @@ void ll__pg_cork(ll_pg_conn *c) {
     if (!c->uncork_queued) {
         /* the first write of this iteration goes out at once; the burst ends when the loop has
          * run what is queued now */
-        if (ll_call_soon(c->loop, uncork, c) == 0) {
+        if (ll_loop_call_soon(c->loop, uncork, c) == 0) {
             c->uncork_queued = true;
             c->refs++;
         }
@@ -371,8 +371,8 @@ static void resolve_next(pg_connecting *k) {
             continue;
         }
         long p = strtol(port, NULL, 10);
-        ll_future *f = ll_resolve_on(c->loop, h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
-                                     AF_UNSPEC);
+        ll_future *f = ll_resolve(h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
+                                  &(ll_resolve_opts){.loop = c->loop});
         if (!f || ll_future_add_done(f, on_resolved, k) != 0) {
             ll_future_free(f);
             connecting_free(k);

@@ -13,7 +13,7 @@
  *   then pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *, RESET ALL as one script (one round
  *   trip). Prepared statements stay cached across leases: they hold no session state a user
  *   could see.
- * - The pool structure outlives ll_pg_pool_close() while connections are still lent (their
+ * - The pool structure outlives ll_pg_pool_free() while connections are still lent (their
  *   release must remain valid) and while one-shot queries are in flight.
  * - ll_pg_pool_query is a chain of callbacks (acquire → query → release), no task: a thousand
  *   concurrent one-shot queries cost a thousand small records, not a thousand stacks.
@@ -79,7 +79,7 @@ static void vt_close(void *arg, void *conn) {
     ll_pg_close(c);
 }
 
-/* The reset's future. Cancelling it (reset_timeout, ll_pg_pool_close) must not send a cancel
+/* The reset's future. Cancelling it (reset_timeout, ll_pg_pool_free) must not send a cancel
  * request and wait: the pool closes the connection next anyway. So the cancel marks the
  * connection lost, which fails the script at once; the pool's close() then frees it. */
 typedef struct reset_job {
@@ -168,10 +168,10 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     return p;
 }
 
-void ll_pg_pool_close(ll_pg_pool *p) {
+void ll_pg_pool_free(ll_pg_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
-    ll_pool_close(p->pool);
+    ll_pool_free(p->pool);
     maybe_free(p);
 }
 

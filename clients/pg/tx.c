@@ -158,11 +158,11 @@ ll_future *ll_pg_savepoint(ll_pg_tx *tx, const char *name) {
     return savepoint_stmt(tx, "SAVEPOINT", name);
 }
 
-ll_future *ll_pg_rollback_to(ll_pg_tx *tx, const char *name) {
+ll_future *ll_pg_savepoint_rollback(ll_pg_tx *tx, const char *name) {
     return savepoint_stmt(tx, "ROLLBACK TO SAVEPOINT", name);
 }
 
-ll_future *ll_pg_release(ll_pg_tx *tx, const char *name) {
+ll_future *ll_pg_savepoint_release(ll_pg_tx *tx, const char *name) {
     return savepoint_stmt(tx, "RELEASE SAVEPOINT", name);
 }
 

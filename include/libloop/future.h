@@ -60,6 +60,9 @@ LL_EXPORT void ll_future_free(ll_future *f);
 LL_EXPORT int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free);
 LL_EXPORT int ll_future_fail(ll_future *f, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 LL_EXPORT int ll_future_set_cancelled(ll_future *f);
+/* ll_future_fail with a va_list: for a library's own printf-like failure helpers, so they need
+ * not format the message first and pass it through "%s". */
+LL_EXPORT int ll_future_vfail(ll_future *f, int code, const char *fmt, va_list ap);
 /* Fail with a structured detail besides the message (the server's error fields: SQLSTATE, detail,
  * hint, ...), owned by the future and destroyed with it by detail_free. When the call returns an
  * error, the detail is not adopted: the caller still owns it. */

@@ -209,6 +209,11 @@ typedef struct ll_http_timings {
     bool reused;       /* the connection had served an earlier request */
 } ll_http_timings;
 
+/* The response a request future (ll_http_send, ll_http_get, ll_http_post) resolved with
+ * (borrowed: owned by the future), or NULL when f is NULL, pending, failed (ll_future_errmsg says
+ * why) or holds something else: reading the wrong future cannot crash. */
+LL_EXPORT ll_http_response *ll_http_response_of(const ll_future *f);
+
 LL_EXPORT int ll_http_response_status(const ll_http_response *r);
 /* "OK", "Not Found" (as sent by the server; may be ""). */
 LL_EXPORT const char *ll_http_response_reason(const ll_http_response *r);
@@ -261,6 +266,8 @@ typedef struct ll_http_fetch_opts {
  * as LL_ECANCELED. NULL on out of memory. */
 LL_EXPORT ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t n,
                                        const ll_http_fetch_opts *opts);
+/* The batch an ll_http_fetch_all future resolved with (borrowed), or NULL (as ll_http_response_of). */
+LL_EXPORT ll_http_batch *ll_http_batch_of(const ll_future *f);
 LL_EXPORT size_t ll_http_batch_count(const ll_http_batch *b);
 /* 0 or the failure code of urls[i]. */
 LL_EXPORT int ll_http_batch_code(const ll_http_batch *b, size_t i);
@@ -276,9 +283,8 @@ LL_EXPORT void ll_http_batch_free(ll_http_batch *b);
 /* True for LL_ETIMEDOUT and every LL_EHTTP_TIMEOUT_ code. */
 LL_EXPORT bool ll_http_is_timeout(int code);
 /* "a=1&b=x%20y" from name, value, ..., NULL (application/x-www-form-urlencoded, spaces as '+').
- * Free with ll_http_free(). NULL on out of memory. */
+ * Free with ll_free(). NULL on out of memory. */
 LL_EXPORT char *ll_http_form_encode(const char *const *pairs);
-LL_EXPORT void ll_http_free(void *p);
 
 LL_END_DECLS
 

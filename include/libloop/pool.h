@@ -35,7 +35,7 @@
  *     bounded by connect_timeout and reset_timeout. A connect started because a caller waited, and
  *     that fails, fails the first waiter of that key with the connect's error and message.
  *
- * Ownership: ll_pool_new() returns a pool the caller closes with ll_pool_close(). The pool owns
+ * Ownership: ll_pool_new() returns a pool the caller closes with ll_pool_free(). The pool owns
  * idle connections; a connection handed out by an acquire is lent to the caller until it calls
  * ll_pool_release() or ll_pool_discard() — exactly once, with the same pool. Keys are copied.
  * Thread: a pool belongs to the loop it was made on and is used from that loop's thread only.
@@ -63,7 +63,7 @@ typedef enum {
  *   connect  start a connection to `key`; return a future that resolves with the connection as its
  *            value (the pool takes the value with ll_future_take(): give it no value_free, or one
  *            the pool may disarm) or fails with a code and a message naming the peer. NULL means
- *            out of memory. The pool may cancel the future (connect_timeout, ll_pool_close).
+ *            out of memory. The pool may cancel the future (connect_timeout, ll_pool_free).
  *   is_alive a cheap, non-blocking check run when an idle connection is taken and by the upkeep
  *            timer: false if the peer closed it, it has an error, or it holds unexpected input.
  *            NULL: always alive.
@@ -104,7 +104,7 @@ LL_EXPORT ll_pool *ll_pool_new(const ll_pool_vtable *vt, void *pool_arg, const l
  * when they are released or discarded, which remains allowed; the pool's memory is freed once the
  * last one is back and the last connect has stopped. After this call, use `p` only for
  * ll_pool_release(), ll_pool_discard() and nothing else. NULL: no-op. */
-LL_EXPORT void ll_pool_close(ll_pool *p);
+LL_EXPORT void ll_pool_free(ll_pool *p);
 
 /* A future that resolves with a connection for `key`: its value (ll_future_value) is the `void *`
  * connection, lent to the caller until ll_pool_release()/ll_pool_discard(). It may already be
@@ -144,7 +144,7 @@ typedef struct ll_pool_stats {
     size_t waiting;     /* callers queued for a connection */
     uint64_t created;   /* connects that succeeded */
     uint64_t discarded; /* connections the pool closed, for any reason (created - discarded ==
-                         * open + those closed at ll_pool_close) */
+                         * open + those closed at ll_pool_free) */
     uint64_t connect_failures;
     uint64_t acquired;  /* leases handed out */
     uint64_t reused;    /* leases of a connection that had been idle before */

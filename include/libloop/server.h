@@ -41,11 +41,11 @@ typedef struct ll_server_opts {
  * and run handler(stream, arg) for each connection. The value is the ll_server *: take it with
  * ll_future_take(). For a numeric host the future is already settled when the call returns.
  * Failure: "listen on 127.0.0.1:80: address already in use". NULL on out of memory. */
-LL_EXPORT ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler handler,
+LL_EXPORT ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler handler,
                                      void *arg, const ll_server_opts *opts);
 /* The same on a Unix socket at `path` (an existing socket file there is replaced; the file is
  * removed when the server closes). Settled when the call returns. */
-LL_EXPORT ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, void *arg,
+LL_EXPORT ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void *arg,
                                           const ll_server_opts *opts);
 
 /* The bound port (useful after asking for port 0); 0 for a Unix server. */

@@ -68,8 +68,7 @@ LL_EXPORT int ll_task_fail(int code, const char *fmt, ...) LL_PRINTF(2, 3);
 /* Inside a task: fail with the code and message of a settled future (propagate a child's error). */
 LL_EXPORT int ll_task_fail_from(ll_future *f);
 
-/* Cancel a task through its future (same as ll_future_cancel). */
-LL_EXPORT int ll_task_cancel(ll_future *task_future);
+/* (A task is cancelled through its future: ll_future_cancel().) */
 /* Has the current task been asked to cancel? */
 LL_EXPORT bool ll_task_cancelled(void);
 

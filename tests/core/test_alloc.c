@@ -93,8 +93,8 @@ static int cycle_main(void *arg) {
         c->sum += (intptr_t)ll_future_value(kids[i]);
         ll_future_free(kids[i]);
     }
-    if ((rc = ll_call_soon(NULL, on_soon, c))) return rc;
-    ll_future *later = ll_call_later(NULL, 0.0005, on_later, c);
+    if ((rc = ll_loop_call_soon(NULL, on_soon, c))) return rc;
+    ll_future *later = ll_loop_call_later(NULL, 0.0005, on_later, c);
     rc = ll_await(later);
     ll_future_free(later);
     if (rc) return rc;

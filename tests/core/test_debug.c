@@ -53,14 +53,14 @@ static void test_slow_step_warns(void **state) {
     assert_non_null(strstr(w.text, "task #1 'blocker' blocked the loop for"));
     assert_null(strstr(w.text, "polite"));
     /* a callback is named by its function */
-    assert_int_equal(ll_call_soon(c.loop, blocking_callback, NULL), 0);
+    assert_int_equal(ll_loop_call_soon(c.loop, blocking_callback, NULL), 0);
     assert_int_equal(ll_loop_run(c.loop), 0);
     assert_int_equal(w.count, 2);
     print_message("%s", w.text);
     assert_non_null(strstr(w.text, "blocking_callback blocked the loop"));
     /* debug off: silent */
     ll_loop_set_debug(c.loop, false, 0);
-    assert_int_equal(ll_call_soon(c.loop, blocking_callback, NULL), 0);
+    assert_int_equal(ll_loop_call_soon(c.loop, blocking_callback, NULL), 0);
     assert_int_equal(ll_loop_run(c.loop), 0);
     assert_int_equal(w.count, 2);
     ll_future_free(f);
@@ -256,7 +256,7 @@ static void test_dump_tasks(void **state) {
     ll_future_free(wait);
     o.name = "fresh";
     ll_future *n = ll_spawn_ex(waits_for_gate, &e, &o); /* not started yet */
-    ll_task_cancel(b);                                  /* asked to stop; not yet run */
+    ll_future_cancel(b);                                  /* asked to stop; not yet run */
 
     /* from outside the loop */
     char *text = NULL;

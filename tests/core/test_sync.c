@@ -393,7 +393,7 @@ static void test_event_wake_all(void **state) {
         fs[i] = spawn(&c, event_waiter, &a[i], NULL);
     }
     assert_false(ll_event_is_set(w.ev));
-    ll_future *later = ll_call_later(c.loop, 0.01, set_event, w.ev);
+    ll_future *later = ll_loop_call_later(c.loop, 0.01, set_event, w.ev);
     run_all(&c, fs, 5);
     assert_int_equal(w.woken, 5);
     for (int i = 0; i < 5; i++) assert_int_equal(w.rc[i], 0);

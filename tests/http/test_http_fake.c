@@ -1,5 +1,5 @@
 /*
- * test_http_fake.c — libloop-http against scripted servers built on libloop (ll_start_server) for
+ * test_http_fake.c — libloop-http against scripted servers built on libloop (ll_server_open) for
  * what nginx will not do: garbage, truncation, absurd sizes, silence, stale keep-alive, loops,
  * compression bombs, suspect framing. Each misbehaviour must end in a clear error, nothing may
  * hang, and no descriptor may leak. Also: the exact bytes a request puts on the wire, refusal of
@@ -102,7 +102,7 @@ static int fake_start(fake *fk, script_fn script) {
     fk->script = script;
     cur = fk;
     ll_server_opts o = {.linger = 0.5};
-    ll_future *f = ll_start_server("127.0.0.1", 0, handler, fk, &o);
+    ll_future *f = ll_server_open("127.0.0.1", 0, handler, fk, &o);
     int rc = ll_await(f);
     if (rc == 0) fk->srv = ll_future_take(f);
     ll_future_free(f);
@@ -649,7 +649,7 @@ static int s_proxy(ll_stream *s, int no) {
     char host[256];
     unsigned port = 0;
     if (sscanf(head + 8, "%255[^:]:%u", host, &port) != 2) return 0;
-    f = ll_open_connection(host, (uint16_t)port, NULL);
+    f = ll_stream_connect(host, (uint16_t)port, NULL);
     rc = ll_await(f);
     ll_stream *up = rc == 0 ? ll_future_take(f) : NULL;
     ll_future_free(f);

@@ -471,7 +471,7 @@ static int t_cancel_timeouts(void *arg) {
     ll_http_response *r;
     /* cancelled while waiting for the slow body: the connection is closed, never reused */
     ll_future *f = ll_http_get(s, U("/slow"));
-    ll_future *later = ll_call_later(NULL, 0.3, cancel_cb, f);
+    ll_future *later = ll_loop_call_later(NULL, 0.3, cancel_cb, f);
     ll_time t0 = ll_now();
     LT_CHECK(ll_await(f) == LL_ECANCELED);
     LT_CHECK(ll_now() - t0 < 1.5);
@@ -642,7 +642,7 @@ static int t_fanout(void *arg) {
     for (int i = 0; i < 6; i++) slow[i] = U("/slow");
     ll_http_fetch_opts o3 = {.concurrency = 2};
     f = ll_http_fetch_all(s, slow, 6, &o3);
-    ll_future *later = ll_call_later(NULL, 0.2, cancel_cb, f);
+    ll_future *later = ll_loop_call_later(NULL, 0.2, cancel_cb, f);
     LT_CHECK(ll_await(f) == 0);
     b = ll_future_value(f);
     for (int i = 0; i < 6; i++) LT_CHECK(ll_http_batch_code(b, (size_t)i) == LL_ECANCELED);
