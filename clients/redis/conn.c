@@ -236,7 +236,7 @@ static void flush_cb(void *arg) {
 
 static void schedule_flush(ll_redis_conn *c) {
     if (c->flush_queued || !c->out.len) return;
-    if (ll_call_soon(c->loop, flush_cb, c) == 0) {
+    if (ll_loop_call_soon(c->loop, flush_cb, c) == 0) {
         c->flush_queued = true;
         c->refs++;
     }
@@ -383,11 +383,11 @@ static int link_up(ll_redis_conn *c, char *why, size_t wlen) {
     c->state = RC_CONNECTING;
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(cfg->connect_timeout));
-    ll_conn_opts co = {.connect_timeout = cfg->connect_timeout, .tls = cfg->tls ? &cfg->tls_opts : NULL};
+    ll_stream_opts co = {.connect_timeout = cfg->connect_timeout, .tls = cfg->tls ? &cfg->tls_opts : NULL};
     static const ll_tls_opts default_tls = {0};
     if (cfg->tls && !co.tls) co.tls = &default_tls;
-    ll_future *f = cfg->unix_path ? ll_open_unix(cfg->unix_path, &co)
-                                  : ll_open_connection(cfg->host, cfg->port, &co);
+    ll_future *f = cfg->unix_path ? ll_stream_connect_unix(cfg->unix_path, &co)
+                                  : ll_stream_connect(cfg->host, cfg->port, &co);
     int rc = ll_await(f);
     if (rc) {
         snprintf(why, wlen, "%s", ll_future_errmsg(f)[0] ? ll_future_errmsg(f) : ll_strerror(rc));
