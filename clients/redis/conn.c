@@ -475,6 +475,7 @@ static double backoff(const rc_cfg *cfg, int attempt) {
 
 static int manager(void *arg) {
     ll_redis_conn *c = arg;
+    c->mgr_ran = true;
     int attempt = 0;
     char why[400];
     while (!c->owner_closed) {
@@ -556,12 +557,40 @@ ll_redis_conn *ll__rc_new(rc_cfg *cfg, ll_loop *loop, bool persistent) {
     return c;
 }
 
+/* A task cancelled before it first ran never runs (ll_redis_close or a loop shutdown right after
+ * the connect call): then this does what the manager would have done on its way out. It holds a
+ * reference of its own, so it may look at the connection either way. */
+static void mgr_done(ll_future *f, void *arg) {
+    ll_redis_conn *c = arg;
+    (void)f;
+    if (!c->mgr_ran) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
+        fail_held(c, LL_ECLOSED, msg, LL_NEVER);
+        if (c->ready_f) {
+            ll_future *rf = c->ready_f;
+            c->ready_f = NULL;
+            ll_future_fail(rf, LL_ECLOSED, "%s", msg);
+            ll_future_free(rf);
+        }
+        c->state = RC_CLOSED;
+        ll__rc_unref(c); /* the manager's */
+    }
+    ll__rc_unref(c); /* this callback's */
+}
+
 int ll__rc_start(ll_redis_conn *c) {
     char name[200];
     snprintf(name, sizeof name, "redis %s", ll__rc_peer(c));
     ll_spawn_opts so = {.name = name, .deadline = LL_NEVER, .loop = c->loop};
     c->mgr = ll_spawn_ex(manager, c, &so);
     if (!c->mgr || ll_future_done(c->mgr)) return LL_ENOMEM;
+    c->refs++;
+    if (ll_future_add_done(c->mgr, mgr_done, c)) {
+        c->refs--;
+        ll_future_cancel(c->mgr); /* never runs: the caller unwinds */
+        return LL_ENOMEM;
+    }
     return 0;
 }
 

@@ -163,6 +163,7 @@ struct ll_redis_conn {
     int refs;                /* owner + manager + helpers holding it */
     bool owner_closed;
     bool ever_ready;
+    bool mgr_ran;            /* the manager task started (one cancelled first never runs) */
     bool persistent;         /* keeps trying after a failed first connect (pool's shared ones) */
     bool pubsub;             /* messages are pushed, not slotted */
     int broken_code;         /* a write failed: the manager ends the link with this */
