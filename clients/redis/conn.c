@@ -357,7 +357,7 @@ ll_future *ll__rc_command_now(ll_redis_conn *c, int argc, const char *const *arg
 
 /* Run a setup command and wait for it (reading replies meanwhile). what names it in messages. */
 static int setup_cmd(ll_redis_conn *c, const char *what, int argc, const char *const *argv,
-                     char *why, size_t wlen) {
+                     char *why, size_t wlen, ll_redis_reply **out) {
     ll_future *f = ll__rc_command_now(c, argc, argv, NULL);
     if (!f) {
         snprintf(why, wlen, "out of memory");
@@ -369,13 +369,14 @@ static int setup_cmd(ll_redis_conn *c, const char *what, int argc, const char *c
         const char *e = ll_redis_error(f);
         snprintf(why, wlen, "%s failed: %s", what, e ? e : ll_future_errmsg(f));
     }
+    if (rc == 0 && out) *out = ll_future_take(f);
     ll_future_free(f);
     return rc;
 }
 
 int ll__rc_setup_cmd(ll_redis_conn *c, const char *what, int argc, const char *const *argv,
-                     char *why, size_t wlen) {
-    return setup_cmd(c, what, argc, argv, why, wlen);
+                     char *why, size_t wlen, ll_redis_reply **out) {
+    return setup_cmd(c, what, argc, argv, why, wlen, out);
 }
 
 static int link_up(ll_redis_conn *c, char *why, size_t wlen) {
@@ -408,17 +409,17 @@ static int link_up(ll_redis_conn *c, char *why, size_t wlen) {
         char what[200];
         if (cfg->user) snprintf(what, sizeof what, "AUTH as user '%s'", cfg->user);
         else snprintf(what, sizeof what, "AUTH");
-        if ((rc = setup_cmd(c, what, cfg->user ? 3 : 2, av, why, wlen))) goto out;
+        if ((rc = setup_cmd(c, what, cfg->user ? 3 : 2, av, why, wlen, NULL))) goto out;
     }
     if (cfg->db > 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", cfg->db);
         const char *av[2] = {"SELECT", db};
-        if ((rc = setup_cmd(c, "SELECT", 2, av, why, wlen))) goto out;
+        if ((rc = setup_cmd(c, "SELECT", 2, av, why, wlen, NULL))) goto out;
     }
     if (cfg->client_name) {
         const char *av[3] = {"CLIENT", "SETNAME", cfg->client_name};
-        if ((rc = setup_cmd(c, "CLIENT SETNAME", 3, av, why, wlen))) goto out;
+        if ((rc = setup_cmd(c, "CLIENT SETNAME", 3, av, why, wlen, NULL))) goto out;
     }
     if (c->extra_setup && (rc = c->extra_setup(c, c->extra_arg, why, wlen))) goto out;
 out:
@@ -510,7 +511,8 @@ static int manager(void *arg) {
                 ll_future_free(rf);
             }
             c->state = RC_CLOSED;
-            ll__rc_unref(c); /* the owner's: nobody else has the connection */
+            c->owner_closed = true; /* nobody else has the connection: drop the owner's ref */
+            ll__rc_unref(c);
             break;
         }
         if (!c->cfg->reconnect) break;
@@ -602,6 +604,11 @@ LL_EXPORT ll_future *ll_redis_connect(const char *url, const ll_redis_opts *opts
     rc_cfg *cfg;
     int rc = ll__rc_cfg_new(&cfg, url, opts, err, sizeof err);
     if (rc) return ll_future_failed(loop, rc, "%s", err);
+    return ll__rc_connect_cfg(cfg, loop, NULL, NULL);
+}
+
+ll_future *ll__rc_connect_cfg(rc_cfg *cfg, ll_loop *loop, void (*prepare)(ll_redis_conn *, void *),
+                              void *arg) {
     ll_redis_conn *c = ll__rc_new(cfg, loop, false);
     if (!c) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -611,6 +618,7 @@ LL_EXPORT ll_future *ll_redis_connect(const char *url, const ll_redis_opts *opts
         return NULL;
     }
     ll_future_set_label(f, "redis connect");
+    if (prepare) prepare(c, arg);
     c->ready_f = ll_future_ref(f);
     ll_future_on_cancel(f, ready_cancelled, c);
     if (ll__rc_start(c)) {

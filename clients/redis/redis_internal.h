@@ -181,7 +181,7 @@ struct ll_redis_conn {
     void *push_arg;
     rc_event_fn on_event;
     void *event_arg;
-    void *pool;              /* the ll_redis_pool lending it exclusively, if any */
+    void *cache_arg;         /* the client-side cache this tracking connection serves */
     char *last_err;          /* the last connect failure, for held commands that give up */
 };
 
@@ -196,11 +196,15 @@ int ll__rc_submit(ll_redis_conn *c, const char *data, size_t len, rp_slot slot);
 /* Several slots in one contiguous write (a transaction block). */
 int ll__rc_submit_multi(ll_redis_conn *c, const char *data, size_t len, const rp_slot *slots,
                         size_t n);
+/* ll_redis_connect for a built configuration (adopted); prepare(c, arg), when given, sets hooks
+ * before the manager starts. */
+ll_future *ll__rc_connect_cfg(rc_cfg *cfg, ll_loop *loop, void (*prepare)(ll_redis_conn *, void *),
+                              void *arg);
 /* Start the manager task. 0 or LL_ENOMEM. */
 int ll__rc_start(ll_redis_conn *c);
 /* Inside the manager's setup (extra_setup): run one command and wait for its reply. */
 int ll__rc_setup_cmd(ll_redis_conn *c, const char *what, int argc, const char *const *argv,
-                     char *why, size_t wlen);
+                     char *why, size_t wlen, ll_redis_reply **out);
 /* A command future for formatted bytes (the public entry points funnel here). */
 ll_future *ll__rc_command_bytes(ll_redis_conn *c, const char *data, size_t len);
 /* Settle f from a reply (adopted). */
@@ -213,6 +217,20 @@ const char *ll__rc_peer(const ll_redis_conn *c);
 /* tx.c: a reply for a transaction slot. */
 void ll__rtx_on_reply(ll_redis_conn *c, rp_slot *s, ll_redis_reply *r);
 void ll__rtx_on_fail(rp_slot *s, int code, const char *msg);
+
+/* pool.c, pubsub.c, cache.c */
+struct ll_redis_cache;
+int ll__redis_cache_new(ll_redis_pool *p, const ll_redis_pool_opts *po);
+void ll__redis_cache_free(struct ll_redis_cache *cache);
+rc_cfg *ll__redis_pool_cfg(ll_redis_pool *p);
+ll_loop *ll__redis_pool_loop(ll_redis_pool *p);
+struct ll_redis_cache **ll__redis_pool_cache(ll_redis_pool *p);
+ll_future *ll__redis_sub_connect_cfg(rc_cfg *cfg, ll_loop *loop, size_t queue_max,
+                                     ll_redis_sub **out);
+int ll__redis_resubscribe(ll_redis_conn *c, void *arg, char *why, size_t wlen);
+void ll__redis_sub_set_hooks(ll_redis_sub *s,
+                             void (*on_message)(ll_redis_sub *, const ll_redis_reply *, void *),
+                             void (*on_ev)(ll_redis_sub *, int, void *), void *arg);
 
 /* Settle dst with src's outcome, moving the value or detail (src must be settled). */
 void ll__redis_forward(ll_future *dst, ll_future *src);

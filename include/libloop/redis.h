@@ -200,6 +200,96 @@ LL_EXPORT ll_redis_scan *ll_redis_scan_new(ll_redis_conn *c, const char *cmd, co
 LL_EXPORT int ll_redis_scan_next(ll_redis_scan *it, const ll_redis_reply **batch);
 LL_EXPORT void ll_redis_scan_free(ll_redis_scan *it);
 
+/* ---- pool: shared pipelined connections and exclusive ones ---- */
+
+typedef struct ll_redis_pool_opts {
+    unsigned shared;          /* auto-pipelined connections shared by all tasks; 0: 1 */
+    unsigned max_exclusive;   /* connections lent by ll_redis_pool_acquire; 0: 10 */
+    double acquire_timeout;   /* seconds to wait for an exclusive connection; 0: 30; < 0: only
+                               * the task's deadline */
+    bool client_cache;        /* enable ll_redis_cached_get/hget (see below) */
+    size_t cache_max;         /* keys kept by the cache; 0: 10000 */
+} ll_redis_pool_opts;
+
+/* A pool for one server (url/opts as ll_redis_connect). Shared connections start connecting at
+ * once and reconnect for ever; exclusive ones are made on demand (the core's ll_pool). NULL on out
+ * of memory or a bad URL/option (ll_redis_connect with the same arguments says why). */
+LL_EXPORT ll_redis_pool *ll_redis_pool_new(const char *url, const ll_redis_opts *opts,
+                                           const ll_redis_pool_opts *popts);
+/* Free: shared and idle connections are closed (what waits on them fails with LL_ECLOSED).
+ * Release lent connections first (ll_redis_pool_release needs the pool). NULL: no-op. */
+LL_EXPORT void ll_redis_pool_free(ll_redis_pool *p);
+/* A shared connection (round-robin), borrowed from the pool: use it for any command, transaction
+ * or script; never close it, and never use it for blocking commands, WATCH or SUBSCRIBE. Valid until
+ * the pool is closed. */
+LL_EXPORT ll_redis_conn *ll_redis_pool_conn(ll_redis_pool *p);
+/* An exclusive connection (value: ll_redis_conn *, via ll_future_value) for blocking commands
+ * (BLPOP, BRPOP, XREAD BLOCK, WAIT) and WATCH/MULTI/EXEC. Fails like ll_pool_acquire (LL_ETIMEDOUT
+ * "pool redis: no connection ...", the connect's error, LL_EPOOLCLOSED). */
+LL_EXPORT ll_future *ll_redis_pool_acquire(ll_redis_pool *p);
+/* Give it back. A connection with replies still owed (an abandoned BLPOP) or lost is closed; others
+ * are reset (RESET, then AUTH/SELECT/SETNAME again; DISCARD + UNWATCH before Redis 6.2) and
+ * reused. 0, LL_ENOENT (not lent by this pool), LL_EINVAL. */
+LL_EXPORT int ll_redis_pool_release(ll_redis_pool *p, ll_redis_conn *c);
+
+/* Client-side caching (pool made with client_cache): GET and HGET results are kept locally and
+ * served without a round trip until the server says the key changed. The pool keeps a data
+ * connection with CLIENT TRACKING ON REDIRECT to a tracking connection subscribed to
+ * __redis__:invalidate. A cached value is served only while tracking is known to be on for both
+ * connections' current links: losing either flushes the cache, and reads go to the server until
+ * tracking is back. Once an invalidation has been delivered, no read returns the value from before
+ * it. The future is as ll_redis_command's (a copy of the cached reply on a hit). */
+LL_EXPORT ll_future *ll_redis_cached_get(ll_redis_pool *p, const char *key);
+LL_EXPORT ll_future *ll_redis_cached_hget(ll_redis_pool *p, const char *key, const char *field);
+typedef struct ll_redis_cache_stats {
+    uint64_t hits, misses, invalidations, flushes;
+    size_t entries;           /* keys cached (or being read) */
+    bool enabled;             /* tracking is on: values are cached and served */
+    long long tracking_client_id; /* the tracking connection's CLIENT ID */
+} ll_redis_cache_stats;
+LL_EXPORT void ll_redis_cache_get_stats(ll_redis_pool *p, ll_redis_cache_stats *out);
+
+/* ---- pub/sub ---- */
+
+/* A connection of its own in subscriber mode. The value is the ll_redis_sub (take it; close with
+ * ll_redis_sub_close). queue_max bounds the messages kept unread (0: 10000); beyond it new messages
+ * are dropped and counted (ll_redis_sub_dropped). Subscriptions are renewed after every reconnect,
+ * and an LL_REDIS_MSG_RECONNECTED event is queued then: what was published meanwhile is lost. */
+LL_EXPORT ll_future *ll_redis_sub_connect(const char *url, const ll_redis_opts *opts,
+                                          size_t queue_max);
+/* Resolve (value: the server's confirmation) once the server confirmed. */
+LL_EXPORT ll_future *ll_redis_subscribe(ll_redis_sub *s, const char *channel);
+LL_EXPORT ll_future *ll_redis_psubscribe(ll_redis_sub *s, const char *pattern);
+LL_EXPORT ll_future *ll_redis_unsubscribe(ll_redis_sub *s, const char *channel);
+LL_EXPORT ll_future *ll_redis_punsubscribe(ll_redis_sub *s, const char *pattern);
+
+typedef enum {
+    LL_REDIS_MSG_MESSAGE = 1,  /* published to a channel subscribed to */
+    LL_REDIS_MSG_PMESSAGE,     /* matched a pattern (pattern set) */
+    LL_REDIS_MSG_RECONNECTED   /* the link was re-made: messages may have been lost */
+} ll_redis_msg_kind;
+
+typedef struct ll_redis_message {
+    ll_redis_msg_kind kind;
+    const char *channel;       /* "" for RECONNECTED */
+    size_t channel_len;
+    const char *pattern;       /* PMESSAGE only */
+    const char *data;          /* binary-safe, NUL-terminated */
+    size_t len;
+} ll_redis_message;
+
+/* The next message: a future resolving with an ll_redis_message (read it with
+ * ll_redis_message_of; valid until the future is freed). Already resolved when one is queued.
+ * Fails with LL_ECLOSED once the subscriber is closed. */
+LL_EXPORT ll_future *ll_redis_sub_next(ll_redis_sub *s);
+LL_EXPORT ll_redis_message *ll_redis_message_of(ll_future *f);
+LL_EXPORT uint64_t ll_redis_sub_dropped(const ll_redis_sub *s);
+LL_EXPORT size_t ll_redis_sub_queued(const ll_redis_sub *s);
+/* Its connection (for stats and the peer's name; do not send commands on it). */
+LL_EXPORT ll_redis_conn *ll_redis_sub_conn(ll_redis_sub *s);
+/* Close: pending ll_redis_sub_next futures fail with LL_ECLOSED. NULL: no-op. */
+LL_EXPORT void ll_redis_sub_close(ll_redis_sub *s);
+
 LL_END_DECLS
 
 #endif
