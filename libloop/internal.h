@@ -197,6 +197,7 @@ struct ll__stack {
     char *lo;             /* lowest usable address */
     size_t size;
     bool guarded;
+    char *canary;         /* unguarded: the zero zone just below lo, checked at switches */
     struct ll__stack *next_free;
     struct ll__stackpool *pool;
     ll_task *owner;

@@ -104,12 +104,12 @@ static void task_entry(void *p) {
     abort(); /* unreachable: a finished task is never resumed */
 }
 
-static void report_canary(ll_task *t) {
+static void report_overflow(ll_task *t, const char *how) {
     char name[128];
     fprintf(stderr,
-            "libloop: task #%llu '%s' overflowed its %zu-byte stack (canary overwritten); give it a "
-            "larger stack with ll_spawn_ex() or ll_loop_set_stack_size()\n",
-            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size);
+            "libloop: task #%llu '%s' overflowed its %zu-byte stack (%s); give it a larger stack "
+            "with ll_spawn_ex() or ll_loop_set_stack_size()\n",
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size, how);
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
@@ -135,7 +135,7 @@ static void resume(ll_task *t) {
     ll__tls_task = saved_task;
     ll__tls_loop = saved_loop;
     loop->current = NULL;
-    if (!ll__stack_intact(t->stack)) report_canary(t);
+    if (!ll__stack_intact(t->stack)) report_overflow(t, "canary overwritten");
     if (loop->debug) {
         double ms = ll__mono_ms() - t0;
         if (ms >= loop->slow_ms) {
@@ -149,6 +149,12 @@ static void resume(ll_task *t) {
 }
 
 static void suspend(ll_task *t) {
+    /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
+     * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
+     * before the loop or another task runs on the memory it overwrote. */
+    char *sp = (char *)__builtin_frame_address(0);
+    if (sp < t->stack->lo || sp > t->stack->lo + t->stack->size)
+        report_overflow(t, "its stack pointer was outside the stack at a switch");
     ASAN_START(&t->asan_fake_stack, t->loop->main_stack_bottom, t->loop->main_stack_size);
     ll__switch_to(&t->ctx, &t->loop->main_ctx);
     ASAN_FINISH(t->asan_fake_stack, &t->loop->main_stack_bottom, &t->loop->main_stack_size);

@@ -190,7 +190,7 @@ static void test_keep_alive(void **state) {
     assert_int_equal(ll_future_get_state(f), LL_FUTURE_PENDING);
     /* made strong, it keeps the loop running until the byte written 30 ms later arrives */
     ll_poller_set_ref(pl, true);
-    ll_future *later = ll_call_later(c.loop, 0.03, write_byte, &p[1]);
+    ll_future *later = ll_loop_call_later(c.loop, 0.03, write_byte, &p[1]);
     assert_int_equal(ll_loop_run(c.loop), 0);
     assert_int_equal(ll_poll_events(f), LL_POLL_READ);
     ll_future_free(f);
