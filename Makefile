@@ -108,7 +108,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
+.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
 all: lib
@@ -245,7 +245,7 @@ check-aarch64:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core bench-io bench-http bench-pg
+bench: bench-core bench-io bench-http bench-pg bench-redis
 
 # BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
@@ -282,6 +282,15 @@ bench-pg:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_pg
 	bench/run-pg $(BUILD)/bench/bench_pg
+
+# Redis: libloop next to redis-benchmark (-P 1 and -P 16) and redis-py (asyncio, uvloop)
+$(BUILD)/bench/bench_redis: bench/bench_redis.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-redis:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_redis
+	bench/run-redis $(BUILD)/bench/bench_redis
 
 demo:
 	scripts/deps
