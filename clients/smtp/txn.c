@@ -41,13 +41,23 @@ static int expect(ll__smtp_txn *t, int kind) {
     return 0;
 }
 
+/* The size on the wire (RFC 1870: with CRLF line ends), before dot-stuffing. */
+static size_t wire_size(const char *s, size_t n) {
+    size_t extra = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) extra++;
+        else if (s[i] == '\r' && (i + 1 == n || s[i + 1] != '\n')) extra++;
+    }
+    return n + extra;
+}
+
 static int queue_mail(ll__smtp_txn *t) {
     bool utf8 = !ll__smtp_is_ascii(t->from, strlen(t->from));
     for (size_t i = 0; i < t->nrcpt && !utf8; i++)
         utf8 = !ll__smtp_is_ascii(t->rcpt[i].addr, strlen(t->rcpt[i].addr));
     bool eight = !ll__smtp_is_ascii(t->data, t->len);
     if (ll__sbuf_printf(&t->out, "MAIL FROM:<%s>", t->from)) return LL_ENOMEM;
-    if (t->caps->size && ll__sbuf_printf(&t->out, " SIZE=%zu", t->len)) return LL_ENOMEM;
+    if (t->caps->size && ll__sbuf_printf(&t->out, " SIZE=%zu", wire_size(t->data, t->len))) return LL_ENOMEM;
     if (eight && t->caps->eightbitmime && ll__sbuf_appends(&t->out, " BODY=8BITMIME"))
         return LL_ENOMEM;
     if (utf8 && ll__sbuf_appends(&t->out, " SMTPUTF8")) return LL_ENOMEM;
@@ -92,9 +102,9 @@ int ll__smtp_txn_start(ll__smtp_txn *t, const ll__smtp_caps *caps, const char *f
     if (!ll__smtp_is_ascii(data, len) && !caps->eightbitmime && !caps->smtputf8)
         return ll__smtp_errf(t->err, LL_ESMTP_PROTO, "the message has 8-bit bytes and the server "
                              "does not offer 8BITMIME (encode it, e.g. with the MIME builder)");
-    if (caps->size && caps->max_size && len > caps->max_size)
+    if (caps->size && caps->max_size && wire_size(data, len) > caps->max_size)
         return ll__smtp_errf(t->err, LL_EMSGSIZE, "message of %zu bytes exceeds the server's SIZE "
-                             "limit of %llu", len, (unsigned long long)caps->max_size);
+                             "limit of %llu", wire_size(data, len), (unsigned long long)caps->max_size);
     set_state(t, LL__TX_ENVELOPE);
     if (rset) {
         if (ll__sbuf_appends(&t->out, "RSET\r\n") || expect(t, LL__EXP_RSET)) return LL_ENOMEM;
