@@ -207,6 +207,17 @@ int ll__smtp_txn_start(ll__smtp_txn *t, const ll__smtp_caps *caps, const char *f
 int ll__smtp_txn_reply(ll__smtp_txn *t, const ll__smtp_reply *r);
 void ll__smtp_txn_free(ll__smtp_txn *t);
 
+/* ---- mailcopy (session.c): a send's own copy of the caller's ll_smtp_mail, one allocation ---- */
+ll_smtp_mail *ll__smtp_mail_copy(const ll_smtp_mail *m, char *err);
+/* Spawn fn(arg) as a task named `name` on loop. */
+ll_future *ll__smtp_spawn(ll_loop *loop, const char *name, ll_task_fn fn, void *arg);
+/* Settle a send's future after a transaction that ended in rc (0: complete; else err is the
+ * message): resolved or failed with the per-recipient result (ll__smtp_result_settle), cancelled,
+ * or failed with the result so far as detail. */
+struct ll__smtp_txn;
+void ll__smtp_settle_txn(ll_future *f, int rc, const struct ll__smtp_txn *t, const char *peer,
+                         const char *err, unsigned attempts);
+
 /* ---- result.c ---- */
 /* Build the public result from the per-recipient outcomes (status from each code: 2xx accepted,
  * 5xx rejected, otherwise deferred). */
@@ -223,8 +234,7 @@ typedef struct ll__smtp_cfg {
     ll_loop *loop;
     char *host;
     uint16_t port;
-    ll_smtp_security security;
-    bool has_tls;
+    ll_smtp_security security, url_security;
     ll_tls_opts tls;     /* strings below are owned copies */
     char *tls_server_name, *tls_ca_file, *tls_ca_path, *tls_cert, *tls_key;
     char *helo, *user, *pass, *token, *mech;
@@ -251,18 +261,22 @@ struct ll_smtp_conn {
     bool busy, broken, closed, dirty;
     unsigned messages;       /* transactions on this session */
     ll_time idle_since;
+    char err[LL__SMTP_ERRLEN]; /* the last failure's message */
 };
-/* Inside a task: connect and run the handshake. On failure the task's message is set
- * (ll_task_fail) and the code returned. */
-int ll__smtp_conn_open(ll__smtp_cfg *cfg, ll_smtp_conn **out);
+/* Inside a task: connect and run the handshake. On failure the code is returned with a message
+ * in err (LL__SMTP_ERRLEN bytes). */
+int ll__smtp_conn_open(ll__smtp_cfg *cfg, ll_smtp_conn **out, char *err);
 ll_smtp_conn *ll__smtp_conn_ref(ll_smtp_conn *c);
+const char *ll__smtp_conn_peer(const ll_smtp_conn *c);
 void ll__smtp_conn_unref(ll_smtp_conn *c);
 /* Inside a task: one transaction. Returns 0 when it completed (t->rcpt and t->code hold the
- * outcome, the session is reusable) or a negative code with the task's message set (the session
- * is then marked broken; t->rcpt still holds what was answered). */
+ * outcome; t->closing or c->broken say whether the session can go on) or a negative code with
+ * the message in c->err (refused before sending: the session is fine; else it is marked broken
+ * and t->rcpt holds what was answered). */
 int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m);
-int ll__smtp_conn_noop(ll_smtp_conn *c);
-/* Close the stream now; with a usable session, send QUIT first in a detached task. */
-void ll__smtp_conn_shut(ll_smtp_conn *c, bool quit);
+int ll__smtp_conn_noop(ll_smtp_conn *c); /* message in c->err */
+/* Close the stream now; with a usable session, send QUIT first in a detached task. A session a
+ * task is using is aborted instead (its awaits fail with LL_ECLOSED). */
+ll_future *ll__smtp_conn_shut(ll_smtp_conn *c, bool quit); /* the QUIT task's future, or NULL */
 
 #endif
