@@ -61,7 +61,7 @@ LIBS_pg := -lpq
 CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LIBS_redis := -lhiredis
 LIBS_http := -luriparser -lz -lpsl
-LIBS_smtp :=
+LIBS_smtp := -luriparser
 # llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
 LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
 ifeq ($(LLHTTP_PC),yes)
