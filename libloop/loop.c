@@ -525,7 +525,7 @@ int ll_loop_free(ll_loop *loop) {
     loop->freeing = true;
     ll__debug_usr1_update(loop);
     /* Work still queued now belongs to nobody: run it so its memory is released. That includes
-     * posts from other threads not yet pulled (ll_call_soon_threadsafe): their callbacks run. */
+     * posts from other threads not yet pulled (ll_loop_call_soon_threadsafe): their callbacks run. */
     ll__loop_pull_threadsafe(loop);
     while (loop->rq_head) drain(loop);
     ev_ref(loop->ev);
