@@ -376,13 +376,12 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_stream_o
                               bool is_unix) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!host || !*host)
+        return ll_future_failed(loop, LL_EINVAL, "connect: no %s given",
+                                is_unix ? "socket path" : "host");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "connect");
-    if (!host || !*host) {
-        ll_future_fail(f, LL_EINVAL, "connect: no %s given", is_unix ? "socket path" : "host");
-        return f;
-    }
     conn *c = ll__calloc(1, sizeof *c);
     if (!c || !(c->host = ll__strdup(host))) {
         ll__free(c);

@@ -320,13 +320,10 @@ ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler han
                            const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!handler) return ll_future_failed(loop, LL_EINVAL, "listen: no handler");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "start server");
-    if (!handler) {
-        ll_future_fail(f, LL_EINVAL, "listen: no handler");
-        return f;
-    }
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv) {
         ll_future_fail(f, LL_ENOMEM, "listen on %s:%u: out of memory", host ? host : "*", port);
@@ -372,18 +369,16 @@ ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void
                                 const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
-    ll_future *f = ll_future_new(loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "start server");
     ll_addr a;
     memset(&a, 0, sizeof a);
     struct sockaddr_un *un = (struct sockaddr_un *)&a.sa;
     size_t n = path ? strlen(path) : 0;
-    if (!handler || n == 0 || n >= sizeof un->sun_path) {
-        ll_future_fail(f, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
-                       !handler ? "no handler" : "bad socket path");
-        return f;
-    }
+    if (!handler || n == 0 || n >= sizeof un->sun_path)
+        return ll_future_failed(loop, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
+                                !handler ? "no handler" : "bad socket path");
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "start server");
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv || !(srv->unix_path = ll__strdup(path))) {
         if (srv) server_free(srv);

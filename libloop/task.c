@@ -279,6 +279,7 @@ static void wake(ll_future *f, void *arg) {
     ll_task *t = arg;
     if (t->state == LL__TASK_WAITING && t->awaiting == f) resume(t);
 }
+const ll_done_cb ll__task_wake_cb = wake; /* debug mode times the task step, not the wake */
 
 int ll_await(ll_future *f) {
     ll_task *t = ll__tls_task;
@@ -308,7 +309,7 @@ int ll_await(ll_future *f) {
         ev_timer_start(t->loop->ev, &t->timer);
     }
     suspend(t);
-    ev_timer_stop(t->loop->ev, &t->timer);
+    if (ev_is_active(&t->timer)) ev_timer_stop(t->loop->ev, &t->timer);
     ll_future *a = t->awaiting;
     t->awaiting = NULL;
     rc = ll__future_retrieve(a);
@@ -469,6 +470,10 @@ void ll__task_destroy_all(ll_loop *loop) {
             ll__warn(loop, "shutdown: task #%llu '%s' did not finish cleaning up before the deadline "
                            "and was destroyed (what it held is lost)",
                      (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
+        }
+        if (t->on_destroy) {
+            t->on_destroy(t->on_destroy_arg);
+            t->on_destroy = NULL;
         }
         if (t->awaiting) {
             /* Cancel what it waits for first: its producer unlinks whatever it keeps about the

@@ -29,8 +29,8 @@ typedef struct cancel_job {
 
 static int cancel_work(void *arg, void **value) {
     cancel_job *j = arg;
+    (void)value;
     j->ok = PQcancel(j->pc, j->err, (int)sizeof j->err);
-    *value = j;
     return 0;
 }
 
@@ -101,11 +101,11 @@ void ll__pg_cancel_progress(ll_pg_conn *c) {
         ll_free(j);
         return;
     }
-    ll_future *jf = ll_run_in_executor_on(c->loop, cancel_work, j, cancel_job_free);
+    ll_executor_opts eo = {.loop = c->loop};
+    ll_future *jf = ll_executor_run(cancel_work, j, cancel_job_free, NULL, &eo); /* owns j */
     if (!jf || ll_future_done(jf)) {
         if (jf) (void)ll_future_code(jf);
-        ll_future_free(jf);
-        cancel_job_free(j); /* the job never started */
+        ll_future_free(jf); /* the job never started; j is freed already */
         return;
     }
     if (ll_future_add_done(jf, on_cancel_done, c) != 0) {
