@@ -183,6 +183,12 @@ examples: $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
 exports: lib
 	scripts/check-exports $(BUILD)/libloop.so ll_
 	for c in $(CLIENTS); do scripts/check-exports $(BUILD)/libloop-$$c.so ll_$$c || exit 1; done
+	@# every function a public header declares is defined by one of the libraries
+	@for l in $(BUILD)/libloop*.so; do nm -D --defined-only $$l; done | awk '{print $$3}' | sort -u \
+	  > $(BUILD)/exported.txt
+	@missing=$$(scripts/gen-functions --names | sort -u | comm -23 - $(BUILD)/exported.txt); \
+	if [ -n "$$missing" ]; then echo "declared in a header, defined by no library:" $$missing; exit 1; fi
+	@echo "exports: every function the headers declare is defined by a library"
 
 deps:
 	scripts/deps
