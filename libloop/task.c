@@ -222,7 +222,8 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
     ll_spawn_opts o = {0};
     if (opts) o = *opts;
     ll_loop *loop = ll__loop_or_current(o.loop);
-    if (!loop || !fn) return NULL;
+    if (!loop) return NULL;
+    if (!fn) return ll_future_failed(loop, LL_EINVAL, "ll_spawn_ex: fn is NULL");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "task");

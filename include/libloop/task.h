@@ -41,7 +41,8 @@ typedef struct ll_spawn_opts {
 
 /* Start fn(arg) as a task on the current loop; it first runs from the loop, not inside this call.
  * A task spawned from a task inherits its deadline and its context values. Returns the task's
- * future, or NULL on out of memory (no loop, no stack: the future is failed with LL_ESTACK). */
+ * future, or NULL on out of memory or when there is no loop (no stack: the future is failed with
+ * LL_ESTACK; fn NULL: LL_EINVAL). */
 LL_EXPORT ll_future *ll_spawn(ll_task_fn fn, void *arg);
 LL_EXPORT ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts);
 
