@@ -68,6 +68,7 @@ struct ll_future {
     ll__cb *cbs;         /* further callbacks */
     uint32_t ncbs, capcbs;
     bool has_cb0;
+    ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
     ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
