@@ -318,10 +318,18 @@ int ll_sleep(double seconds) {
 int ll_yield(void) {
     ll_task *t = ll__tls_task;
     if (!t) return LL_ENOTASK;
+    LL_ASSERT(t->state == LL__TASK_RUNNING);
     t->state = LL__TASK_READY;
     ll__schedule(t->loop, &t->work);
     suspend(t);
-    return (t->cancelled && !t->scope->shield) ? LL_ECANCELED : 0;
+    if (t->cancelled && !t->scope->shield) return LL_ECANCELED;
+    /* A task that only yields never awaits, so no deadline timer can cut it: check here, or a
+     * busy child would overrun its parent's deadline (promise 2). */
+    if (t->scope->effective < LL_NEVER && ll_now() >= t->scope->effective) {
+        mark_fired(t);
+        return LL_ETIMEDOUT;
+    }
+    return 0;
 }
 
 /* ---- outcome ---- */
