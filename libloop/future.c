@@ -69,11 +69,13 @@ static void destroy(ll_future *f) {
 
 void ll_future_free(ll_future *f) {
     if (!f) return;
+    LL_ASSERT(f->refs > 0);
     if (--f->refs == 0) destroy(f);
 }
 
 static void dispatch(ll__work *w) {
     ll_future *f = (ll_future *)w;
+    LL_ASSERT(f->queued && f->state != LL_FUTURE_PENDING);
     f->queued = false;
     /* Callbacks may add or remove callbacks (on this future too): walk by index and re-read. */
     if (f->has_cb0) {

@@ -51,6 +51,8 @@ static void task_run(ll__work *w) {
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->prev ? t->prev->next == t : loop->tasks == t);
+    LL_ASSERT(!t->next || t->next->prev == t);
     if (t->prev) t->prev->next = t->next;
     else loop->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -115,6 +117,8 @@ static void report_canary(ll_task *t) {
 
 static void resume(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
+    LL_ASSERT(!loop->current); /* only the loop switches into a task, never another task */
     if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
         t->rc = LL_ECANCELED;
         finalize(t);
@@ -149,6 +153,7 @@ static void resume(ll_task *t) {
 }
 
 static void suspend(ll_task *t) {
+    LL_ASSERT(t == ll__tls_task && t->state != LL__TASK_RUNNING);
     ASAN_START(&t->asan_fake_stack, t->loop->main_stack_bottom, t->loop->main_stack_size);
     ll__switch_to(&t->ctx, &t->loop->main_ctx);
     ASAN_FINISH(t->asan_fake_stack, &t->loop->main_stack_bottom, &t->loop->main_stack_size);
