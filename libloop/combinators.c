@@ -27,6 +27,7 @@
  *   it to settle" then gives "children are cancelled and awaited" with no extra machinery.
  */
 #include <string.h>
+#include "containers.h"
 #include "internal.h"
 
 /* The loop of the first non-NULL input, else the current one. Fails on a mix of loops. */
@@ -43,16 +44,6 @@ static int inputs_loop(ll_future *const *fs, size_t n, ll_loop **out, size_t *ba
     }
     *out = loop ? loop : ll_loop_current();
     return 0;
-}
-
-/* A new result future on `loop`, already failed with LL_EINVAL (misuse reported in the future
- * rather than by NULL, which means out of memory). */
-static ll_future *failed_future(ll_loop *loop, const char *label, const char *msg, size_t index) {
-    ll_future *out = ll_future_new(loop);
-    if (!out) return NULL;
-    ll_future_set_label(out, label);
-    ll_future_fail(out, LL_EINVAL, "%s: %s%zu", label, msg, index);
-    return out;
 }
 
 static bool slots_overflow(size_t n, size_t base, size_t each) {
@@ -126,22 +117,23 @@ static void gather_done(ll_future *f, void *arg) {
 }
 
 static void gather_cancel(ll_future *out, void *arg) {
-    (void)out;
     gather *g = arg;
     g->cancelling = true;
+    /* the inputs are cancelled for the gather's reason ("timed out after 1 s"), if it has one */
     for (size_t i = 0; i < g->n; i++)
-        if (g->slots[i].f) ll_future_cancel(g->slots[i].f);
+        if (g->slots[i].f) ll__future_cancel_msg(g->slots[i].f, out->cancel_msg);
     /* every input is still running or its callback is queued: the last callback settles us */
 }
 
 ll_future *ll_gather(ll_future *const *fs, size_t n, int mode) {
     ll_loop *loop;
     size_t bad = 0;
-    if (n > 0 && !fs) return failed_future(ll_loop_current(), "gather", "NULL array of n=", n);
+    if (n > 0 && !fs)
+        return ll_future_failed(ll_loop_current(), LL_EINVAL, "ll_gather: NULL array of n=%zu", n);
     if (inputs_loop(fs, n, &loop, &bad))
-        return failed_future(loop, "gather", "mixed loops at item ", bad);
+        return ll_future_failed(loop, LL_EINVAL, "ll_gather: mixed loops at item %zu", bad);
     if (mode != LL_GATHER_FAIL_FAST && mode != LL_GATHER_COLLECT)
-        return failed_future(loop, "gather", "unknown mode ", (size_t)(unsigned)mode);
+        return ll_future_failed(loop, LL_EINVAL, "ll_gather: unknown mode %d", mode);
     ll_future *out = ll_future_new(loop);
     if (!out) return NULL;
     ll_future_set_label(out, "gather");
@@ -265,12 +257,13 @@ static void wait_cancel(ll_future *out, void *arg) {
 ll_future *ll_wait(ll_future *const *fs, size_t n, int when, double timeout) {
     ll_loop *loop;
     size_t bad = 0;
-    if (n > 0 && !fs) return failed_future(ll_loop_current(), "wait", "NULL array of n=", n);
+    if (n > 0 && !fs)
+        return ll_future_failed(ll_loop_current(), LL_EINVAL, "ll_wait: NULL array of n=%zu", n);
     if (inputs_loop(fs, n, &loop, &bad))
-        return failed_future(loop, "wait", "mixed loops at item ", bad);
+        return ll_future_failed(loop, LL_EINVAL, "ll_wait: mixed loops at item %zu", bad);
     if (when != LL_WAIT_FIRST_COMPLETED && when != LL_WAIT_FIRST_FAILED &&
         when != LL_WAIT_ALL_COMPLETED)
-        return failed_future(loop, "wait", "unknown condition ", (size_t)(unsigned)when);
+        return ll_future_failed(loop, LL_EINVAL, "ll_wait: unknown condition %d", when);
     ll_future *out = ll_future_new(loop);
     if (!out) return NULL;
     ll_future_set_label(out, "wait");
@@ -528,7 +521,7 @@ ll_future *ll_shield(ll_future *f) {
 /* ---- task groups ---- */
 
 typedef struct child {
-    struct child *prev, *next;
+    ll__dlink link;  /* the group's running children */
     ll_taskgroup *g;
     ll_future *f;    /* our reference while it runs */
     uint64_t id;
@@ -536,7 +529,7 @@ typedef struct child {
 } child;
 
 struct ll_taskgroup {
-    child *children;  /* still running (their callback is registered) */
+    ll__dlist children; /* still running (their callback is registered) */
     size_t running;
     int code;         /* the first failure, 0 if none */
     char *msg;        /* its message (NULL: ll_strerror(code)) */
@@ -549,13 +542,12 @@ struct ll_taskgroup {
 static void child_done(ll_future *f, void *arg);
 
 static void cancel_children(ll_taskgroup *g) {
-    for (child *c = g->children; c; c = c->next) ll_future_cancel(c->f);
+    for (ll__dlink *l = g->children.head; l; l = l->next)
+        ll_future_cancel(LL__CONTAINER(l, child, link)->f);
 }
 
 static void child_unlink(ll_taskgroup *g, child *c) {
-    if (c->prev) c->prev->next = c->next;
-    else g->children = c->next;
-    if (c->next) c->next->prev = c->prev;
+    ll__list_remove(&g->children, &c->link);
     g->running--;
     ll_future_free(c->f);
     ll__free(c);
@@ -628,9 +620,7 @@ int ll_taskgroup_spawn(ll_taskgroup *g, ll_task_fn fn, void *arg, const char *na
     c->g = g;
     c->f = f;
     c->id = f->task ? f->task->id : 0;
-    c->next = g->children;
-    if (g->children) g->children->prev = c;
-    g->children = c;
+    ll__list_push_front(&g->children, &c->link);
     g->running++;
     return 0;
 }
@@ -669,8 +659,8 @@ const char *ll_taskgroup_errmsg(const ll_taskgroup *g) {
 void ll_taskgroup_free(ll_taskgroup *g) {
     if (!g || g->freed) return;
     /* Children still running are cancelled and finish on their own; the loop keeps them alive. */
-    while (g->children) {
-        child *c = g->children;
+    while (g->children.head) {
+        child *c = LL__CONTAINER(g->children.head, child, link);
         ll_future_remove_done(c->f, child_done, c);
         ll_future_cancel(c->f);
         child_unlink(g, c);

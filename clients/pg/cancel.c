@@ -51,7 +51,7 @@ void ll__pg_cancel_arm(ll_pg_conn *c) {
         ev_timer_stop(ev, &c->timer);
         c->timer_on = false;
     }
-    if (first >= LL_NEVER || c->state != PG_READY) return;
+    if (first >= LL_NEVER || c->state != PG_READY || c->opts.cancel_timeout < 0) return;
     double left = first + c->opts.cancel_timeout - ll_now();
     ev_timer_set(&c->timer, left > 0 ? left : 0, 0.);
     ev_timer_start(ev, &c->timer);

@@ -106,7 +106,7 @@ static void tick(void *arg) {
     t->last = now;
     t->ticks++;
     ll_future_free(t->timer);
-    t->timer = all_done(t) ? NULL : ll_call_later(t->loop, 0.01, tick, t);
+    t->timer = all_done(t) ? NULL : ll_loop_call_later(t->loop, 0.01, tick, t);
 }
 
 static void test_parallel_jobs_timer_on_time(void **state) {
@@ -123,7 +123,7 @@ static void test_parallel_jobs_timer_on_time(void **state) {
         assert_non_null(jobs[i]);
     }
     ticker t = {.loop = c.loop, .jobs = jobs, .njobs = N, .last = ll_now()};
-    t.timer = ll_call_later(c.loop, 0.01, tick, &t);
+    t.timer = ll_loop_call_later(c.loop, 0.01, tick, &t);
     assert_int_equal(ll_loop_run(c.loop), 0);
     double took = ll_now() - t0;
     for (int i = 0; i < N; i++) {
@@ -246,7 +246,7 @@ static void test_cancel_queued_and_running(void **state) {
     assert_int_equal(ll_future_get_state(running), LL_FUTURE_CANCELLED);
     assert_int_equal(value_frees, 0);
     ll_future_free(running); /* dropping our reference while the job still runs is fine */
-    ll_future_free(ll_call_later(c.loop, 0.02, open_gate_cb, &g));
+    ll_future_free(ll_loop_call_later(c.loop, 0.02, open_gate_cb, &g));
     assert_int_equal(ll_loop_run(c.loop), 0); /* returns once the late result was delivered */
     assert_int_equal(value_frees, 1);
     assert_int_equal(queued_runs, 0);
@@ -277,7 +277,7 @@ static void test_cancel_task_awaiting_job(void **state) {
     value_frees = 0;
     ll_spawn_opts o = {.loop = c.loop};
     ll_future *t = ll_spawn_ex(await_gated, &g, &o);
-    ll_future *later = ll_call_later(c.loop, 0.02, cancel_cb, t);
+    ll_future *later = ll_loop_call_later(c.loop, 0.02, cancel_cb, t);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run_until(c.loop, t), LL_ECANCELED);
     assert_true(ll_now() - t0 < 1.0);
