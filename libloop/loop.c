@@ -188,6 +188,21 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c) {
     c->prev = c->next = NULL;
 }
 
+/* ---- deadline timers ---- */
+
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    double left = deadline - ll_now();
+    ev_timer_stop(ev, w);
+    ev_timer_set(w, left > 0 ? left : 0., 0.);
+    ev_timer_start(ev, w);
+}
+
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    if (deadline - ll_now() <= 0) return false;
+    ll__timer_start_at(ev, w, deadline);
+    return true;
+}
+
 /* ---- call_later and sleep ---- */
 
 typedef struct later {
