@@ -90,6 +90,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_tcp_t *c = malloc(sizeof *c);
     if (!c) die("malloc", UV_ENOMEM);
     uv_tcp_init(loop, c);
+    c->data = NULL; /* malloc'd: freed when closed (see close_any) */
     if (uv_accept(server, (uv_stream_t *)c) != 0) {
         uv_close((uv_handle_t *)c, on_close_free);
         return;

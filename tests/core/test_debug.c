@@ -88,7 +88,7 @@ static void test_slow_callbacks_warn(void **state) {
     lt_warnings w;
     lt_collect_warnings(c.loop, &w);
     ll_loop_set_debug(c.loop, true, 100);
-    ll_future *l = ll_call_later(c.loop, 0.001, blocking_callback, NULL);
+    ll_future *l = ll_loop_call_later(c.loop, 0.001, blocking_callback, NULL);
     assert_int_equal(ll_loop_run_until(c.loop, l), 0);
     ll_future_free(l);
     print_message("%s", w.text);
