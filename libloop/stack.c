@@ -79,6 +79,7 @@
 #define UNGUARDED_STACKS 64
 #define GUARD_MIN ((size_t)1 << 20)
 #define CANARY_BYTES 256
+#define MAX_STACK ((size_t)1 << 30)
 #define CACHE_STACKS 64
 #define TRIM_SECS 1.0
 
@@ -331,8 +332,9 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     size_t len = slot * (size_t)n + (guarded ? 0 : guard);
     char *base = MAP_FAILED;
     slab *sl = ll__calloc(1, sizeof *sl + (size_t)n * sizeof(ll__stack));
-    unsigned *vg = sl ? ll__calloc((size_t)n, sizeof *vg) : NULL;
-    if (!vg) goto fail;
+    /* valgrind's stack ids, kept only when running under it (4 bytes a task otherwise wasted) */
+    unsigned *vg = sl && RUNNING_ON_VALGRIND ? ll__calloc((size_t)n, sizeof *vg) : NULL;
+    if (!sl || (RUNNING_ON_VALGRIND && !vg)) goto fail;
     /* Everything PROT_NONE first: the guards are never charged as committed memory. */
     base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
                 0);
@@ -358,16 +360,16 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
         ll__stack *s = &sl->stacks[i];
         if (guarded) {
             s->lo = base + (size_t)i * slot + guard;
-            s->size = size;
+            s->size = (uint32_t)size;
         } else {
             /* The top CANARY_BYTES of each slot are the canary zone of the stack above it. */
             s->lo = base + guard + (size_t)i * slot;
-            s->size = size - CANARY_BYTES;
+            s->size = (uint32_t)(size - CANARY_BYTES);
             s->canary = i > 0 ? s->lo - CANARY_BYTES : NULL; /* slot 0 sits on the guard */
         }
         s->guarded = guarded;
         s->pool = pool;
-        vg[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size);
+        if (vg) vg[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size);
         iov[i].iov_base = s->lo + size - page_size; /* the slot's top page: the task header */
         iov[i].iov_len = page_size;
         s->next_free = pool->free;
@@ -425,6 +427,7 @@ static void on_trim(struct ev_loop *ev, ev_timer *w, int revents) {
 }
 
 ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
+    if (size > MAX_STACK) return NULL; /* reported as a stack that cannot be mapped */
     size = round_size(size);
     ll__stackpool *pool = loop->stackpools;
     while (pool && pool->size != size) pool = pool->next;
@@ -482,7 +485,7 @@ void ll__stack_pools_free(ll_loop *loop) {
         slab *sl = pool->slabs;
         while (sl) {
             slab *sn = sl->next;
-            for (int i = 0; i < sl->n; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
+            for (int i = 0; sl->vg_id && i < sl->n; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
             pthread_mutex_lock(&slabs_lock);
             slab **pp = (slab **)&all_slabs;
             while (*pp && *pp != sl) pp = &(*pp)->gnext;
