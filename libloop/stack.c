@@ -31,6 +31,8 @@
  * - On a fault in a guard region, or a fault while the running task's stack pointer lies outside
  *   its stack, a SIGSEGV handler on an alternate signal stack names the task whose stack
  *   overflowed, then lets the default action kill the process (an overflow cannot be undone).
+ * - Under an address-space limit (RLIMIT_AS), or once a mapping with large guards has failed, guards
+ *   are one page, as they used to be: large guards would cost stacks there.
  * - Test knob: LIBLOOP_STACK_GUARDS=0 in the environment makes every new slab unguarded (canary
  *   path), so tests can reach it without creating ~8,000 stacks first. Read at each slab creation.
  * - A new slab's task-header pages (the top page of every stack) are populated with one
@@ -54,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <ucontext.h>
@@ -115,6 +118,7 @@ static slab *all_slabs;
 static pthread_mutex_t slabs_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t page_size;
 static long guard_budget = -1;   /* guarded stacks we may still create */
+static bool small_guards; /* address space is limited or ran short once: one-page guards */
 static struct sigaction prev_segv; /* the handler ours hands faults on to */
 #define ALTSTACK_SIZE (64 * 1024)
 static pthread_key_t altstack_key; /* releases a thread's alternate signal stack when it exits */
@@ -141,6 +145,9 @@ static void global_init(void) {
         fclose(f);
     }
     guard_budget = maxmap / 8; /* two VMAs each: a quarter of the limit */
+    /* Under an address-space limit (ulimit -v) large guards would cost stacks: one page each. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) small_guards = true;
     altstack_key_ok = pthread_key_create(&altstack_key, altstack_release) == 0;
 }
 
@@ -315,11 +322,17 @@ static void populate(struct iovec *iov, size_t n) {
 #endif
 }
 
-static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
+/* How a slab is laid out: large guards, one-page guards, or unguarded. A guarded slab with large
+ * guards needs ~18 MiB of address space; where that fails (an RLIMIT_AS), the caller retries with
+ * one-page guards, and from then on starts there (small_guards); where that fails too (a process near
+ * vm.max_map_count), with an unguarded slab. */
+typedef enum { SLAB_LARGE_GUARDS, SLAB_PAGE_GUARDS, SLAB_UNGUARDED } slab_kind;
+
+static slab *slab_new(ll_loop *loop, ll__stackpool *pool, slab_kind kind) {
     size_t size = pool->size;
     bool guarded = false;
     const char *knob = getenv("LIBLOOP_STACK_GUARDS"); /* test knob, see the top of this file */
-    bool allow_guards = !(knob && strcmp(knob, "0") == 0);
+    bool allow_guards = kind != SLAB_UNGUARDED && !(knob && strcmp(knob, "0") == 0);
     pthread_mutex_lock(&slabs_lock);
     if (allow_guards && guard_budget >= GUARDED_STACKS) {
         guard_budget -= GUARDED_STACKS;
@@ -328,6 +341,8 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     pthread_mutex_unlock(&slabs_lock);
     int n = guarded ? GUARDED_STACKS : UNGUARDED_STACKS;
     size_t guard = size > GUARD_MIN ? size : GUARD_MIN;
+    if (kind != SLAB_LARGE_GUARDS && __atomic_load_n(&small_guards, __ATOMIC_RELAXED))
+        guard = page_size;
     size_t slot = guarded ? guard + size : size;
     size_t len = slot * (size_t)n + (guarded ? 0 : guard);
     char *base = MAP_FAILED;
@@ -440,7 +455,16 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
         pool->next = loop->stackpools;
         loop->stackpools = pool;
     }
-    if (!pool->free && !slab_new(loop, pool)) return NULL;
+    if (!pool->free) {
+        slab *sl = NULL;
+        if (!__atomic_load_n(&small_guards, __ATOMIC_RELAXED)) {
+            sl = slab_new(loop, pool, SLAB_LARGE_GUARDS);
+            if (!sl) __atomic_store_n(&small_guards, true, __ATOMIC_RELAXED);
+        }
+        if (!sl) sl = slab_new(loop, pool, SLAB_PAGE_GUARDS);
+        if (!sl) sl = slab_new(loop, pool, SLAB_UNGUARDED);
+        if (!sl) return NULL;
+    }
     ll__stack *s = pool->free;
     pool->free = s->next_free;
     pool->nfree--;
