@@ -267,12 +267,12 @@ const char *ll__task_label(const ll_task *t, char *buf, size_t n);
 /* stack.c */
 struct ll__stack {
     char *lo;             /* lowest usable address */
-    size_t size;
-    bool guarded;
     char *canary;         /* unguarded: the zero zone just below lo, checked at switches */
     struct ll__stack *next_free;
     struct ll__stackpool *pool;
     ll_task *owner;
+    uint32_t size;        /* usable bytes (stacks are at most 1 GiB) */
+    bool guarded;
 };
 ll__stack *ll__stack_get(ll_loop *loop, size_t size);
 void ll__stack_put(ll_loop *loop, ll__stack *s);

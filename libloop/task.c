@@ -111,7 +111,7 @@ static void report_overflow(ll_task *t, const char *how) {
     fprintf(stderr,
             "libloop: task #%llu '%s' overflowed its %zu-byte stack (%s); give it a larger stack "
             "with ll_spawn_ex() or ll_loop_set_stack_size()\n",
-            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size, how);
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), (size_t)t->stack->size, how);
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
