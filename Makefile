@@ -113,13 +113,13 @@ define FUZZ_template
 $$(BUILD)/tests/fuzz/replay_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
   $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS_BASE) -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) \
+	$$(CC) $$(CFLAGS_BASE) -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic \
 	  -DFUZZ_CORPUS='"$$(CURDIR)/tests/fuzz/corpus/$(1)_$$*"' -o $$@ $$< tests/fuzz/replay.c \
 	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
 $$(BUILD)/fuzz/fuzz_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/fuzz.h $$(BUILD)/libloop-$(1).a \
   $$(BUILD)/libloop.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS_BASE) -fsanitize=fuzzer -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -o $$@ $$< \
+	$$(CC) $$(CFLAGS_BASE) -fsanitize=fuzzer -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic -o $$@ $$< \
 	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a -fsanitize=fuzzer $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
 endef
 $(foreach c,$(CLIENTS),$(eval $(call FUZZ_template,$(c))))
