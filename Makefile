@@ -60,8 +60,8 @@ CLIENTS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard clients/*/*.c)))))
 LIBS_pg := -lpq
 CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LIBS_redis := -lhiredis
-LIBS_http := -luriparser -lz
-LIBS_smtp :=
+LIBS_http := -luriparser -lz -lpsl
+LIBS_smtp := -luriparser
 # llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
 LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
 ifeq ($(LLHTTP_PC),yes)
@@ -139,7 +139,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
 .PHONY: fuzz check-tsan
-.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
+.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
 all: lib
@@ -276,14 +276,22 @@ check-aarch64:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core bench-io bench-http bench-pg
+bench: bench-core bench-io bench-http bench-pg bench-redis
 
+# BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
-	bench/run-core $(BUILD)/bench/bench_core
+	scripts/deps bench
+	bench/run-core $(BUILD)/bench/bench_core $(BASELINE)
 
-# I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
-bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
-	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+# I/O: loopback echo, libloop next to libuv, asyncio streams (and uvloop) and a plain blocking C client
+bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+	scripts/deps bench
+	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+
+# the same echo pair on libuv, the C anchor (scripts/deps bench installs libuv1-dev)
+$(BUILD)/bench/bench_io_libuv: bench/bench_io_libuv.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< -luv
 
 # HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
 $(BUILD)/bench/bench_http: bench/bench_http.c $(BUILD)/libloop-http.a $(BUILD)/libloop.a
@@ -305,6 +313,15 @@ bench-pg:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_pg
 	bench/run-pg $(BUILD)/bench/bench_pg
+
+# Redis: libloop next to redis-benchmark (-P 1 and -P 16) and redis-py (asyncio, uvloop)
+$(BUILD)/bench/bench_redis: bench/bench_redis.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-redis:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_redis
+	bench/run-redis $(BUILD)/bench/bench_redis
 
 demo:
 	scripts/deps

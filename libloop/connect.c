@@ -27,6 +27,7 @@
 #include "io_internal.h"
 
 #define MAX_ATTEMPTS 8 /* sockets in flight at once */
+#define DEFAULT_CONNECT_TIMEOUT 30.0 /* ll_stream_opts.connect_timeout 0; as the pool's */
 
 typedef struct conn conn;
 
@@ -134,7 +135,7 @@ static void on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
     conn *c = w->data;
     char name[300];
     conn_name(c, name, sizeof name);
-    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.1f s %s%s%s", name,
+    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.3g s %s%s%s", name,
               c->timeout_len, phase_name(c), c->errs ? " (" : "", c->errs ? c->errs : "");
 }
 
@@ -397,7 +398,10 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_stream_o
         conn_fail(c, LL_ENOMEM, "connect to %s: out of memory", host);
         return f;
     }
-    double limit = c->o.connect_timeout > 0 ? c->o.connect_timeout : LL_NEVER;
+    /* 0: the default; negative: no limit of its own (the task's deadline still applies) */
+    double limit = c->o.connect_timeout > 0   ? c->o.connect_timeout
+                   : c->o.connect_timeout < 0 ? LL_NEVER
+                                              : DEFAULT_CONNECT_TIMEOUT;
     ll_time dl = c->task_deadline = ll_task_deadline();
     if (dl < LL_NEVER && dl - c->t_start < limit) limit = dl - c->t_start;
     if (limit < LL_NEVER) {

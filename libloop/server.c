@@ -257,7 +257,8 @@ static ll_server *server_new(ll_loop *loop, ll_server_handler handler, void *arg
     srv->arg = arg;
     srv->backlog = opts && opts->backlog > 0 ? opts->backlog : SOMAXCONN;
     srv->stack_size = opts ? opts->stack_size : 0;
-    srv->linger = opts && opts->linger > 0 ? opts->linger : DEFAULT_LINGER;
+    /* 0: the default; negative: no limit (ll_deadline_in gives LL_NEVER) */
+    srv->linger = opts && opts->linger != 0 ? opts->linger : DEFAULT_LINGER;
     srv->name = ll__strdup(opts && opts->name ? opts->name : "server");
     bool fail = !srv->name;
     if (opts && opts->tls && !(srv->tls = ll__tls_opts_dup(opts->tls))) fail = true;
@@ -429,9 +430,11 @@ ll_future *ll_server_close(ll_server *srv, double grace) {
     if (srv->fd >= 0) close(srv->fd);
     srv->fd = -1;
     if (srv->unix_path && srv->unix_path[0] != '@') unlink(srv->unix_path);
-    if (srv->nconns && grace > 0) {
-        ev_timer_set(&srv->grace, grace, 0.);
-        ev_timer_start(srv->loop->ev, &srv->grace);
+    if (srv->nconns && grace != 0) {
+        if (grace > 0) { /* negative: the handlers may take as long as they need */
+            ev_timer_set(&srv->grace, grace, 0.);
+            ev_timer_start(srv->loop->ev, &srv->grace);
+        }
     } else {
         cancel_all(srv);
     }

@@ -449,8 +449,7 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
     return s;
 }
 
-bool ll__stack_intact(const ll__stack *s) {
-    if (!s->canary) return true;
+bool ll__stack_canary_ok(const ll__stack *s) {
     const uint64_t *w = (const uint64_t *)(const void *)s->canary;
     uint64_t acc = 0;
     for (size_t i = 0; i < CANARY_BYTES / sizeof *w; i++) acc |= w[i];
