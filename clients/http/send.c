@@ -248,8 +248,8 @@ static ll_future *failed(ll_loop *loop, int code, const char *method, const char
 }
 
 ll_future *ll_http_send(ll_http_session *s, const ll_http_request *req) {
-    if (!s || !req)
-        return failed(ll_loop_current(), LL_EINVAL, NULL, NULL, "no session or request");
+    if (!s) return ll_future_failed(NULL, LL_EINVAL, "ll_http_send: session is NULL");
+    if (!req) return ll_future_failed(s->loop, LL_EINVAL, "ll_http_send: req is NULL");
     if (s->closed)
         return failed(s->loop, LL_ECLOSED, req->method, req->url, "the session is closed");
     ll__http_req *q = ll_calloc(1, sizeof *q);
