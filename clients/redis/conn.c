@@ -131,6 +131,7 @@ static int write_now(ll_redis_conn *c, const char *data, size_t len, const rp_sl
     if (ll__rp_buf_append(&c->out, data, len)) return LL_ENOMEM;
     bool was_empty = c->slots.n == 0;
     for (size_t i = 0; i < n; i++) ll__rp_ring_push(&c->slots, slots[i]);
+    c->commands += n;
     arm_cancel(c, slots, n);
     if (was_empty) {
         c->progress_at = ll_now();
@@ -180,6 +181,7 @@ static void release_held(ll_redis_conn *c) {
         if (c->slots.n == 0) c->progress_at = ll_now();
         /* the futures keep the references and cancel hooks they got when held */
         for (size_t i = 0; i < h->nslots; i++) ll__rp_ring_push(&c->slots, h->slots[i]);
+        c->commands += h->nslots;
         ll_free(h);
     }
     schedule_flush(c);
@@ -228,6 +230,7 @@ static void flush_cb(void *arg) {
         ll_future_free(c->wf);
         c->wf = ll_stream_write(c->s, c->out.data, c->out.len);
         c->out.len = 0;
+        c->writes++;
         /* a big buffer stays allocated for the next burst unless it is very big */
         if (c->out.cap > (1u << 20)) ll__rp_buf_free(&c->out);
     }
@@ -664,6 +667,8 @@ LL_EXPORT void ll_redis_get_stats(const ll_redis_conn *c, ll_redis_stats *out) {
     if (!c) return;
     out->reconnects = c->reconnects;
     out->discarded = c->discarded;
+    out->commands = c->commands;
+    out->writes = c->writes;
     out->in_flight = c->slots.n;
     out->held = c->nheld;
 }
