@@ -562,6 +562,21 @@ ll_redis_conn *ll__rc_new(rc_cfg *cfg, ll_loop *loop, bool persistent) {
     return c;
 }
 
+/* The connection is closed: what waits on it (held commands, the connect future, and when asked
+ * the commands in flight) fails with LL_ECLOSED. */
+static void fail_closed(ll_redis_conn *c, bool inflight) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
+    fail_held(c, LL_ECLOSED, msg, LL_NEVER);
+    if (inflight) fail_inflight(c, LL_ECLOSED, msg);
+    if (c->ready_f) {
+        ll_future *rf = c->ready_f;
+        c->ready_f = NULL;
+        ll_future_fail(rf, LL_ECLOSED, "%s", msg);
+        ll_future_free(rf);
+    }
+}
+
 /* A task cancelled before it first ran never runs (ll_redis_close or a loop shutdown right after
  * the connect call): then this does what the manager would have done on its way out. It holds a
  * reference of its own, so it may look at the connection either way. */
@@ -569,15 +584,7 @@ static void mgr_done(ll_future *f, void *arg) {
     ll_redis_conn *c = arg;
     (void)f;
     if (!c->mgr_ran) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
-        fail_held(c, LL_ECLOSED, msg, LL_NEVER);
-        if (c->ready_f) {
-            ll_future *rf = c->ready_f;
-            c->ready_f = NULL;
-            ll_future_fail(rf, LL_ECLOSED, "%s", msg);
-            ll_future_free(rf);
-        }
+        fail_closed(c, false);
         c->state = RC_CLOSED;
         ll__rc_unref(c); /* the manager's */
     }
@@ -637,16 +644,7 @@ ll_future *ll__rc_connect_cfg(rc_cfg *cfg, ll_loop *loop, void (*prepare)(ll_red
 LL_EXPORT void ll_redis_close(ll_redis_conn *c) {
     if (!c || c->owner_closed) return;
     c->owner_closed = true;
-    char msg[300];
-    snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
-    fail_held(c, LL_ECLOSED, msg, LL_NEVER);
-    fail_inflight(c, LL_ECLOSED, msg);
-    if (c->ready_f) {
-        ll_future *rf = c->ready_f;
-        c->ready_f = NULL;
-        ll_future_fail(rf, LL_ECLOSED, "%s", msg);
-        ll_future_free(rf);
-    }
+    fail_closed(c, true);
     c->state = RC_CLOSED;
     if (c->mgr) ll_future_cancel(c->mgr);
     ll__rc_unref(c);
