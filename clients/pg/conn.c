@@ -38,17 +38,23 @@ void ll__pg_conn_unref(ll_pg_conn *c) {
 }
 
 const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
-    /* libpq's messages span lines ("...failed: FATAL:  password ...\n\tIs the server ...");
-     * a log line wants one: squeeze whitespace runs into one space, drop the trailing one. */
+    /* libpq's messages span lines ("connection to server at ... failed: Connection refused\n\tIs
+     * the server running ...?\nconnection to server at ..."); a log line wants one. Line breaks
+     * become "; " (or a space after a ':'), runs of blanks one space, trailing ones go. */
     size_t o = 0;
-    bool space = false;
+    int sep = 0; /* 0 none, 1 a space, 2 a line break */
     for (const char *p = msg ? msg : ""; *p && o + 1 < n; p++) {
-        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
-            space = o > 0;
+        if (*p == '\n' || *p == '\r') {
+            if (o > 0) sep = 2;
             continue;
         }
-        if (space && o + 2 < n) buf[o++] = ' ';
-        space = false;
+        if (*p == ' ' || *p == '\t') {
+            if (o > 0 && sep == 0) sep = 1;
+            continue;
+        }
+        if (sep == 2 && buf[o - 1] != ':' && buf[o - 1] != ';' && o + 3 < n) buf[o++] = ';';
+        if (sep && o + 2 < n) buf[o++] = ' ';
+        sep = 0;
         buf[o++] = *p;
     }
     buf[o] = 0;
@@ -122,7 +128,7 @@ void ll__pg_cork(ll_pg_conn *c) {
     if (!c->uncork_queued) {
         /* the first write of this iteration goes out at once; the burst ends when the loop has
          * run what is queued now */
-        if (ll_call_soon(c->loop, uncork, c) == 0) {
+        if (ll_loop_call_soon(c->loop, uncork, c) == 0) {
             c->uncork_queued = true;
             c->refs++;
         }
@@ -371,8 +377,8 @@ static void resolve_next(pg_connecting *k) {
             continue;
         }
         long p = strtol(port, NULL, 10);
-        ll_future *f = ll_resolve_on(c->loop, h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
-                                     AF_UNSPEC);
+        ll_future *f = ll_resolve(h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
+                                  &(ll_resolve_opts){.loop = c->loop});
         if (!f || ll_future_add_done(f, on_resolved, k) != 0) {
             ll_future_free(f);
             connecting_free(k);
@@ -415,6 +421,7 @@ static void connect_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
+    LL_REQUIRE_ARG(conninfo, "conninfo");
     ll_loop *loop = ll__pg_loop(opts ? opts->loop : NULL);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -501,6 +508,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
         if (!ct) ct = getenv("PGCONNECT_TIMEOUT");
         t = ct ? strtod(ct, NULL) : 0;
         if (t <= 0) t = 10;
+        c->opts.connect_timeout = t; /* the timeout message says what was used */
     }
     k->timeout = t;
     if (t > 0) {

@@ -13,7 +13,7 @@
  *   then pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *, RESET ALL as one script (one round
  *   trip). Prepared statements stay cached across leases: they hold no session state a user
  *   could see.
- * - The pool structure outlives ll_pg_pool_close() while connections are still lent (their
+ * - The pool structure outlives ll_pg_pool_free() while connections are still lent (their
  *   release must remain valid) and while one-shot queries are in flight.
  * - ll_pg_pool_query is a chain of callbacks (acquire → query → release), no task: a thousand
  *   concurrent one-shot queries cost a thousand small records, not a thousand stacks.
@@ -79,7 +79,7 @@ static void vt_close(void *arg, void *conn) {
     ll_pg_close(c);
 }
 
-/* The reset's future. Cancelling it (reset_timeout, ll_pg_pool_close) must not send a cancel
+/* The reset's future. Cancelling it (reset_timeout, ll_pg_pool_free) must not send a cancel
  * request and wait: the pool closes the connection next anyway. So the cancel marks the
  * connection lost, which fails the script at once; the pool's close() then frees it. */
 typedef struct reset_job {
@@ -153,7 +153,9 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
         .max_per_key = o.max_size ? o.max_size : 10,
         .min_per_key = o.min_size,
         .acquire_timeout = o.acquire_timeout,
-        .connect_timeout = o.conn.connect_timeout > 0 ? o.conn.connect_timeout + 1 : 0,
+        .connect_timeout = o.conn.connect_timeout > 0   ? o.conn.connect_timeout + 1
+                           : o.conn.connect_timeout < 0 ? -1
+                                                        : 0,
         .reset_timeout = o.reset_timeout,
         .max_idle = o.max_idle,
         .max_lifetime = o.max_lifetime,
@@ -168,10 +170,10 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     return p;
 }
 
-void ll_pg_pool_close(ll_pg_pool *p) {
+void ll_pg_pool_free(ll_pg_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
-    ll_pool_close(p->pool);
+    ll_pool_free(p->pool);
     maybe_free(p);
 }
 
@@ -212,6 +214,7 @@ static void acq_cancel(ll_future *outer, void *arg) {
 }
 
 ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
+    LL_REQUIRE_ARG(p, "pool");
     if (!p) return NULL;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
@@ -366,6 +369,8 @@ static void job_cancel(ll_future *f, void *arg) {
 
 ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
                              const char *const *values) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     if (!p) return NULL;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
@@ -408,6 +413,8 @@ ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
 }
 
 ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {

@@ -74,6 +74,9 @@ LL_BEGIN_DECLS
     XX(EPG_UNKNOWN_OUTCOME, -3103, "transaction outcome unknown")                    \
     XX(EREDIS_REPLY, -3200, "redis error reply")                                     \
     XX(EREDIS_PROTO, -3201, "redis protocol error")                                  \
+    XX(EREDIS_CONN, -3202, "redis connection lost")                                  \
+    XX(EREDIS_TYPE, -3203, "redis reply has another type")                           \
+    XX(EREDIS_WATCH, -3204, "redis transaction aborted: a watched key changed")      \
     XX(EHTTP_PROTO, -3300, "http protocol error")                                    \
     XX(EHTTP_REDIRECT, -3301, "too many redirects or redirect loop")                 \
     XX(EHTTP_STATUS, -3302, "unexpected http status")                                \
