@@ -143,7 +143,7 @@ void ll_smtp_client_get_stats(const ll_smtp_client *c, ll_smtp_client_stats *out
 void ll_smtp_client_free(ll_smtp_client *c) {
     if (!c || c->closed) return;
     c->closed = true;
-    ll_pool_close(c->pool);
+    ll_pool_free(c->pool);
     client_unref(c);
 }
 

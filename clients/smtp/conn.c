@@ -139,11 +139,11 @@ int ll__smtp_conn_open(ll__smtp_cfg *cfg, ll_smtp_conn **out, char *err) {
     c->hs.mech = cfg->mech;
     c->hs.allow_plaintext_auth = cfg->allow_plaintext_auth;
 
-    ll_conn_opts co;
+    ll_stream_opts co;
     memset(&co, 0, sizeof co);
     co.connect_timeout = cfg->connect_timeout;
     if (cfg->security == LL_SMTP_IMPLICIT_TLS) co.tls = &cfg->tls;
-    ll_future *f = ll_open_connection(cfg->host, cfg->port, &co);
+    ll_future *f = ll_stream_connect(cfg->host, cfg->port, &co);
     bool expired = false;
     int rc = await_phase(f, cfg->connect_timeout, &expired);
     if (rc) {

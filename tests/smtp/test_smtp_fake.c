@@ -190,7 +190,7 @@ typedef struct run {
 
 static int run_task(void *arg) {
     run *r = arg;
-    ll_future *sf = ll_start_server("127.0.0.1", 0, handler, &r->fk, NULL);
+    ll_future *sf = ll_server_open("127.0.0.1", 0, handler, &r->fk, NULL);
     LT_CHECK(ll_await(sf) == 0);
     ll_server *srv = ll_future_take(sf);
     ll_future_free(sf);
