@@ -35,7 +35,8 @@ static int group_teardown(void **st) {
 typedef enum {
     M_REFUSE_GREETING, M_EHLO_421, M_MAIL_550, M_RCPT_MIXED, M_DATA_554, M_FINAL_451,
     M_DROP_MID_DATA, M_NO_STARTTLS, M_INJECT, M_ENDLESS, M_SILENT_AFTER_EHLO, M_SILENT_GREETING,
-    M_TRICKLE_GREETING, M_PIPELINE_CHECK, M_421_THEN_OK, M_SILENT_FINAL
+    M_TRICKLE_GREETING, M_PIPELINE_CHECK, M_421_THEN_OK, M_SILENT_FINAL, M_NORMAL,
+    M_CLOSE_AFTER_FIRST
 } mode;
 
 typedef struct fake {
@@ -118,6 +119,7 @@ static int normal(ll_stream *s, fake *fk, int conn) {
                 return 0;
             }
             say(s, fk->m == M_FINAL_451 ? "451 4.3.0 try again\r\n" : "250 2.0.0 queued\r\n");
+            if (fk->m == M_CLOSE_AFTER_FIRST && conn == 1) return 0; /* idle close, no 421 */
         } else if (!strncmp(line, "RSET", 4) || !strncmp(line, "NOOP", 4)) {
             say(s, "250 ok\r\n");
         } else if (!strncmp(line, "QUIT", 4)) {
@@ -404,12 +406,103 @@ static void test_pipelining(void **st) {
     assert_int_equal(r.res.accepted, 50);
 }
 
+/* ---- the pool's upkeep: NOOP before reusing an idle session, a limit of messages per session,
+ * a session the server closed while idle, a send cancelled half-way ---- */
+
+typedef struct pool_run {
+    fake fk;
+    double noop_after, pause;
+    unsigned max_messages;
+    int n;
+    int rcs[4];
+    unsigned attempts[4];
+    bool cancel;
+    double cancel_took;
+} pool_run;
+
+static int pool_task(void *arg) {
+    pool_run *p = arg;
+    ll_future *sf = ll_server_open("127.0.0.1", 0, handler, &p->fk, NULL);
+    LT_CHECK(ll_await(sf) == 0);
+    ll_server *srv = ll_future_take(sf);
+    ll_future_free(sf);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)ll_server_port(srv));
+    ll_smtp_opts o = {.security = LL_SMTP_PLAIN, .noop_after = p->noop_after,
+                      .max_messages_per_session = p->max_messages, .max_sessions = 1,
+                      .retries = 1, .retry_backoff = 0.01};
+    ll_smtp_client *cl = ll_smtp_client_new(url, &o, NULL);
+    LT_CHECK(cl != NULL);
+    const char *rcpt[] = {"a@example.test"};
+    const char *data = "Subject: t\r\n\r\nbody\r\n";
+    ll_smtp_mail m = {"s@example.test", rcpt, 1, data, strlen(data)};
+    for (int i = 0; i < p->n; i++) {
+        ll_future *f = ll_smtp_send(cl, &m);
+        if (p->cancel) {
+            ll_sleep(0.1);
+            ll_time t0 = ll_now();
+            ll_future_cancel(f);
+            p->rcs[i] = ll_await(f);
+            p->cancel_took = ll_now() - t0;
+        } else {
+            p->rcs[i] = ll_await(f);
+        }
+        const ll_smtp_result *r = ll_smtp_result_of(f);
+        p->attempts[i] = r ? r->attempts : 0;
+        ll_future_free(f);
+        ll_sleep(p->pause);
+    }
+    ll_smtp_client_free(cl);
+    ll_sleep(0.05); /* the QUIT of the last session */
+    ll_future *cf = ll_server_close(srv, 0.5);
+    ll_await(cf);
+    ll_future_free(cf);
+    return 0;
+}
+
+static void go_pool(pool_run *p) {
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, pool_task, p), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+}
+
+static void test_pool_upkeep(void **st) {
+    (void)st;
+    /* idle longer than noop_after: NOOP first; two messages per session: QUIT, then a new one */
+    pool_run p = {.fk.m = M_NORMAL, .noop_after = 0.05, .pause = 0.15, .max_messages = 2, .n = 3};
+    go_pool(&p);
+    for (int i = 0; i < 3; i++) assert_int_equal(p.rcs[i], 0);
+    assert_non_null(strstr(p.fk.log, "NOOP"));
+    assert_non_null(strstr(p.fk.log, "QUIT"));
+    assert_int_equal(p.fk.conns, 2);
+    /* the server closed the idle session: noticed before use, a new session, no retry needed */
+    p = (pool_run){.fk.m = M_CLOSE_AFTER_FIRST, .noop_after = 100, .pause = 0.1, .n = 2};
+    go_pool(&p);
+    assert_int_equal(p.rcs[0], 0);
+    assert_int_equal(p.rcs[1], 0);
+    assert_int_equal(p.attempts[1], 1);
+    assert_int_equal(p.fk.conns, 2);
+}
+
+static void test_cancel_mid_send(void **st) {
+    (void)st;
+    /* the server never answers the data; the caller cancels: control back at once, the session is
+     * dropped (its state is unknown), nothing left behind (lt_teardown) */
+    pool_run p = {.fk.m = M_SILENT_FINAL, .cancel = true, .n = 1};
+    go_pool(&p);
+    assert_int_equal(p.rcs[0], LL_ECANCELED);
+    assert_true(p.cancel_took < 0.5);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals_at_every_stage), cmocka_unit_test(test_drop_mid_data),
         cmocka_unit_test(test_421_reconnects),          cmocka_unit_test(test_no_starttls_when_required),
         cmocka_unit_test(test_plaintext_injected_after_starttls), cmocka_unit_test(test_endless_reply),
         cmocka_unit_test(test_replies_that_never_come), cmocka_unit_test(test_pipelining),
+        cmocka_unit_test(test_pool_upkeep),             cmocka_unit_test(test_cancel_mid_send),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
