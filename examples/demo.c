@@ -14,7 +14,7 @@
  * throwaway redis-server.
  *
  * Usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N]
- *             [--concurrency N] [--redis URL]
+ *             [--concurrency N] [--redis URL] [--smtp URL]
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -37,6 +37,7 @@ typedef struct {
     int requests;
     int concurrency;
     const char *redis_url;
+    const char *smtp_url;
 } demo_opts;
 
 typedef struct {
@@ -393,6 +394,7 @@ static int main_task(void *arg) {
     if (rc == 0) rc = section_dump();
     if (rc == 0) rc = section_pg(o);
     if (rc == 0) rc = demo_redis(o->redis_url);
+    if (rc == 0) rc = demo_smtp(o->smtp_url);
     if (rc == 0) rc = section_http(o);
     return rc;
 }
@@ -407,8 +409,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--requests") && i + 1 < argc) o.requests = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) o.concurrency = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--redis") && i + 1 < argc) o.redis_url = argv[++i];
+        else if (!strcmp(argv[i], "--smtp") && i + 1 < argc) o.smtp_url = argv[++i];
         else {
-            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N] [--redis URL]\n");
+            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N] [--redis URL] [--smtp URL]\n");
             return 2;
         }
     }

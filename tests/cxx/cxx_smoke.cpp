@@ -1,7 +1,7 @@
 // cxx_smoke.cpp — libloop from C++17: the headers compile as C++ (extern "C" via LL_BEGIN_DECLS)
 // and the program links against the shared libraries and runs: tasks written as captureless
 // lambdas, a gather under a deadline, a PostgreSQL query and an HTTP GET read through the typed
-// accessors, a Redis PING, the SMTP library linked. Run it under build/tools/with-servers (LL_PG_URL,
+// accessors, a Redis PING, a MIME message built. Run it under build/tools/with-servers (LL_PG_URL,
 // LL_HTTP_BASE, LL_REDIS_URL). Exit status 0 = pass.
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +10,7 @@
 #include <libloop/http.h>
 #include <libloop/pg.h>
 #include <libloop/redis.h>
+#include <libloop/mime.h>
 #include <libloop/smtp.h>
 
 namespace {
@@ -89,6 +90,18 @@ int main_task(void *) {
     }
 
     check(ll_smtp_result_of(nullptr) == nullptr, "SMTP: the typed accessor links");
+    ll_smtp_mime *m = ll_smtp_mime_new();
+    char *msg = nullptr, *err = nullptr;
+    size_t len = 0;
+    bool built = m && ll_smtp_mime_set_from(m, "C++", "cxx@example.com") == 0 &&
+                 ll_smtp_mime_add_to(m, nullptr, "to@example.com") == 0 &&
+                 ll_smtp_mime_set_subject(m, "h\xc3\xa9llo") == 0 &&
+                 ll_smtp_mime_set_text(m, "hi") == 0 && ll_smtp_mime_build(m, &msg, &len, &err) == 0;
+    check(built && std::string(msg, len).find("Subject: =?") != std::string::npos,
+          "SMTP: a MIME message with an encoded subject built");
+    ll_free(msg);
+    ll_free(err);
+    ll_smtp_mime_free(m);
     return failures ? LL_EINVAL : 0;
 }
 
