@@ -75,7 +75,7 @@ void ll__future_debug_unlink(ll_future *f) {
 
 static void destroy(ll_future *f) {
     ll_loop *loop = f->loop;
-    if (loop->debug && f->state == LL_FUTURE_FAILED && !f->retrieved) {
+    if (loop->debug && !loop->freed && f->state == LL_FUTURE_FAILED && !f->retrieved) {
         ll__warn(loop, "future '%s'%s%s failed with %s (%s) and was freed without anyone "
                        "retrieving its error",
                  f->label ? f->label : "future", f->creator ? " created by task " : "",
@@ -86,12 +86,18 @@ static void destroy(ll_future *f) {
     if (f->value_free && f->value) f->value_free(f->value);
     if (f->borrowed) ll_future_free(f->borrowed);
     if (f->msg) ll__free(f->msg); /* (tested here: the common future has none of these) */
+    if (f->cancel_msg) ll__free(f->cancel_msg);
     if (f->cbs) ll__free(f->cbs);
     if (f->creator) ll__free(f->creator);
     loop->nfutures--;
 #ifdef FUTURE_POISON
     f->state = FUTURE_POISON;
 #endif
+    if (loop->freed) { /* outlived its loop: the loop's recycler is gone */
+        ll__free(f);
+        if (loop->nfutures == 0) ll__free(loop); /* the last future outliving it */
+        return;
+    }
     ll__recycled_free(&loop->free_futures, f, sizeof *f);
 }
 
@@ -118,6 +124,7 @@ static inline void run_cb(ll_future *f, ll__cb c) {
 
 static void dispatch(ll__work *w) {
     ll_future *f = (ll_future *)w;
+    LL_ASSERT(f->queued && f->state != LL_FUTURE_PENDING);
     f->queued = false;
     /* Callbacks may add or remove callbacks (on this future too): walk by index and re-read. */
     if (f->has_cb0) {
@@ -136,6 +143,7 @@ static void dispatch(ll__work *w) {
 
 static void enqueue(ll_future *f) {
     if (f->queued) return;
+    if (f->loop->freed) return; /* outlived its loop: nothing can run its callbacks any more */
     if (!f->has_cb0 && f->ncbs == 0) return;
     f->queued = true;
     f->refs++;
@@ -150,6 +158,10 @@ static int settle(ll_future *f, int state, int code) {
     f->state = (uint8_t)state;
     f->code = code;
     f->cancel_hook = NULL;
+    if (state == LL_FUTURE_CANCELLED && !f->msg && f->cancel_msg) {
+        f->msg = f->cancel_msg; /* say why it was cancelled, not just "operation canceled" */
+        f->cancel_msg = NULL;
+    }
     enqueue(f);
     return 0;
 }
@@ -240,18 +252,51 @@ int ll_future_copy_outcome(ll_future *dst, ll_future *src) {
     return settle(dst, src->state, src->code);
 }
 
+/* Cancel hooks cancel what they wait for (a task the future it awaits, a gather its inputs), so
+ * running them recursively would take one stack frame per link: a chain of 10,000 tasks each
+ * awaiting the next overflows the canceller's stack. Instead a cancel requested while a hook runs
+ * on this thread is queued, and the outermost ll_future_cancel() runs the queue before it returns:
+ * the same hooks, in breadth-first order, on a flat stack. Each queued future holds a reference. */
+static _Thread_local ll_future *cancel_head, *cancel_tail;
+static _Thread_local bool cancel_running;
+
+static void run_cancel_hook(ll_future *f) {
+    /* it may have settled, or lost its hook, since it was queued */
+    if (f->state == LL_FUTURE_PENDING && f->cancel_hook) f->cancel_hook(f, f->cancel_arg);
+    ll_future_free(f);
+}
+
 int ll_future_cancel(ll_future *f) {
     if (!f) return LL_EINVAL;
     CHECK_LIVE(f);
     if (f->state != LL_FUTURE_PENDING) return LL_EALREADY;
     if (f->cancel_requested) return 0;
     f->cancel_requested = true;
-    ll_cancel_hook hook = f->cancel_hook;
-    if (!hook) return ll_future_set_cancelled(f);
+    if (!f->cancel_hook) return ll_future_set_cancelled(f);
     f->refs++; /* the hook may drop the producer's reference */
-    hook(f, f->cancel_arg);
-    ll_future_free(f);
+    f->cancel_next = NULL;
+    if (cancel_running) { /* inside a hook: queue it, the outermost call runs it */
+        if (cancel_tail) cancel_tail->cancel_next = f;
+        else cancel_head = f;
+        cancel_tail = f;
+        return 0;
+    }
+    cancel_running = true;
+    run_cancel_hook(f);
+    while (cancel_head) {
+        ll_future *next = cancel_head;
+        cancel_head = next->cancel_next;
+        if (!cancel_head) cancel_tail = NULL;
+        run_cancel_hook(next);
+    }
+    cancel_running = false;
     return 0;
+}
+
+int ll__future_cancel_msg(ll_future *f, const char *msg) {
+    if (f && msg && f->state == LL_FUTURE_PENDING && !f->cancel_msg)
+        f->cancel_msg = ll__strdup(msg); /* on out of memory: plain "operation canceled" */
+    return ll_future_cancel(f);
 }
 
 void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {

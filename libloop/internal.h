@@ -14,6 +14,18 @@
 #include "libloop.h"
 #include "switch.h"
 
+/* Debug assertions: the invariants the core relies on (a producer settling only once where it
+ * must, list membership, state transitions). Compiled in unless NDEBUG is defined (the default
+ * builds, tests included, keep them; LL_ASSERTS forces them on under NDEBUG). A failure prints the
+ * condition and where, then aborts: memory is already inconsistent. */
+#if !defined(NDEBUG) || defined(LL_ASSERTS)
+#define LL_ASSERT(c) ((c) ? (void)0 : ll__assert_fail(#c, __FILE__, __LINE__, __func__))
+#else
+#define LL_ASSERT(c) ((void)0)
+#endif
+void ll__assert_fail(const char *cond, const char *file, int line,
+                     const char *func) __attribute__((noreturn));
+
 /* Memory, through the allocator hook. */
 /* The allocator hook's functions are public (common.h) so client libraries share them; inside the
  * core they keep their ll__ names. */
@@ -96,6 +108,8 @@ struct ll_future {
     bool cancel_requested;
     int code;
     char *msg;           /* owned; NULL means ll_strerror(code) */
+    char *cancel_msg;    /* owned: why it is being cancelled ("timed out after 1 s"), which becomes
+                          * msg if it settles cancelled without a message of its own */
     void *value;
     ll_value_free value_free;
     ll_future *borrowed; /* copy_outcome: the future whose value we show */
@@ -105,6 +119,7 @@ struct ll_future {
     ll__cb *cbs;         /* further callbacks */
     uint32_t ncbs, capcbs;
     bool has_cb0;
+    ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
     ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
@@ -152,11 +167,18 @@ struct ll_task {
     ll_future *awaiting;  /* reference held while suspended */
     ll_scope root;        /* the deadline inherited or given at spawn */
     ll_scope *scope;      /* innermost scope */
+    const ll_scope *timeout_scope; /* ll_await_timeout's scope while it awaits, with its seconds: */
+    double timeout_secs;           /* the timeout as given, for the message */
     ev_timer timer;       /* the deadline of the current await */
     void *ret_value;
     ll_value_free ret_free;
     char *fail_msg;
     ll__ctxnode *ctx_vars;
+    /* Set by a producer that keeps a record on this task's stack while it waits (sync.c): run if
+     * the task is destroyed at shutdown, so the record is unlinked and what was handed to it
+     * passed on. */
+    void (*on_destroy)(void *arg);
+    void *on_destroy_arg;
     ll_task *prev, *next; /* the loop's list of live tasks */
     void *asan_fake_stack;
 };
@@ -172,6 +194,7 @@ struct ll_loop {
     ll_future *until;     /* the future ll_loop_run_until waits for */
     struct ll__closer *closers; /* handles ll_loop_free closes if the application did not */
     bool closing;
+    bool freed;           /* ll_loop_free ran; the record stays while futures outlive the loop */
     ev_prepare prepare;
     ev_idle idle;
     ev_async async;
@@ -195,6 +218,7 @@ struct ll_loop {
     ll__ctxnode *root_ctx;
     ll__executor *executor;
     unsigned executor_threads;
+    bool executor_closed; /* ll_loop_free has stopped the executor: no new one is started */
     void *dns;            /* dns.c: the c-ares channel, its watchers and the cache (lazily made) */
     void *tls;            /* tls.c: SSL_CTX cache (lazily made) */
     /* debug mode */
@@ -231,12 +255,21 @@ static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
 /* count an open handle (stats, leak checks); clients use the public ll_loop_track_handle() */
 static inline void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
 static inline void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
+/* Deadline timers. libev times an ev_timer from the time it cached at the start of the current
+ * iteration, which is stale after a busy iteration, so a timer may fire before its absolute
+ * deadline. Every timer that enforces a deadline starts with ll__timer_start_at and begins its
+ * callback with `if (ll__timer_early(ev, w, deadline)) return;`, which re-arms it for what is left. */
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline);
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline);
 /* Move work handed over by other threads onto the ready queue. */
 void ll__loop_pull_threadsafe(ll_loop *loop);
 
 /* future.c */
 void ll__future_debug_unlink(ll_future *f);
 int ll__future_retrieve(ll_future *f);
+/* ll_future_cancel, recording why (copied): the message the future gets if it settles cancelled
+ * without one of its own. */
+int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
 extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */

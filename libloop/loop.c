@@ -39,7 +39,7 @@ ll_time ll_now(void) {
 }
 
 ll_time ll_deadline_in(double seconds) {
-    return seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
+    return seconds < 0 || seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
 }
 
 ll_loop *ll_loop_current(void) {
@@ -186,6 +186,21 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c) {
     else if (loop->closers == c) loop->closers = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
+}
+
+/* ---- deadline timers ---- */
+
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    double left = deadline - ll_now();
+    ev_timer_stop(ev, w);
+    ev_timer_set(w, left > 0 ? left : 0., 0.);
+    ev_timer_start(ev, w);
+}
+
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    if (deadline - ll_now() <= 0) return false;
+    ll__timer_start_at(ev, w, deadline);
+    return true;
 }
 
 /* ---- call_later and sleep ---- */
@@ -524,7 +539,9 @@ int ll_loop_free(ll_loop *loop) {
     ll_loop_handle_signals(loop, false);
     loop->freeing = true;
     ll__debug_usr1_update(loop);
-    /* Work still queued now belongs to nobody: run it so its memory is released. */
+    /* Work still queued now belongs to nobody: run it so its memory is released. That includes
+     * posts from other threads not yet pulled (ll_loop_call_soon_threadsafe): their callbacks run. */
+    ll__loop_pull_threadsafe(loop);
     while (loop->rq_head) drain(loop);
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
@@ -543,6 +560,13 @@ int ll_loop_free(ll_loop *loop) {
     while (*pp && *pp != loop) pp = &(*pp)->thread_prev;
     if (*pp) *pp = loop->thread_prev;
     if (ll__tls_loop == loop) ll__tls_loop = NULL;
+    if (loop->nfutures > 0) {
+        /* Futures the application still holds point at this record: keep it (and nothing else)
+         * until the last of them is freed (future.c), rather than let them read freed memory. */
+        loop->freed = true;
+        loop->ev = NULL;
+        return rc;
+    }
     ll__free(loop);
     return rc;
 }

@@ -27,7 +27,7 @@ static int job(void *arg, void **value) {
 static int kid(void *arg) {
     int rc = ll_yield();
     if (rc) return rc;
-    ll_future *j = ll_run_in_executor(job, arg, free);
+    ll_future *j = ll_executor_run(job, arg, NULL, free, NULL);
     rc = ll_await(j);
     if (rc) {
         rc = ll_task_fail_from(j);
