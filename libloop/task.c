@@ -247,7 +247,7 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
         return f;
     }
     ll_task *t = (ll_task *)(stack->lo + stack->size - TASK_SPACE);
-    memset(t, 0, sizeof *t);
+    ll__zero(t, sizeof *t); /* not memset: see ll__zero */
     stack->owner = t;
     t->loop = loop;
     t->stack = stack;
