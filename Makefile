@@ -155,7 +155,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: fuzz check-tsan
+.PHONY: fuzz check-tsan bench-smtp
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
@@ -293,7 +293,7 @@ check-aarch64:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core bench-io bench-http bench-pg bench-redis
+bench: bench-core bench-io bench-http bench-pg bench-redis bench-smtp
 
 # BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
@@ -339,6 +339,15 @@ bench-redis:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_redis
 	bench/run-redis $(BUILD)/bench/bench_redis
+
+# SMTP: libloop next to Postfix's smtp-source and aiosmtplib (asyncio, uvloop), against smtp-sink
+$(BUILD)/bench/bench_smtp: bench/bench_smtp.c $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a $(LIBS_smtp) $(LIBS)
+bench-smtp:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_smtp
+	bench/run-smtp $(BUILD)/bench/bench_smtp
 
 demo:
 	scripts/deps
