@@ -80,7 +80,7 @@ static void io_set(ll_pg_conn *c, int fd, int events, bool force) {
 
 static bool has_work(const ll_pg_conn *c) {
     return c->state == PG_CONNECTING || c->nsent || c->nheld || c->waiters_head ||
-           c->copy.state != COPY_NONE || c->barrier;
+           c->copy.state != COPY_NONE || c->nabandoned || c->cancel_wait;
 }
 
 void ll__pg_io_update(ll_pg_conn *c) {
@@ -143,11 +143,15 @@ void ll__pg_broken(ll_pg_conn *c, const char *why) {
     if (!why) why = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
     if (!*why) why = "connection lost";
     char *msg = ll_format("%s", why);
-    c->state = PG_BROKEN;
-    if (c->timer_on) {
-        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
-        c->timer_on = false;
+    if (c->fatal) {
+        /* the server said why before it closed (57P01 terminating connection, ...) */
+        const char *st = ll__pg_errfields_get(c->fatal, PG_DIAG_SQLSTATE);
+        const char *pm = ll__pg_errfields_get(c->fatal, PG_DIAG_MESSAGE_PRIMARY);
+        char *m2 = ll_format("FATAL %s: %s (%s)", st ? st : "", pm ? pm : "", why);
+        ll_free(msg);
+        msg = m2;
     }
+    c->state = PG_BROKEN;
     io_set(c, -1, 0, false);
     c->io_refd = false;
     /* the descriptor stays open (PQfinish closes it) but the peer learns now */
@@ -235,28 +239,39 @@ static bool kw_set(pg_connecting *k, const char *key, const char *value) {
 }
 
 static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *detail);
+static void connect_fail_e(ll_pg_conn *c, int code, pg_errfields *e, const char *fmt,
+                           const char *detail);
+static int classify(ll_pg_conn *c, const char *msg);
 static void connect_begin(ll_pg_conn *c, pg_connecting *k);
 static void connect_step(ll_pg_conn *c);
 
 static void connecting_abort(pg_connecting *k);
 
+static void stop_connect_timer(ll_pg_conn *c) {
+    if (!c->connect_timer) return;
+    ll_future_cancel(c->connect_timer);
+    ll_future_free(c->connect_timer);
+    c->connect_timer = NULL;
+}
+
 static void conn_destroy(ll_pg_conn *c) {
-    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (c->connecting) connecting_abort(c->connecting); /* timed out while resolving */
     io_set(c, -1, 0, false);
-    if (c->timer_on) ev_timer_stop(ev, &c->timer);
-    c->timer_on = false;
+    stop_connect_timer(c);
+    ll__pg_cancel_detach(c);
     ll__pg_stmt_free_all(c);
+    ll__pg_errfields_free(c->fatal);
+    c->fatal = NULL;
     ll__pg_notify_free_all(c);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
     ll_free(c->peer);
     ll_free(c->who);
     ll_loop_track_handle(c->loop, -1);
+    void *pool = c->pool;
     ll__pg_conn_unref(c);
+    if (pool) ll__pg_pool_conn_gone(pool); /* may free the pool: last */
 }
-
-static void on_timer(struct ev_loop *ev, ev_timer *w, int revents);
 
 static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const char *port) {
     ll_free(c->peer);
@@ -414,7 +429,19 @@ static void connect_cancel(ll_future *f, void *arg) {
     conn_destroy(c);
 }
 
+static void on_connect_timer(void *arg);
+
+static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, void *pool);
+
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
+    return connect_impl(conninfo, opts, NULL);
+}
+
+ll_future *ll__pg_connect_pooled(const char *conninfo, const ll_pg_opts *opts, void *pool) {
+    return connect_impl(conninfo, opts, pool);
+}
+
+static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, void *pool) {
     ll_loop *loop = ll__pg_loop(opts ? opts->loop : NULL);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -429,12 +456,12 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     }
     c->refs = 1;
     c->connecting = k;
+    c->pool = pool;
+    if (pool) ll__pg_pool_conn_born(pool);
     c->loop = loop;
     c->io_fd = -1;
     ev_init(&c->io, on_io);
     c->io.data = c;
-    ev_init(&c->timer, on_timer);
-    c->timer.data = c;
     if (opts) c->opts = *opts;
     c->opts.loop = loop;
     if (c->opts.cancel_timeout == 0) c->opts.cancel_timeout = 5;
@@ -505,9 +532,8 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     k->timeout = t;
     if (t > 0) {
         c->connect_deadline = ll_now() + t;
-        ev_timer_set(&c->timer, t, 0.);
-        ev_timer_start(ll_loop_ev(loop), &c->timer);
-        c->timer_on = true;
+        c->connect_timer = ll_call_later(loop, t, on_connect_timer, c);
+        if (!c->connect_timer) goto oom;
     }
 
     if (hostaddr || !host) {
@@ -553,8 +579,22 @@ oom:
     return f;
 }
 
-static void ignore_notice(void *arg, const char *message) {
-    (void)arg, (void)message;
+/* libpq prints server notices to stderr by default; a library must not. A FATAL one is the
+ * server's reason for closing an idle connection: kept for the errors that follow. */
+static void on_notice(void *arg, const PGresult *res) {
+    ll_pg_conn *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (!sev || (strcmp(sev, "FATAL") != 0 && strcmp(sev, "PANIC") != 0)) return;
+    pg_errfields *e = ll__pg_errfields_from_result(res);
+    if (!e) return;
+    ll__pg_errfields_free(c->fatal);
+    c->fatal = e;
+}
+
+/* libpq's own checks of the conninfo values ("invalid port number", "invalid sslmode value")
+ * fail the connect before any I/O. */
+static bool is_conninfo_error(const char *msg) {
+    return strstr(msg, "invalid ") || strstr(msg, "could not match");
 }
 
 static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
@@ -564,12 +604,13 @@ static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
         connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         return;
     }
-    /* libpq prints server notices to stderr by default; a library must not */
-    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    /* the startup error's SQLSTATE is only in the verbose text (there is no PGresult) */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         char line[512];
-        connect_fail(c, LL_EPG_CONN, "%s",
-                     ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line));
+        const char *msg = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
+        connect_fail(c, is_conninfo_error(msg) ? LL_EINVAL : classify(c, msg), "%s", msg);
         return;
     }
     /* PQconnectStart behaves as if PQconnectPoll had said "writing" */
@@ -590,6 +631,38 @@ static int classify(ll_pg_conn *c, const char *msg) {
 }
 
 static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *detail) {
+    connect_fail_e(c, code, NULL, fmt, detail);
+}
+
+/* The connect failed with libpq's message: with the server's fields when the server refused us
+ * (unknown database 3D000, unknown role 28000, wrong password 28P01, too many connections). */
+static void connect_failed_pq(ll_pg_conn *c) {
+    const char *raw = PQerrorMessage(c->pg);
+    char line[512];
+    const char *msg = ll__pg_first_line(raw, line, sizeof line);
+    int code = classify(c, msg);
+    pg_errfields *e = ll__pg_errfields_parse(raw);
+    if (!e) {
+        connect_fail(c, code, "%s", msg);
+        return;
+    }
+    const char *st = ll__pg_errfields_get(e, PG_DIAG_SQLSTATE);
+    const char *sev = ll__pg_errfields_get(e, PG_DIAG_SEVERITY);
+    const char *pm = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_PRIMARY);
+    const char *dt = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_DETAIL);
+    const char *hn = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_HINT);
+    if (strncmp(st, "28", 2) == 0) code = LL_EPG_AUTH; /* invalid authorization, password */
+    else if (code == LL_ECONNREFUSED || code == LL_ETIMEDOUT) code = LL_EPG_CONN;
+    char text[768];
+    snprintf(text, sizeof text, "%s %s: %s%s%s%s%s%s", sev ? sev : "FATAL", st, pm ? pm : "",
+             dt ? " (DETAIL: " : "", dt ? dt : "", dt ? ")" : "", hn ? " (HINT: " : "",
+             hn ? hn : "");
+    if (hn) strncat(text, ")", sizeof text - strlen(text) - 1);
+    connect_fail_e(c, code, e, "%s", text);
+}
+
+static void connect_fail_e(ll_pg_conn *c, int code, pg_errfields *e, const char *fmt,
+                           const char *detail) {
     ll_future *f = c->connect_f;
     c->connect_f = NULL;
     if (c->io_refd && ev_is_active(&c->io)) {
@@ -599,21 +672,24 @@ static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *d
     }
     c->io_refd = false;
     char *what = ll_format(fmt, detail);
+    char *full = ll_format("connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
+                           c->who ? c->who : "?", what ? what : detail);
     if (f) {
-        ll_future_fail(f, code, "connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
-                       c->who ? c->who : "?", what ? what : detail);
+        if (e) ll__pg_fail_fields(f, code, e, full ? full : detail);
+        else ll_future_fail(f, code, "%s", full ? full : detail);
         ll_future_free(f);
+    } else {
+        ll__pg_errfields_free(e);
     }
+    ll_free(full);
     ll_free(what);
     conn_destroy(c);
 }
 
 static void connect_done(ll_pg_conn *c) {
     PGconn *pg = c->pg;
-    if (c->timer_on) {
-        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
-        c->timer_on = false;
-    }
+    stop_connect_timer(c);
+    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
         char line[512];
         connect_fail(c, LL_EPG_CONN, "%s", ll__pg_first_line(PQerrorMessage(pg), line, sizeof line));
@@ -652,28 +728,21 @@ static void connect_step(ll_pg_conn *c) {
     case PGRES_POLLING_OK:
         connect_done(c);
         break;
-    default: {
-        char line[512];
-        const char *msg = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
-        connect_fail(c, classify(c, msg), "%s", msg);
+    default:
+        connect_failed_pq(c);
         break;
-    }
     }
 }
 
-static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
-    ll_pg_conn *c = w->data;
-    c->timer_on = false;
-    if (c->state == PG_CONNECTING) {
-        char buf[64];
-        snprintf(buf, sizeof buf, "timed out after %g s", c->opts.connect_timeout > 0
-                                                              ? c->opts.connect_timeout
-                                                              : c->connect_deadline - c->born);
-        connect_fail(c, LL_ETIMEDOUT, "%s", buf);
-        return;
-    }
-    ll__pg_cancel_timer(c);
+static void on_connect_timer(void *arg) {
+    ll_pg_conn *c = arg;
+    ll_future_free(c->connect_timer);
+    c->connect_timer = NULL;
+    if (c->state != PG_CONNECTING) return;
+    char buf[64];
+    snprintf(buf, sizeof buf, "timed out after %g s",
+             c->opts.connect_timeout > 0 ? c->opts.connect_timeout : c->connect_deadline - c->born);
+    connect_fail(c, LL_ETIMEDOUT, "%s", buf);
 }
 
 static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
@@ -711,6 +780,11 @@ void ll_pg_close(ll_pg_conn *c) {
         }
         return;
     }
+    ll__pg_conn_free(c);
+}
+
+void ll__pg_conn_free(ll_pg_conn *c) {
+    if (!c || c->state == PG_CLOSED) return;
     if (c->state == PG_READY) {
         ll__pg_cancel_detach(c);
         c->state = PG_CLOSED;
@@ -748,6 +822,6 @@ size_t ll_pg_pending(const ll_pg_conn *c) {
 
 bool ll_pg_in_transaction(const ll_pg_conn *c) {
     if (!c || !c->pg) return false;
-    return c->tx.owner != NULL || PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
+    return c->tx.owner != 0 || PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
            PQtransactionStatus(c->pg) == PQTRANS_INERROR;
 }

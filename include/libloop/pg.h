@@ -280,6 +280,9 @@ typedef struct ll_pg_pool_opts {
     double max_lifetime;     /* 0: 3600 */
     double reset_timeout;    /* 0: 10 */
     ll_pg_opts conn;         /* for each connection (connect_timeout bounds the pool's connects) */
+    const char *reset_sql;   /* run alone when a connection comes back, instead of the default
+                              * reset (see ll_pg_pool_release); then DEALLOCATE ALL. Copied.
+                              * NULL: the default. E.g. "DISCARD ALL" */
 } ll_pg_pool_opts;
 
 /* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL
