@@ -11,8 +11,14 @@
 #
 # Variants build into their own directory: `make BUILD=build/asan SAN=1 tests`.
 
-VERSION_MAJOR := 0
-VERSION := 0.1.0
+# The version lives in include/libloop/version.h. While the major version is 0 every minor release
+# may break the ABI, so the soname carries MAJOR.MINOR (libloop.so.0.2); from 1.0 on, MAJOR only.
+version_part = $(shell sed -n 's/^\#define LL_VERSION_$(1) \([0-9]*\)$$/\1/p' include/libloop/version.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SOVERSION := $(if $(filter 0,$(VERSION_MAJOR)),$(VERSION_MAJOR).$(VERSION_MINOR),$(VERSION_MAJOR))
 PREFIX ?= /usr/local
 BUILD ?= build
 CC ?= cc
@@ -20,6 +26,9 @@ CC ?= cc
 ARCH_SRC := libloop/switch_x86_64.S libloop/switch_aarch64.S
 CORE_SRC := $(sort $(wildcard libloop/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(ARCH_SRC:%.S=$(BUILD)/%.o)
+# Library code probes every page of a large frame, so that it faults in a task stack's guard region
+# instead of stepping over it (libloop/stack.c; docs/core.md asks the same of task code).
+STACK_CLASH := -fstack-clash-protection
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT ?= -O2 -g
@@ -51,8 +60,8 @@ CLIENTS := $(notdir $(patsubst %/,%,$(sort $(dir $(wildcard clients/*/*.c)))))
 LIBS_pg := -lpq
 CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LIBS_redis := -lhiredis
-LIBS_http := -luriparser -lz
-LIBS_smtp :=
+LIBS_http := -luriparser -lz -lpsl
+LIBS_smtp := -luriparser
 # llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
 LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
 ifeq ($(LLHTTP_PC),yes)
@@ -71,12 +80,12 @@ $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
 
 define CLIENT_template
 $(1)_OBJ := $$(patsubst %.c,$$(BUILD)/%.o,$$(sort $$(wildcard clients/$(1)/*.c)))
-$$($(1)_OBJ): CFLAGS_BASE += -Iclients/$(1) $$(CFLAGS_$(1))
+$$($(1)_OBJ): CFLAGS_BASE += -Iclients/$(1) $$(CFLAGS_$(1)) $$(STACK_CLASH)
 $$(BUILD)/libloop-$(1).so.$$(VERSION): $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) $$(BUILD)/libloop.so
-	$$(CC) -shared -Wl,-soname,libloop-$(1).so.$$(VERSION_MAJOR) -Wl,--no-undefined -o $$@ \
+	$$(CC) -shared -Wl,-soname,libloop-$(1).so.$$(SOVERSION) -Wl,--no-undefined -o $$@ \
 	  $$($(1)_OBJ) $$(EXTRA_OBJ_$(1)) -L$$(BUILD) -lloop $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
 $$(BUILD)/libloop-$(1).so: $$(BUILD)/libloop-$(1).so.$$(VERSION)
-	ln -sf libloop-$(1).so.$$(VERSION) $$(BUILD)/libloop-$(1).so.$$(VERSION_MAJOR)
+	ln -sf libloop-$(1).so.$$(VERSION) $$(BUILD)/libloop-$(1).so.$$(SOVERSION)
 	ln -sf libloop-$(1).so.$$(VERSION) $$@
 $$(BUILD)/libloop-$(1).a: $$($(1)_OBJ) $$(EXTRA_OBJ_$(1))
 	rm -f $$@
@@ -98,10 +107,13 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 
 .PHONY: check-aarch64
-.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
+.PHONY: check-headers check-docs check-install servers docs
+.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
 all: lib
+
+$(CORE_OBJ): CFLAGS_BASE += $(STACK_CLASH)
 
 lib: $(BUILD)/libloop.so $(BUILD)/libloop.a $(BUILD)/libloop.pc $(CLIENT_LIBS)
 
@@ -114,11 +126,11 @@ $(BUILD)/%.o: %.S
 	$(CC) $(CFLAGS_BASE) -c $< -o $@
 
 $(BUILD)/libloop.so.$(VERSION): $(CORE_OBJ)
-	$(CC) -shared -Wl,-soname,libloop.so.$(VERSION_MAJOR) -Wl,--no-undefined -o $@ $^ \
+	$(CC) -shared -Wl,-soname,libloop.so.$(SOVERSION) -Wl,--no-undefined -o $@ $^ \
 	  $(LDFLAGS_SAN) $(LIBS)
 
 $(BUILD)/libloop.so: $(BUILD)/libloop.so.$(VERSION)
-	ln -sf libloop.so.$(VERSION) $(BUILD)/libloop.so.$(VERSION_MAJOR)
+	ln -sf libloop.so.$(VERSION) $(BUILD)/libloop.so.$(SOVERSION)
 	ln -sf libloop.so.$(VERSION) $@
 
 $(BUILD)/libloop.a: $(CORE_OBJ)
@@ -185,6 +197,29 @@ check-plain:
 	$(MAKE) tests
 	$(MAKE) exports
 	$(WITH_SERVERS) scripts/run-tests $(BUILD)/tests $(BUILD)/docs/examples
+	$(MAKE) check-headers check-docs check-install
+
+# The user's side of the API (issue 9): every public header alone as C99/C11/C++17 (-pedantic),
+# a C++ program against the shared libraries, the docs in step with the headers, and programs
+# built with pkg-config only against `make install PREFIX=<tmp>`.
+CXX ?= c++
+$(BUILD)/cxx/cxx_smoke: tests/cxx/cxx_smoke.cpp $(BUILD)/libloop.so $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).so)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -Wall -Wextra -pedantic -Werror -Iinclude $(filter -fsanitize%,$(CFLAGS_BASE)) \
+	  -o $@ $< -L$(BUILD) $(foreach c,$(CLIENTS),-lloop-$(c)) -lloop $(LDFLAGS_SAN) \
+	  -Wl,-rpath,$(abspath $(BUILD))
+check-headers: $(BUILD)/cxx/cxx_smoke $(WITH_SERVERS)
+	CC=$(CC) CXX=$(CXX) scripts/check-headers
+	$(WITH_SERVERS) --quiet $(BUILD)/cxx/cxx_smoke
+check-docs:
+	scripts/gen-functions --check
+	scripts/check-readme
+check-install: lib $(WITH_SERVERS)
+	CC=$(CC) CXX=$(CXX) MAKE=$(MAKE) scripts/check-install $(BUILD) $(WITH_SERVERS)
+
+# Throwaway PostgreSQL, nginx, ... on free loopback ports until Ctrl-C (docs: README "Try it").
+servers: $(WITH_SERVERS)
+	$(WITH_SERVERS)
 
 check-asan:
 	$(MAKE) BUILD=build/asan SAN=1 OPT="-O1 -g" tests
@@ -210,14 +245,22 @@ check-aarch64:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core bench-io bench-http bench-pg
+bench: bench-core bench-io bench-http bench-pg bench-redis
 
+# BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
-	bench/run-core $(BUILD)/bench/bench_core
+	scripts/deps bench
+	bench/run-core $(BUILD)/bench/bench_core $(BASELINE)
 
-# I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
-bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
-	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+# I/O: loopback echo, libloop next to libuv, asyncio streams (and uvloop) and a plain blocking C client
+bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+	scripts/deps bench
+	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+
+# the same echo pair on libuv, the C anchor (scripts/deps bench installs libuv1-dev)
+$(BUILD)/bench/bench_io_libuv: bench/bench_io_libuv.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< -luv
 
 # HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
 $(BUILD)/bench/bench_http: bench/bench_http.c $(BUILD)/libloop-http.a $(BUILD)/libloop.a
@@ -240,6 +283,15 @@ bench-pg:
 	$(MAKE) $(BUILD)/bench/bench_pg
 	bench/run-pg $(BUILD)/bench/bench_pg
 
+# Redis: libloop next to redis-benchmark (-P 1 and -P 16) and redis-py (asyncio, uvloop)
+$(BUILD)/bench/bench_redis: bench/bench_redis.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-redis:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_redis
+	bench/run-redis $(BUILD)/bench/bench_redis
+
 demo:
 	scripts/deps
 	$(MAKE) $(BUILD)/examples/demo
@@ -250,14 +302,14 @@ install: lib
 	install -m 644 include/libloop.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/libloop/*.h $(DESTDIR)$(PREFIX)/include/libloop/
 	install -m 755 $(BUILD)/libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so.$(VERSION_MAJOR)
+	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so.$(SOVERSION)
 	ln -sf libloop.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop.so
 	install -m 644 $(BUILD)/libloop.a $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libloop.pc
 	for c in $(CLIENTS); do \
 	  install -m 755 $(BUILD)/libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/ && \
-	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(VERSION_MAJOR) && \
+	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so.$(SOVERSION) && \
 	  ln -sf libloop-$$c.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloop-$$c.so && \
 	  install -m 644 $(BUILD)/libloop-$$c.a $(DESTDIR)$(PREFIX)/lib/ && \
 	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/libloop-$$c.pc.in \

@@ -2,7 +2,7 @@
  * bench_core.c — the core benchmark, libloop side. bench/core_asyncio.py runs the same workloads in
  * Python asyncio (and uvloop); bench/run-core runs both and prints the comparison (make bench-core).
  *
- *   bench_core future [N]   (a) a task creates a future, ll_call_soon()s a callback that resolves
+ *   bench_core future [N]   (a) a task creates a future, ll_loop_call_soon()s a callback that resolves
  *                               it, awaits it and frees it — one op per future
  *   bench_core spawn [N]    (b) a task spawns 1,000 tasks that return at once, gathers them
  *                               (ll_gather) and frees them — one op per spawned task
@@ -51,7 +51,7 @@ static int future_work(long n) {
     for (long i = 0; i < n; i++) {
         ll_future *f = ll_future_new(loop);
         if (!f) return LL_ENOMEM;
-        int rc = ll_call_soon(loop, resolve_cb, f);
+        int rc = ll_loop_call_soon(loop, resolve_cb, f);
         if (rc == 0) rc = ll_await(f);
         ll_future_free(f);
         if (rc) return rc;

@@ -70,7 +70,7 @@ static int echo(ll_stream *s, void *arg) {
 
 static int serve_main(void *arg) {
     (void)arg;
-    ll_future *f = ll_start_server("127.0.0.1", 0, echo, NULL, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, echo, NULL, NULL);
     int rc = ll_await(f);
     if (rc) {
         fprintf(stderr, "bench_io: %s\n", ll_future_errmsg(f));
@@ -179,7 +179,7 @@ static int client_main(void *arg) {
     bench *b = arg;
     int rc = 0, opened = 0;
     for (; opened < b->nconns; opened++) {
-        ll_future *f = ll_open_connection("127.0.0.1", b->port, NULL);
+        ll_future *f = ll_stream_connect("127.0.0.1", b->port, NULL);
         rc = f ? ll_await(f) : LL_ENOMEM;
         if (rc) {
             fail(b, "connect", f);

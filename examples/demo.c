@@ -9,8 +9,12 @@
  * then status counts, bytes, latency percentiles and requests/s. Without a URL file it starts a
  * throwaway nginx on a free loopback port (the test suite's harness) and fetches from it.
  *
+ * Redis: a few thousand tasks sharing one auto-pipelined connection, a pub/sub fan-in, a burst of
+ * cancelled commands (examples/demo/redis.c). Without --redis or LL_REDIS_URL it starts a
+ * throwaway redis-server.
+ *
  * Usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N]
- *             [--concurrency N]
+ *             [--concurrency N] [--redis URL]
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@ typedef struct {
     int queries;
     int requests;
     int concurrency;
+    const char *redis_url;
 } demo_opts;
 
 typedef struct {
@@ -131,7 +136,7 @@ static int section_executor(void) {
     printf("== blocking getaddrinfo in the executor while the loop keeps ticking\n");
     int ticks = 0;
     ll_future *t = ll_spawn(ticker, &ticks);
-    ll_future *f = ll_run_in_executor(blocking_lookup, "localhost", NULL);
+    ll_future *f = ll_executor_run(blocking_lookup, "localhost", NULL, NULL, NULL);
     int rc = ll_await(f);
     ll_await(t);
     printf("   getaddrinfo(localhost): %s, %lu result(s); ticker ran %d times meanwhile\n\n",
@@ -374,7 +379,7 @@ static int section_pg(const demo_opts *o) {
     for (int i = 0; fs && i < n; i++) ll_future_free(fs[i]);
     free(fs);
     free(jobs);
-    ll_pg_pool_close(pool);
+    ll_pg_pool_free(pool);
     if (srv.pid) lt_pg_stop(&srv);
     return failed || wrong ? LL_EIO : rc;
 }
@@ -386,6 +391,7 @@ static int main_task(void *arg) {
     if (rc == 0) rc = section_executor();
     if (rc == 0) rc = section_dump();
     if (rc == 0) rc = section_pg(o);
+    if (rc == 0) rc = demo_redis(o->redis_url);
     if (rc == 0) rc = section_http(o);
     return rc;
 }
@@ -399,8 +405,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--queries") && i + 1 < argc) o.queries = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--requests") && i + 1 < argc) o.requests = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) o.concurrency = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--redis") && i + 1 < argc) o.redis_url = argv[++i];
         else {
-            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N]\n");
+            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N] [--redis URL]\n");
             return 2;
         }
     }

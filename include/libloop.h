@@ -1,13 +1,14 @@
 /*
  * libloop.h — the core of libloop: include this for the loop, futures, tasks, combinators,
  * synchronisation, the executor, debug mode, and the I/O layer (resolver, streams, TLS,
- * servers, the connection pool, subprocesses). Clients have their own headers
- * (libloop/pg.h, libloop/redis.h, libloop/http.h, libloop/smtp.h) and libraries.
+ * servers, the connection pool, subprocesses) and the version. Each client has its own header
+ * (libloop/pg.h, libloop/http.h, ...) and library (libloop-pg, libloop-http, ...).
  */
 #ifndef LIBLOOP_H
 #define LIBLOOP_H
 
 #include "libloop/common.h"
+#include "libloop/version.h"
 #include "libloop/error.h"
 #include "libloop/future.h"
 #include "libloop/loop.h"
@@ -18,6 +19,7 @@
 #include "libloop/debug.h"
 #include "libloop/dns.h"
 #include "libloop/tls.h"
+#include "libloop/poll.h"
 #include "libloop/stream.h"
 #include "libloop/server.h"
 #include "libloop/pool.h"

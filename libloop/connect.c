@@ -1,5 +1,5 @@
 /*
- * connect.c — ll_open_connection and ll_open_unix: resolve, connect (happy eyeballs), TLS.
+ * connect.c — ll_stream_connect and ll_stream_connect_unix: resolve, connect (happy eyeballs), TLS.
  *
  * Design notes:
  * - A connection attempt is a small state machine (`conn`) driven by callbacks, not a task: it
@@ -27,6 +27,7 @@
 #include "io_internal.h"
 
 #define MAX_ATTEMPTS 8 /* sockets in flight at once */
+#define DEFAULT_CONNECT_TIMEOUT 30.0 /* ll_stream_opts.connect_timeout 0; as the pool's */
 
 typedef struct conn conn;
 
@@ -46,7 +47,7 @@ struct conn {
     uint16_t port;
     bool is_unix;
     bool host_numeric;
-    ll_conn_opts o;
+    ll_stream_opts o;
     ll_tls_opts *tls;     /* deep copy */
     ll_addrinfo *ai;
     ll_addr unix_addr;
@@ -118,10 +119,8 @@ static void conn_fail(conn *c, int code, const char *fmt, ...) LL_PRINTF(3, 4);
 static void conn_fail(conn *c, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = ll__vformat(fmt, ap);
+    ll_future_vfail(c->f, code, fmt, ap);
     va_end(ap);
-    ll_future_fail(c->f, code, "%s", msg ? msg : ll_strerror(code));
-    ll__free(msg);
     conn_free(c);
 }
 
@@ -136,7 +135,7 @@ static void on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
     conn *c = w->data;
     char name[300];
     conn_name(c, name, sizeof name);
-    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.1f s %s%s%s", name,
+    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.3g s %s%s%s", name,
               c->timeout_len, phase_name(c), c->errs ? " (" : "", c->errs ? c->errs : "");
 }
 
@@ -365,17 +364,16 @@ static void conn_closer(ll__closer *cl) {
     ll_future_cancel(c->f); /* on_cancel frees everything */
 }
 
-static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opts *opts,
+static ll_future *open_common(const char *host, uint16_t port, const ll_stream_opts *opts,
                               bool is_unix) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!host || !*host)
+        return ll_future_failed(loop, LL_EINVAL, "connect: no %s given",
+                                is_unix ? "socket path" : "host");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "connect");
-    if (!host || !*host) {
-        ll_future_fail(f, LL_EINVAL, "connect: no %s given", is_unix ? "socket path" : "host");
-        return f;
-    }
     conn *c = ll__calloc(1, sizeof *c);
     if (!c || !(c->host = ll__strdup(host))) {
         ll__free(c);
@@ -400,7 +398,10 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opt
         conn_fail(c, LL_ENOMEM, "connect to %s: out of memory", host);
         return f;
     }
-    double limit = c->o.connect_timeout > 0 ? c->o.connect_timeout : LL_NEVER;
+    /* 0: the default; negative: no limit of its own (the task's deadline still applies) */
+    double limit = c->o.connect_timeout > 0   ? c->o.connect_timeout
+                   : c->o.connect_timeout < 0 ? LL_NEVER
+                                              : DEFAULT_CONNECT_TIMEOUT;
     ll_time dl = c->task_deadline = ll_task_deadline();
     if (dl < LL_NEVER && dl - c->t_start < limit) limit = dl - c->t_start;
     if (limit < LL_NEVER) {
@@ -425,7 +426,7 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opt
     }
     ll_addr numeric;
     c->host_numeric = ll__addr_parse_numeric(host, &numeric);
-    c->rf = ll_resolve_on(loop, host, port, c->o.family);
+    c->rf = ll_resolve(host, port, &(ll_resolve_opts){.loop = loop, .family = c->o.family});
     if (!c->rf) {
         conn_fail(c, LL_ENOMEM, "connect to %s: out of memory", host);
         return f;
@@ -439,10 +440,10 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_conn_opt
     return f;
 }
 
-ll_future *ll_open_connection(const char *host, uint16_t port, const ll_conn_opts *opts) {
+ll_future *ll_stream_connect(const char *host, uint16_t port, const ll_stream_opts *opts) {
     return open_common(host, port, opts, false);
 }
 
-ll_future *ll_open_unix(const char *path, const ll_conn_opts *opts) {
+ll_future *ll_stream_connect_unix(const char *path, const ll_stream_opts *opts) {
     return open_common(path, 0, opts, true);
 }

@@ -1,6 +1,7 @@
 /*
  * containers.h — intrusive doubly linked lists and a chained hash table with power-of-two buckets,
- * for the core's own bookkeeping (the connection pool's keys and connections). Never installed.
+ * for the core's own bookkeeping (the pool's keys and connections, a server's connections, the
+ * resolver's queries, ...). Never installed.
  * Nodes are embedded in the records they link; nothing here allocates except the bucket arrays.
  */
 #ifndef LIBLOOP_CONTAINERS_H
@@ -8,6 +9,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The record that embeds `ptr` as its field `member`. */
+#define LL__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 typedef struct ll__dlink {
     struct ll__dlink *prev, *next;

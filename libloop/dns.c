@@ -27,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include "containers.h"
 #include "io_internal.h"
 
 #define CACHE_MAX 128
@@ -53,7 +54,7 @@ typedef struct query {
     char *name;
     int family;
     uint16_t port;
-    struct query *prev, *next; /* the resolver's pending queries */
+    ll__dlink link;    /* the resolver's pending queries */
 } query;
 
 typedef struct resolver {
@@ -61,7 +62,7 @@ typedef struct resolver {
     ares_channel channel;
     ev_timer timer;
     sockw *socks;
-    query *pending;
+    ll__dlist pending;
     size_t nlive;      /* pending queries whose future is still waiting */
     int depth;         /* inside a c-ares call */
     centry *cache;
@@ -257,7 +258,7 @@ static void arm_timer(resolver *r) {
 
 /* Drop detached queries when no live one is left (see the design notes). Outside c-ares only. */
 static void reap(resolver *r) {
-    if (r->depth || r->nlive || !r->pending) return;
+    if (r->depth || r->nlive || !r->pending.head) return;
     r->depth++;
     ares_cancel(r->channel); /* each query's callback runs now with ARES_ECANCELLED */
     r->depth--;
@@ -380,9 +381,7 @@ int ll_dns_set_servers(ll_loop *loop, const char *servers) {
 
 static void query_unlink(query *q) {
     resolver *r = q->r;
-    if (q->prev) q->prev->next = q->next;
-    else r->pending = q->next;
-    if (q->next) q->next->prev = q->prev;
+    ll__list_remove(&r->pending, &q->link);
     if (q->f) r->nlive--;
 }
 
@@ -467,21 +466,17 @@ static void query_cancel(ll_future *f, void *arg) {
     reap(r);
 }
 
-ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int family) {
-    loop = ll__loop_or_current(loop);
+ll_future *ll_resolve(const char *host, uint16_t port, const ll_resolve_opts *opts) {
+    ll_loop *loop = ll__loop_or_current(opts ? opts->loop : NULL);
+    int family = opts ? opts->family : AF_UNSPEC;
     if (!loop) return NULL;
+    if (!host || !*host) return ll_future_failed(loop, LL_EINVAL, "resolve: empty host name");
+    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
+        return ll_future_failed(loop, LL_EAFNOSUPPORT, "resolve %s: unsupported address family %d",
+                                host, family);
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "resolve");
-    if (!host || !*host) {
-        ll_future_fail(f, LL_EINVAL, "resolve: empty host name");
-        return f;
-    }
-    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
-        ll_future_fail(f, LL_EAFNOSUPPORT, "resolve %s: unsupported address family %d", host,
-                       family);
-        return f;
-    }
     ll_addr a;
     if (ll__addr_parse_numeric(host, &a)) {
         if (family != AF_UNSPEC && a.sa.ss_family != family)
@@ -518,9 +513,7 @@ ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int fam
     q->f = ll_future_ref(f);
     q->family = family;
     q->port = port;
-    q->next = r->pending;
-    if (r->pending) r->pending->prev = q;
-    r->pending = q;
+    ll__list_push_front(&r->pending, &q->link);
     r->nlive++;
     ll_future_on_cancel(f, query_cancel, q);
     struct ares_addrinfo_hints hints;
@@ -532,8 +525,4 @@ ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int fam
     r->depth--;
     arm_timer(r);
     return f;
-}
-
-ll_future *ll_resolve(const char *host, uint16_t port, int family) {
-    return ll_resolve_on(NULL, host, port, family);
 }

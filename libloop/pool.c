@@ -23,7 +23,7 @@
  *   futures they create do not inherit the caller's deadline or cancellation: they serve the pool.
  * - Futures settle from the loop (done callbacks run from the ready queue), so nothing here is
  *   re-entered by a resolve. The vtable's close() must not call into the pool.
- * - ll_pool_close() is not the end of the memory: lent connections may still be released and
+ * - ll_pool_free() is not the end of the memory: lent connections may still be released and
  *   connects may still be stopping. finish() frees the pool when the last of them is gone.
  */
 #include <stddef.h>
@@ -32,7 +32,7 @@
 #include "libloop/pool.h"
 #include "containers.h"
 
-#define CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define CONTAINER LL__CONTAINER
 
 /* ---- records ---- */
 
@@ -619,7 +619,7 @@ static void on_reap(struct ev_loop *ev, ev_timer *t, int revents) {
  * (connects in flight settle in the drains that follow). Connections still lent keep the pool's
  * memory: the application must give them back before freeing the loop. */
 static void pool_closer(ll__closer *c) {
-    ll_pool_close(CONTAINER(c, ll_pool, closer));
+    ll_pool_free(CONTAINER(c, ll_pool, closer));
 }
 
 static double pick(double v, double dflt) {
@@ -689,7 +689,7 @@ static void finish(ll_pool *p) {
     ll__free(p);
 }
 
-void ll_pool_close(ll_pool *p) {
+void ll_pool_free(ll_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
     ll__closer_remove(p->loop, &p->closer);
@@ -717,18 +717,13 @@ void ll_pool_close(ll_pool *p) {
 }
 
 ll_future *ll_pool_acquire(ll_pool *p, const char *key) {
-    if (!p) return NULL;
+    if (!p) return ll_future_failed(NULL, LL_EINVAL, "ll_pool_acquire: pool is NULL");
+    if (!key) return ll_future_failed(p->loop, LL_EINVAL, "%s: acquire without a key", p->name);
+    if (p->closed)
+        return ll_future_failed(p->loop, LL_EPOOLCLOSED, "%s is closed (acquire %s)", p->name, key);
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pool acquire");
-    if (!key) {
-        ll_future_fail(f, LL_EINVAL, "%s: acquire without a key", p->name);
-        return f;
-    }
-    if (p->closed) {
-        ll_future_fail(f, LL_EPOOLCLOSED, "%s is closed (acquire %s)", p->name, key);
-        return f;
-    }
     pkey *k = key_get(p, key);
     if (!k) {
         ll_future_fail(f, LL_ENOMEM, "%s: out of memory acquiring %s", p->name, key);

@@ -119,10 +119,9 @@ static void settle_wait(ll_process *p, waitrec *w) {
 static void reaped(ll_process *p) {
     p->reaped = true;
     watcher_stop(p);
-    while (p->waits) {
-        waitrec *w = p->waits;
-        p->waits = w->next;
-        if (p->waits) p->waits->prev = NULL;
+    while (p->waits.head) {
+        waitrec *w = LL__CONTAINER(p->waits.head, waitrec, link);
+        ll__list_remove(&p->waits, &w->link);
         settle_wait(p, w);
         ll_future_free(w->f);
         ll__free(w);
@@ -457,21 +456,16 @@ ll_future *ll_process_spawn(const char *const *argv, const ll_process_opts *opts
     if (opts) o = *opts;
     ll_loop *loop = ll__loop_or_current(o.loop);
     if (!loop) return NULL;
-    ll_future *f = ll_future_new(loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "process spawn");
-    if (!argv || !argv[0]) {
-        ll_future_fail(f, LL_EINVAL, "spawn: empty argv");
-        return f;
-    }
+    if (!argv || !argv[0]) return ll_future_failed(loop, LL_EINVAL, "spawn: empty argv");
     const char *name = argv[0];
     if (o.stdin_mode == LL_STDIO_STDOUT || o.stdout_mode == LL_STDIO_STDOUT ||
         o.stdin_mode > LL_STDIO_STDOUT || o.stdout_mode > LL_STDIO_STDOUT ||
-        o.stderr_mode > LL_STDIO_STDOUT) {
-        ll_future_fail(f, LL_EINVAL, "spawn %s: invalid stdio mode (only stderr can go to stdout)",
-                       name);
-        return f;
-    }
+        o.stderr_mode > LL_STDIO_STDOUT)
+        return ll_future_failed(loop, LL_EINVAL,
+                                "spawn %s: invalid stdio mode (only stderr can go to stdout)", name);
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "process spawn");
     const char *path = getenv("PATH");
     if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
     ll_process *p = ll__calloc(1, sizeof *p);
@@ -587,9 +581,7 @@ int ll_process_kill(ll_process *p) { return ll_process_signal(p, SIGKILL); }
 static void wait_cancel(ll_future *f, void *arg) {
     waitrec *w = arg;
     ll_process *p = w->p;
-    if (w->prev) w->prev->next = w->next;
-    else p->waits = w->next;
-    if (w->next) w->next->prev = w->prev;
+    ll__list_remove(&p->waits, &w->link);
     p->nwaits--;
     ll_future_set_cancelled(f);
     ll_future_free(w->f);
@@ -615,9 +607,7 @@ ll_future *ll_process_wait(ll_process *p) {
         ll__free(w);
         return f;
     }
-    w->next = p->waits;
-    if (p->waits) p->waits->prev = w;
-    p->waits = w;
+    ll__list_push_front(&p->waits, &w->link);
     p->nwaits++;
     ll_future_on_cancel(f, wait_cancel, w);
     ll__process_update_ref(p);

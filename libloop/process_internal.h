@@ -5,6 +5,7 @@
 #ifndef LIBLOOP_PROCESS_INTERNAL_H
 #define LIBLOOP_PROCESS_INTERNAL_H
 
+#include "containers.h"
 #include "internal.h"
 #include "libloop/process.h"
 
@@ -13,7 +14,7 @@ typedef enum { REAP_PIDFD, REAP_CHILD, REAP_POLL } reap_mode;
 typedef struct waitrec {
     ll_future *f;        /* our reference */
     struct ll_process *p;
-    struct waitrec *prev, *next;
+    ll__dlink link;      /* the process's waiters */
 } waitrec;
 
 struct ll_process {
@@ -31,7 +32,7 @@ struct ll_process {
     int reap_err;        /* the exit could not be collected (ECHILD: someone else reaped it) */
     ll_exit_status status;
     ll_stream *in, *out, *err;
-    waitrec *waits;
+    ll__dlist waits;
     size_t nwaits;
     size_t users;        /* communicates in progress */
     bool closed;

@@ -1,7 +1,7 @@
 /*
  * process_io.c — talking to a child through its pipes: ll_process_communicate() feeds the input and
  * collects stdout and stderr concurrently (no deadlock whichever pipe fills first), and
- * ll_run_process() is spawn + communicate + close in one call. Spawning and reaping are process.c.
+ * ll_process_run() is spawn + communicate + close in one call. Spawning and reaping are process.c.
  *
  * Design note: communicate is a callback state machine (no task, no extra stack): one write chain
  * into stdin, one read chain per output pipe, and the exit wait, all outstanding at once. It
@@ -231,18 +231,15 @@ static void comm_cancel(ll_future *f, void *arg) {
 
 ll_future *ll_process_communicate(ll_process *p, const void *input, size_t len, size_t max_output) {
     if (!p) return NULL;
+    if (p->closed)
+        return ll_future_failed(p->loop, LL_ECLOSED, "communicate with %s: the process is closed",
+                                p->name);
+    if (len > 0 && !p->in)
+        return ll_future_failed(p->loop, LL_EINVAL,
+                                "communicate with %s: input given but stdin is not a pipe", p->name);
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "process communicate");
-    if (p->closed) {
-        ll_future_fail(f, LL_ECLOSED, "communicate with %s: the process is closed", p->name);
-        return f;
-    }
-    if (len > 0 && !p->in) {
-        ll_future_fail(f, LL_EINVAL, "communicate with %s: input given but stdin is not a pipe",
-                       p->name);
-        return f;
-    }
     comm *c = ll__calloc(1, sizeof *c);
     if (!c) {
         ll_future_fail(f, LL_ENOMEM, "communicate with %s: out of memory", p->name);
@@ -338,7 +335,7 @@ static void run_cancel(ll_future *f, void *arg) {
     if (r->comm) ll_future_cancel(r->comm);
 }
 
-ll_future *ll_run_process(const char *const *argv, const void *input, size_t len,
+ll_future *ll_process_run(const char *const *argv, const void *input, size_t len,
                           const ll_process_opts *opts) {
     ll_process_opts o = {0};
     if (opts) o = *opts;

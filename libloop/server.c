@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "containers.h"
 #include "io_internal.h"
 
 #define ACCEPT_BATCH 64
@@ -34,7 +35,7 @@ typedef struct sconn {
     struct ll_server *srv;
     ll_stream *s;
     ll_future *task;
-    struct sconn *prev, *next;
+    ll__dlink link;       /* the server's connections */
 } sconn;
 
 struct ll_server {
@@ -55,7 +56,7 @@ struct ll_server {
     ll_future *startf;    /* starting: waiting for the resolver */
     ll_future *rf;
     ll_future *closef;
-    sconn *conns;
+    ll__dlist conns;
     size_t nconns;
     uint64_t accepted;
     bool closing;
@@ -90,9 +91,7 @@ static void conn_end(ll_future *task, void *arg) {
     (void)task;
     sconn *c = arg;
     ll_server *srv = c->srv;
-    if (c->prev) c->prev->next = c->next;
-    else srv->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    ll__list_remove(&srv->conns, &c->link);
     srv->nconns--;
     ll__stream_unhold(c->s);
     ll_future_free(c->task);
@@ -171,9 +170,7 @@ static void spawn_conn(ll_server *srv, int fd, const struct sockaddr_storage *ss
         ll__free(c);
         return;
     }
-    c->next = srv->conns;
-    if (srv->conns) srv->conns->prev = c;
-    srv->conns = c;
+    ll__list_push_front(&srv->conns, &c->link);
     srv->nconns++;
     srv->accepted++;
 }
@@ -260,7 +257,8 @@ static ll_server *server_new(ll_loop *loop, ll_server_handler handler, void *arg
     srv->arg = arg;
     srv->backlog = opts && opts->backlog > 0 ? opts->backlog : SOMAXCONN;
     srv->stack_size = opts ? opts->stack_size : 0;
-    srv->linger = opts && opts->linger > 0 ? opts->linger : DEFAULT_LINGER;
+    /* 0: the default; negative: no limit (ll_deadline_in gives LL_NEVER) */
+    srv->linger = opts && opts->linger != 0 ? opts->linger : DEFAULT_LINGER;
     srv->name = ll__strdup(opts && opts->name ? opts->name : "server");
     bool fail = !srv->name;
     if (opts && opts->tls && !(srv->tls = ll__tls_opts_dup(opts->tls))) fail = true;
@@ -318,17 +316,14 @@ static void on_start_cancel(ll_future *f, void *arg) {
     server_free(srv);
 }
 
-ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler handler, void *arg,
+ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler handler, void *arg,
                            const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!handler) return ll_future_failed(loop, LL_EINVAL, "listen: no handler");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "start server");
-    if (!handler) {
-        ll_future_fail(f, LL_EINVAL, "listen: no handler");
-        return f;
-    }
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv) {
         ll_future_fail(f, LL_ENOMEM, "listen on %s:%u: out of memory", host ? host : "*", port);
@@ -344,7 +339,7 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
         host = "0.0.0.0";
     } else if (!ll__addr_parse_numeric(host, &a)) {
         srv->port = port; /* remembered for on_start_resolved's message */
-        srv->rf = ll_resolve_on(loop, host, port, AF_UNSPEC);
+        srv->rf = ll_resolve(host, port, &(ll_resolve_opts){.loop = loop});
         srv->startf = ll_future_ref(f);
         if (!srv->rf || ll_future_add_done(srv->rf, on_start_resolved, srv) != 0) {
             ll_future_free(srv->rf);
@@ -370,22 +365,20 @@ ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler ha
     return f;
 }
 
-ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, void *arg,
+ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void *arg,
                                 const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
-    ll_future *f = ll_future_new(loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "start server");
     ll_addr a;
     memset(&a, 0, sizeof a);
     struct sockaddr_un *un = (struct sockaddr_un *)&a.sa;
     size_t n = path ? strlen(path) : 0;
-    if (!handler || n == 0 || n >= sizeof un->sun_path) {
-        ll_future_fail(f, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
-                       !handler ? "no handler" : "bad socket path");
-        return f;
-    }
+    if (!handler || n == 0 || n >= sizeof un->sun_path)
+        return ll_future_failed(loop, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
+                                !handler ? "no handler" : "bad socket path");
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "start server");
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv || !(srv->unix_path = ll__strdup(path))) {
         if (srv) server_free(srv);
@@ -413,10 +406,9 @@ ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, voi
 /* ---- closing ---- */
 
 static void cancel_all(ll_server *srv) {
-    for (sconn *c = srv->conns; c;) {
-        sconn *next = c->next;
-        ll_future_cancel(c->task);
-        c = next;
+    for (ll__dlink *l = srv->conns.head, *next; l; l = next) {
+        next = l->next;
+        ll_future_cancel(LL__CONTAINER(l, sconn, link)->task);
     }
 }
 
@@ -438,9 +430,11 @@ ll_future *ll_server_close(ll_server *srv, double grace) {
     if (srv->fd >= 0) close(srv->fd);
     srv->fd = -1;
     if (srv->unix_path && srv->unix_path[0] != '@') unlink(srv->unix_path);
-    if (srv->nconns && grace > 0) {
-        ev_timer_set(&srv->grace, grace, 0.);
-        ev_timer_start(srv->loop->ev, &srv->grace);
+    if (srv->nconns && grace != 0) {
+        if (grace > 0) { /* negative: the handlers may take as long as they need */
+            ev_timer_set(&srv->grace, grace, 0.);
+            ev_timer_start(srv->loop->ev, &srv->grace);
+        }
     } else {
         cancel_all(srv);
     }

@@ -1,21 +1,41 @@
 /*
- * stack.c — task stacks: mmap'd slabs, guard pages within a mapping budget, overflow reports.
+ * stack.c — task stacks: mmap'd slabs, large guard regions within a mapping budget, overflow
+ * reports.
  *
  * Design notes:
- * - A guard page below each stack turns an overflow into a fault at the first byte past the end. But
- *   Linux counts every mapping with different protection as a separate VMA, and a guarded stack costs
- *   two; vm.max_map_count defaults to 65530. 100,000 guarded stacks would need 200,000 VMAs.
- * - So stacks come from slabs of SLAB_STACKS stacks. While the process stays within a guard budget
- *   (a quarter of vm.max_map_count, i.e. ~8,000 guarded stacks by default) a slab has a guard page
- *   below every stack. Past the budget, slabs are one mapping with a single guard page at the bottom,
- *   and every stack has a canary zone at its low end, checked each time its task switches out: an
- *   overflow into the neighbour is reported, naming the task, before any other task runs.
- * - On a fault in a guard page, a SIGSEGV handler on an alternate signal stack names the task whose
- *   stack overflowed, then lets the default action kill the process (an overflow cannot be undone).
- *   In an unguarded slab a runaway recursion runs through the stacks below its own into the slab's
- *   single guard page: the overflowing task is then the one running on the faulting thread.
+ * - Every guarded stack has a large PROT_NONE guard region below it: GUARD_MIN (1 MiB) or the stack
+ *   size, whichever is larger. Address space is free and a guard costs one mapping (VMA) whatever
+ *   its size, so it is made large enough that a frame far bigger than the stack (a 160 KiB local
+ *   array on a 128 KiB stack, only its low bytes written) still lands in it, instead of stepping
+ *   over a one-page guard into the neighbouring stack. Library code is built with
+ *   -fstack-clash-protection (the Makefile), which probes every page of a large frame so that even
+ *   a frame bigger than the guard faults in it; docs/core.md asks the same of task code.
+ * - A slab is mapped PROT_NONE in one call (no commit charge for the guards) and its stacks are
+ *   made read-write. Linux counts every run of pages with different protection as a separate VMA,
+ *   so a guarded stack costs two, and vm.max_map_count defaults to 65530: 100,000 guarded stacks
+ *   would need 200,000 VMAs. While the process stays within a guard budget (a quarter of
+ *   vm.max_map_count, i.e. ~8,000 guarded stacks by default) slabs of GUARDED_STACKS stacks have a
+ *   guard below every stack. Past the budget, slabs of UNGUARDED_STACKS stacks are one read-write
+ *   mapping above one large guard region, and each stack is checked at every switch: its stack
+ *   pointer must lie inside it, and a canary zone just below it must still be zero.
+ * - The canary zone of an unguarded stack is the top CANARY_BYTES of the slot below it (reserved:
+ *   the stack below never uses them). That page holds the lower task's own header, so it is
+ *   resident anyway: checking the canary costs no memory. (It used to be the stack's own bottom
+ *   page; on kernels where reading an untouched page makes it resident, as on the benchmark machine,
+ *   that check cost a page per task: 804 MiB instead of ~420 MiB for 100,000 sleeping tasks.) The
+ *   canary is zero, the value fresh and released pages hold, so it costs no write; an overflow
+ *   writing only zeros there goes unseen, but a runaway call chain writes return addresses.
+ * - What the unguarded path cannot see: one frame that jumps past the 256-byte canary, writes into
+ *   the stack below and returns without a switch in between. Guarded stacks (the first ~8,000, or
+ *   all of them with a higher vm.max_map_count) catch that too.
+ * - On a fault in a guard region, or a fault while the running task's stack pointer lies outside
+ *   its stack, a SIGSEGV handler on an alternate signal stack names the task whose stack
+ *   overflowed, then lets the default action kill the process (an overflow cannot be undone).
  * - Test knob: LIBLOOP_STACK_GUARDS=0 in the environment makes every new slab unguarded (canary
  *   path), so tests can reach it without creating ~8,000 stacks first. Read at each slab creation.
+ * - A new slab's task-header pages (the top page of every stack) are populated with one
+ *   process_madvise(MADV_POPULATE_WRITE) call: on the benchmark machine (a VM) a page fault costs
+ *   ~12 us, a batched populate ~1 us plus a cheaper first touch, and a task needs exactly that page.
  * - Freed stacks are kept per loop for reuse, most recently freed first (their pages are warm).
  *   Returning a stack's pages to the kernel (MADV_DONTNEED) as its task ends costs a system call
  *   plus fresh page faults when it is reused: with more tasks alive at once than a small cache holds
@@ -34,6 +54,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -46,28 +69,30 @@
 #ifndef HAVE_VALGRIND
 #define VALGRIND_STACK_REGISTER(a, b) 0
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#define RUNNING_ON_VALGRIND 0
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
 #endif
 
-#define SLAB_STACKS 16
+#define GUARDED_STACKS 16
+#define UNGUARDED_STACKS 64
+#define GUARD_MIN ((size_t)1 << 20)
 #define CANARY_BYTES 256
 #define CACHE_STACKS 64
 #define TRIM_SECS 1.0
-/* The canary is zero, the value the kernel gives fresh and released pages: it costs no write, and
- * checking it reads the kernel's shared zero page, so an idle stack's bottom page never becomes
- * resident (a 0xA5 canary cost one page per task: 806 MiB instead of ~450 MiB for 100,000 sleeping
- * tasks, make bench-core). The price is that an overflow writing only zeros into the zone goes
- * unseen; a runaway call chain writes return addresses and frame pointers, which are not zero. */
-static const unsigned char CANARY = 0;
 
 typedef struct slab {
     char *base;
-    size_t len, slot;   /* slot = guard (if any) + stack */
+    size_t len, slot;   /* slot = guard (if any) + stack (+ canary zone if unguarded) */
+    size_t guard;       /* guard region below each stack (guarded) or below the slab */
     bool guarded;
+    int n;              /* stacks in this slab */
     struct slab *next;   /* the pool's slabs */
     struct slab *gnext;  /* every slab of the process, for the fault handler */
     struct ll__stackpool *pool;
-    ll__stack stacks[SLAB_STACKS];
-    unsigned vg_id[SLAB_STACKS];
+    unsigned *vg_id;
+    ll__stack stacks[];
 } slab;
 
 typedef struct ll__stackpool {
@@ -176,13 +201,35 @@ static void say_num(unsigned long long v) {
     say(buf + i);
 }
 
+static void say_hex(uintptr_t v) {
+    char buf[32];
+    int i = 31;
+    buf[i] = 0;
+    do {
+        buf[--i] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v && i > 2);
+    buf[--i] = 'x';
+    buf[--i] = '0';
+    say(buf + i);
+}
+
+/* Async-signal-safe: only write(2). An unnamed task is named by its function's address (the
+ * symbol lookup takes locks); the canary and stack-pointer checks, which run outside a signal
+ * handler, name it by its symbol. */
 static void report_overflow(const ll__stack *s, const char *how) {
     say("libloop: task ");
-    if (s->owner) {
+    const ll_task *t = s->owner;
+    if (t) {
         say("#");
-        say_num(s->owner->id);
+        say_num(t->id);
         say(" '");
-        say(s->owner->name ? s->owner->name : "?");
+        if (t->name) {
+            say(t->name);
+        } else {
+            say("fn ");
+            say_hex((uintptr_t)t->fn);
+        }
         say("'");
     }
     say(" overflowed its ");
@@ -192,32 +239,45 @@ static void report_overflow(const ll__stack *s, const char *how) {
     say("); give it a larger stack with ll_spawn_ex() or ll_loop_set_stack_size()\n");
 }
 
+/* The stack pointer at the fault, or 0 where we do not know how to read it. */
+static uintptr_t fault_sp(void *uc) {
+    const ucontext_t *u = uc;
+#if defined(__x86_64__)
+    return (uintptr_t)u->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)u->uc_mcontext.sp;
+#else
+    (void)u;
+    return 0;
+#endif
+}
+
+/* Only the running task can fault on a task stack, so the task to name is ll__tls_task: an
+ * overflow moves its stack pointer below its stack (a frame is allocated before it is written),
+ * except for a leaf function's red zone, which the fault address shows. */
 static void fault_handler(int sig, siginfo_t *si, void *uc) {
     static volatile sig_atomic_t reported; /* a handler we chain to may return: fault again */
     char *addr = si->si_addr;
-    for (slab *sl = __atomic_load_n(&all_slabs, __ATOMIC_ACQUIRE); sl; sl = sl->gnext) {
-        if (addr < sl->base || addr >= sl->base + sl->len) continue;
-        if (reported) break;
-        if (!sl->guarded) {
-            /* Only the slab's bottom page is a guard. The task that ran into it is the one
-             * running on this thread; its own ll_task, at the top of its stack, is intact. */
-            ll_task *t = ll__tls_task;
-            const ll__stack *s = t ? t->stack : NULL;
-            uintptr_t first = (uintptr_t)sl->stacks, end = (uintptr_t)(sl->stacks + SLAB_STACKS);
-            if (addr < sl->base + page_size && s && (uintptr_t)s >= first && (uintptr_t)s < end) {
-                reported = 1;
-                report_overflow(s, "ran through the stacks below it into the guard page");
-            }
+    ll_task *t = ll__tls_task;
+    const ll__stack *s = t ? t->stack : NULL;
+    uintptr_t sp = fault_sp(uc);
+    if (s && !reported) {
+        bool sp_out = sp && (sp < (uintptr_t)s->lo || sp > (uintptr_t)s->lo + s->size);
+        const char *how = NULL;
+        for (slab *sl = __atomic_load_n(&all_slabs, __ATOMIC_ACQUIRE); sl; sl = sl->gnext) {
+            if (s < sl->stacks || s >= sl->stacks + sl->n) continue; /* not the task's slab */
+            if (sl->guarded && addr < s->lo && addr >= s->lo - sl->guard)
+                how = addr >= s->lo - page_size ? "hit the guard page"
+                                                : "a frame reached into its guard region";
+            else if (!sl->guarded && addr >= sl->base && addr < sl->base + sl->guard)
+                how = "ran through the stacks below it into the guard region";
             break;
         }
-        size_t idx = (size_t)(addr - sl->base) / sl->slot;
-        if (idx >= SLAB_STACKS) idx = SLAB_STACKS - 1;
-        ll__stack *s = &sl->stacks[idx];
-        if (addr < s->lo) {
+        if (!how && sp_out) how = "its stack pointer left the stack: a frame larger than the guard";
+        if (how) {
             reported = 1;
-            report_overflow(s, "hit the guard page");
+            report_overflow(s, how);
         }
-        break;
     }
     /* Hand the fault on to the handler that was there before ours; with none, restore the default
      * action so that the faulting instruction, run again, ends the process with the signal. */
@@ -235,51 +295,86 @@ static void fault_handler(int sig, siginfo_t *si, void *uc) {
     }
 }
 
+/* Populate the given pages in one system call, where the kernel can (Linux 5.14+ for the advice,
+ * 5.10+ for process_madvise; on self with any advice since 6.13). Best effort: on failure the
+ * pages fault in on first touch as before. Skipped under valgrind, which may not know the call. */
+static void populate(struct iovec *iov, size_t n) {
+#if defined(SYS_process_madvise) && defined(SYS_pidfd_open)
+    if (RUNNING_ON_VALGRIND || n == 0) return;
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (pidfd < 0) return;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < 1024 ? n - done : 1024; /* UIO_MAXIOV */
+        if (syscall(SYS_process_madvise, pidfd, iov + done, k, MADV_POPULATE_WRITE, 0) < 0) break;
+        done += k;
+    }
+    close(pidfd);
+#else
+    (void)iov, (void)n;
+#endif
+}
+
 static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     size_t size = pool->size;
     bool guarded = false;
     const char *knob = getenv("LIBLOOP_STACK_GUARDS"); /* test knob, see the top of this file */
     bool allow_guards = !(knob && strcmp(knob, "0") == 0);
     pthread_mutex_lock(&slabs_lock);
-    if (allow_guards && guard_budget >= SLAB_STACKS) {
-        guard_budget -= SLAB_STACKS;
+    if (allow_guards && guard_budget >= GUARDED_STACKS) {
+        guard_budget -= GUARDED_STACKS;
         guarded = true;
     }
     pthread_mutex_unlock(&slabs_lock);
-    size_t slot = guarded ? size + page_size : size;
-    size_t len = slot * SLAB_STACKS + (guarded ? 0 : page_size);
-    slab *sl = ll__calloc(1, sizeof *sl);
-    if (!sl) goto fail;
-    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    int n = guarded ? GUARDED_STACKS : UNGUARDED_STACKS;
+    size_t guard = size > GUARD_MIN ? size : GUARD_MIN;
+    size_t slot = guarded ? guard + size : size;
+    size_t len = slot * (size_t)n + (guarded ? 0 : guard);
+    char *base = MAP_FAILED;
+    slab *sl = ll__calloc(1, sizeof *sl + (size_t)n * sizeof(ll__stack));
+    unsigned *vg = sl ? ll__calloc((size_t)n, sizeof *vg) : NULL;
+    if (!vg) goto fail;
+    /* Everything PROT_NONE first: the guards are never charged as committed memory. */
+    base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
+                0);
     if (base == MAP_FAILED) goto fail;
     if (guarded) {
-        for (int i = 0; i < SLAB_STACKS; i++) {
-            if (mprotect(base + (size_t)i * slot, page_size, PROT_NONE) != 0) {
-                munmap(base, len);
+        for (int i = 0; i < n; i++)
+            if (mprotect(base + (size_t)i * slot + guard, size, PROT_READ | PROT_WRITE) != 0)
                 goto fail;
-            }
-        }
-    } else if (mprotect(base, page_size, PROT_NONE) != 0) {
-        munmap(base, len);
+    } else if (mprotect(base + guard, slot * (size_t)n, PROT_READ | PROT_WRITE) != 0) {
         goto fail;
     }
     sl->base = base;
     sl->len = len;
     sl->slot = slot;
+    sl->guard = guard;
     sl->guarded = guarded;
+    sl->n = n;
     sl->pool = pool;
-    for (int i = 0; i < SLAB_STACKS; i++) {
+    sl->vg_id = vg;
+    struct iovec iov[UNGUARDED_STACKS];
+    /* The last one pushed is handed out first: stacks go out from the top of the slab down. */
+    for (int i = 0; i < n; i++) {
         ll__stack *s = &sl->stacks[i];
-        s->lo = guarded ? base + (size_t)i * slot + page_size : base + page_size + (size_t)i * slot;
-        s->size = size;
+        if (guarded) {
+            s->lo = base + (size_t)i * slot + guard;
+            s->size = size;
+        } else {
+            /* The top CANARY_BYTES of each slot are the canary zone of the stack above it. */
+            s->lo = base + guard + (size_t)i * slot;
+            s->size = size - CANARY_BYTES;
+            s->canary = i > 0 ? s->lo - CANARY_BYTES : NULL; /* slot 0 sits on the guard */
+        }
         s->guarded = guarded;
         s->pool = pool;
-        sl->vg_id[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + size);
+        vg[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size);
+        iov[i].iov_base = s->lo + size - page_size; /* the slot's top page: the task header */
+        iov[i].iov_len = page_size;
         s->next_free = pool->free;
         pool->free = s;
         pool->nfree++;
     }
+    populate(iov, (size_t)n);
     sl->next = pool->slabs;
     pool->slabs = sl;
     pthread_mutex_lock(&slabs_lock);
@@ -289,10 +384,12 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     (void)loop;
     return sl;
 fail:
+    if (base != MAP_FAILED) munmap(base, len);
+    ll__free(vg);
     ll__free(sl);
     if (guarded) {
         pthread_mutex_lock(&slabs_lock);
-        guard_budget += SLAB_STACKS;
+        guard_budget += GUARDED_STACKS;
         pthread_mutex_unlock(&slabs_lock);
     }
     return NULL;
@@ -352,11 +449,11 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
     return s;
 }
 
-bool ll__stack_intact(const ll__stack *s) {
-    if (s->guarded) return true;
-    for (size_t i = 0; i < CANARY_BYTES; i++)
-        if ((unsigned char)s->lo[i] != CANARY) return false;
-    return true;
+bool ll__stack_canary_ok(const ll__stack *s) {
+    const uint64_t *w = (const uint64_t *)(const void *)s->canary;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < CANARY_BYTES / sizeof *w; i++) acc |= w[i];
+    return acc == 0;
 }
 
 void ll__stack_put(ll_loop *loop, ll__stack *s) {
@@ -385,14 +482,15 @@ void ll__stack_pools_free(ll_loop *loop) {
         slab *sl = pool->slabs;
         while (sl) {
             slab *sn = sl->next;
-            for (int i = 0; i < SLAB_STACKS; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
+            for (int i = 0; i < sl->n; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
             pthread_mutex_lock(&slabs_lock);
             slab **pp = (slab **)&all_slabs;
             while (*pp && *pp != sl) pp = &(*pp)->gnext;
             if (*pp) __atomic_store_n(pp, sl->gnext, __ATOMIC_RELEASE);
-            if (sl->guarded) guard_budget += SLAB_STACKS;
+            if (sl->guarded) guard_budget += GUARDED_STACKS;
             pthread_mutex_unlock(&slabs_lock);
             munmap(sl->base, sl->len);
+            ll__free(sl->vg_id);
             ll__free(sl);
             sl = sn;
         }

@@ -56,7 +56,9 @@ struct ll__op {
 
 /* ---- small helpers ---- */
 
-static void ignore_sigpipe_once(void) {
+/* Writes to a pipe cannot say MSG_NOSIGNAL: ignore SIGPIPE unless the application handles it. Checked
+ * for every pipe stream, not once per process: an application may restore the default later. */
+static void ignore_sigpipe(void) {
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
         memset(&sa, 0, sizeof sa);
@@ -64,7 +66,6 @@ static void ignore_sigpipe_once(void) {
         sigaction(SIGPIPE, &sa, NULL);
     }
 }
-static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
 
 /* Make room for at least `extra` bytes after the data. */
 static int buf_reserve(ll__buf *b, size_t extra) {
@@ -133,7 +134,7 @@ ll_stream *ll__stream_new(ll_loop *loop, int fd, const char *peer, bool is_socke
         ll__free(s);
         return NULL;
     }
-    if (!is_socket) pthread_once(&sigpipe_once, ignore_sigpipe_once);
+    if (!is_socket) ignore_sigpipe();
     s->loop = loop;
     s->fd = fd;
     s->is_socket = is_socket;
@@ -164,21 +165,6 @@ static void stream_free(ll_stream *s) {
 /* ---- operations ---- */
 
 static void op_cancel(ll_future *f, void *arg);
-
-static ll_future *failed(ll_loop *loop, const char *label, int code, const char *fmt, ...)
-    LL_PRINTF(4, 5);
-static ll_future *failed(ll_loop *loop, const char *label, int code, const char *fmt, ...) {
-    ll_future *f = ll_future_new(loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, label);
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = ll__vformat(fmt, ap);
-    va_end(ap);
-    ll_future_fail(f, code, "%s", msg ? msg : ll_strerror(code));
-    ll__free(msg);
-    return f;
-}
 
 static ll__op *op_new(ll_stream *s, op_kind kind, size_t dlen, ll_future **out) {
     static const char *const labels[] = {"stream read", "stream read_exactly", "stream read_until",
@@ -234,10 +220,8 @@ static void op_fail(ll__op *op, int code, const char *fmt, ...) {
     op_detach(op);
     va_list ap;
     va_start(ap, fmt);
-    char *msg = ll__vformat(fmt, ap);
+    ll_future_vfail(op->f, code, fmt, ap);
     va_end(ap);
-    ll_future_fail(op->f, code, "%s", msg ? msg : ll_strerror(code));
-    ll__free(msg);
     op_free(op);
 }
 
@@ -440,15 +424,15 @@ static ll_future *start_read(ll_stream *s, op_kind kind, void *buf, size_t n, co
                              size_t dlen) {
     const char *what = "read from";
     if (s->closed)
-        return failed(s->loop, "stream read", LL_ECLOSED, "%s %s: stream is closed", what, s->peer);
+        return ll_future_failed(s->loop, LL_ECLOSED, "%s %s: stream is closed", what, s->peer);
     if (s->rop)
-        return failed(s->loop, "stream read", LL_EBUSY, "%s %s: another read is in progress", what,
+        return ll_future_failed(s->loop, LL_EBUSY, "%s %s: another read is in progress", what,
                       s->peer);
     if (ll__tls_handshaking(s))
-        return failed(s->loop, "stream read", LL_ESTATE, "%s %s: TLS handshake in progress", what,
+        return ll_future_failed(s->loop, LL_ESTATE, "%s %s: TLS handshake in progress", what,
                       s->peer);
     if ((kind != OP_FILL && n == 0) || (kind == OP_READ_UNTIL && (dlen == 0 || !delim)))
-        return failed(s->loop, "stream read", LL_EINVAL, "%s %s: empty buffer or delimiter", what,
+        return ll_future_failed(s->loop, LL_EINVAL, "%s %s: empty buffer or delimiter", what,
                       s->peer);
     ll_future *f;
     ll__op *op = op_new(s, kind, dlen, &f);
@@ -580,22 +564,22 @@ static void do_write(ll_stream *s) {
     ll__stream_update(s);
 }
 
-static ll_future *write_check(ll_stream *s, const char *label) {
+static ll_future *write_check(ll_stream *s) {
     if (s->closed)
-        return failed(s->loop, label, LL_ECLOSED, "write to %s: stream is closed", s->peer);
+        return ll_future_failed(s->loop, LL_ECLOSED, "write to %s: stream is closed", s->peer);
     if (s->werr)
-        return failed(s->loop, label, s->werr, "write to %s: %s", s->peer, ll_strerror(s->werr));
+        return ll_future_failed(s->loop, s->werr, "write to %s: %s", s->peer, ll_strerror(s->werr));
     if (s->shut_wr)
-        return failed(s->loop, label, LL_ESTATE, "write to %s: stream was shut down for writing",
+        return ll_future_failed(s->loop, LL_ESTATE, "write to %s: stream was shut down for writing",
                       s->peer);
     if (ll__tls_handshaking(s))
-        return failed(s->loop, label, LL_ESTATE, "write to %s: TLS handshake in progress", s->peer);
+        return ll_future_failed(s->loop, LL_ESTATE, "write to %s: TLS handshake in progress", s->peer);
     return NULL;
 }
 
 ll_future *ll_stream_write(ll_stream *s, const void *data, size_t n) {
     if (!s) return NULL;
-    ll_future *f = write_check(s, "stream write");
+    ll_future *f = write_check(s);
     if (f) return f;
     const char *p = data;
     size_t left = n;
@@ -605,7 +589,7 @@ ll_future *ll_stream_write(ll_stream *s, const void *data, size_t n) {
             if (r == 0) break;
             if (r < 0) {
                 ll__stream_fail_write(s, (int)r);
-                return failed(s->loop, "stream write", (int)r, "write to %s: %s", s->peer,
+                return ll_future_failed(s->loop, (int)r, "write to %s: %s", s->peer,
                               ll_strerror((int)r));
             }
             p += r;
@@ -614,7 +598,7 @@ ll_future *ll_stream_write(ll_stream *s, const void *data, size_t n) {
     }
     if (left) {
         if (buf_reserve(&s->wbuf, left) != 0)
-            return failed(s->loop, "stream write", LL_ENOMEM, "write to %s: out of memory",
+            return ll_future_failed(s->loop, LL_ENOMEM, "write to %s: out of memory",
                           s->peer);
         memcpy(s->wbuf.data + s->wbuf.off + s->wbuf.len, p, left);
         s->wbuf.len += left;
@@ -635,8 +619,8 @@ ll_future *ll_stream_write(ll_stream *s, const void *data, size_t n) {
     return f;
 }
 
-static ll_future *queue_writer(ll_stream *s, op_kind kind, const char *label) {
-    ll_future *f = write_check(s, label);
+static ll_future *queue_writer(ll_stream *s, op_kind kind) {
+    ll_future *f = write_check(s);
     if (f) return f;
     ll__op *op = op_new(s, kind, 0, &f);
     if (!op) return f;
@@ -650,12 +634,12 @@ static ll_future *queue_writer(ll_stream *s, op_kind kind, const char *label) {
 
 ll_future *ll_stream_drain(ll_stream *s) {
     if (!s) return NULL;
-    return queue_writer(s, OP_DRAIN, "stream drain");
+    return queue_writer(s, OP_DRAIN);
 }
 
 ll_future *ll_stream_shutdown(ll_stream *s) {
     if (!s) return NULL;
-    return queue_writer(s, OP_SHUTDOWN, "stream shutdown");
+    return queue_writer(s, OP_SHUTDOWN);
 }
 
 /* ---- events ---- */
@@ -793,10 +777,15 @@ bool ll_stream_at_eof(const ll_stream *s) {
 
 bool ll_stream_alive(ll_stream *s) {
     if (!s || s->closed || s->rerr || s->werr || s->eof) return false;
-    if (s->rbuf.len) return true;
+    /* Bytes no read asked for are someone else's reply (or garbage): a pool must not lend the
+     * connection. While a read is in progress, arriving bytes are its own. */
+    bool expecting = s->rop != NULL;
+    if (s->rbuf.len) return expecting;
     if (!s->is_socket) {
         struct pollfd p = {.fd = s->fd, .events = POLLIN};
-        return !(poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)));
+        if (poll(&p, 1, 0) != 1) return true;
+        if (p.revents & (POLLHUP | POLLERR)) return false;
+        return expecting || !(p.revents & POLLIN);
     }
     char c;
     ssize_t r = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -805,21 +794,26 @@ bool ll_stream_alive(ll_stream *s) {
         return false;
     }
     if (r < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            /* OpenSSL may hold decrypted bytes the socket no longer shows */
+            return expecting || !s->tls || !ll__tls_has_buffered(s);
+        }
         s->rerr = ll_err_from_errno(errno);
         return false;
     }
-    if (s->tls && !s->rop && !ll__tls_handshaking(s)) {
-        /* TLS records may be a session ticket or a close_notify: let OpenSSL look at them */
-        if (buf_reserve(&s->rbuf, READ_CHUNK) != 0) return true;
+    if (expecting) return true;
+    if (s->tls && !ll__tls_handshaking(s)) {
+        /* TLS records may be only a session ticket or a close_notify: let OpenSSL look at them.
+         * Plaintext they carry stays buffered for a later read; the answer is still "not idle". */
+        if (buf_reserve(&s->rbuf, READ_CHUNK) != 0) return false;
         ll__buf *b = &s->rbuf;
         ssize_t k = ll__tls_read(s, b->data + b->off + b->len, b->cap - b->off - b->len);
         if (k > 0) b->len += (size_t)k;
         else if (k == LL_EOF) s->eof = true;
         else if (k < 0) s->rerr = (int)k;
-        return !s->eof && !s->rerr;
+        return !s->eof && !s->rerr && b->len == 0 && !ll__tls_has_buffered(s);
     }
-    return true;
+    return false;
 }
 
 void ll_stream_get_timings(const ll_stream *s, ll_stream_timings *out) {

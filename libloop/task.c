@@ -104,12 +104,12 @@ static void task_entry(void *p) {
     abort(); /* unreachable: a finished task is never resumed */
 }
 
-static void report_canary(ll_task *t) {
+static void report_overflow(ll_task *t, const char *how) {
     char name[128];
     fprintf(stderr,
-            "libloop: task #%llu '%s' overflowed its %zu-byte stack (canary overwritten); give it a "
-            "larger stack with ll_spawn_ex() or ll_loop_set_stack_size()\n",
-            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size);
+            "libloop: task #%llu '%s' overflowed its %zu-byte stack (%s); give it a larger stack "
+            "with ll_spawn_ex() or ll_loop_set_stack_size()\n",
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size, how);
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
@@ -135,7 +135,7 @@ static void resume(ll_task *t) {
     ll__tls_task = saved_task;
     ll__tls_loop = saved_loop;
     loop->current = NULL;
-    if (!ll__stack_intact(t->stack)) report_canary(t);
+    if (!ll__stack_intact(t->stack)) report_overflow(t, "canary overwritten");
     if (loop->debug) {
         double ms = ll__mono_ms() - t0;
         if (ms >= loop->slow_ms) {
@@ -149,6 +149,12 @@ static void resume(ll_task *t) {
 }
 
 static void suspend(ll_task *t) {
+    /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
+     * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
+     * before the loop or another task runs on the memory it overwrote. */
+    char *sp = (char *)__builtin_frame_address(0);
+    if (sp < t->stack->lo || sp > t->stack->lo + t->stack->size)
+        report_overflow(t, "its stack pointer was outside the stack at a switch");
     ASAN_START(&t->asan_fake_stack, t->loop->main_stack_bottom, t->loop->main_stack_size);
     ll__switch_to(&t->ctx, &t->loop->main_ctx);
     ASAN_FINISH(t->asan_fake_stack, &t->loop->main_stack_bottom, &t->loop->main_stack_size);
@@ -176,6 +182,17 @@ static void mark_fired(ll_task *t) {
     }
 }
 
+/* Cancel what the task awaits because a deadline passed, saying so: "timed out after 1 s" (the
+ * timeout as given to ll_await_timeout), not "operation canceled". */
+static void cancel_timed_out(ll_task *t, ll_future *f) {
+    char msg[96];
+    if (t->timeout_scope && t->timeout_scope->fired)
+        snprintf(msg, sizeof msg, "cancelled: timed out after %g s", t->timeout_secs);
+    else
+        snprintf(msg, sizeof msg, "cancelled: the task's deadline passed");
+    ll__future_cancel_msg(f, msg);
+}
+
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)revents;
     ll_task *t = w->data;
@@ -192,7 +209,7 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
      * than LL_ECANCELED); we wake when it ends. */
     ll_task *child = t->awaiting->task;
     if (child && child->scope->effective <= t->scope->effective) return;
-    ll_future_cancel(t->awaiting);
+    cancel_timed_out(t, t->awaiting);
 }
 
 /* ---- spawning ---- */
@@ -262,6 +279,7 @@ static void wake(ll_future *f, void *arg) {
     ll_task *t = arg;
     if (t->state == LL__TASK_WAITING && t->awaiting == f) resume(t);
 }
+const ll_done_cb ll__task_wake_cb = wake; /* debug mode times the task step, not the wake */
 
 int ll_await(ll_future *f) {
     ll_task *t = ll__tls_task;
@@ -282,14 +300,16 @@ int ll_await(ll_future *f) {
         t->timed_out = true;
         mark_fired(t);
     }
-    if (interrupt) {
+    if (interrupt == LL_ETIMEDOUT) {
+        cancel_timed_out(t, f);
+    } else if (interrupt) {
         ll_future_cancel(f);
     } else if (sc->effective < LL_NEVER) {
         ev_timer_set(&t->timer, sc->effective - ll_now(), 0.);
         ev_timer_start(t->loop->ev, &t->timer);
     }
     suspend(t);
-    ev_timer_stop(t->loop->ev, &t->timer);
+    if (ev_is_active(&t->timer)) ev_timer_stop(t->loop->ev, &t->timer);
     ll_future *a = t->awaiting;
     t->awaiting = NULL;
     rc = ll__future_retrieve(a);
@@ -300,9 +320,20 @@ int ll_await(ll_future *f) {
 }
 
 int ll_await_timeout(ll_future *f, double seconds) {
+    ll_task *t = ll__tls_task;
     ll_scope s;
     ll_scope_enter(&s, ll_deadline_in(seconds));
+    const ll_scope *outer_scope = t ? t->timeout_scope : NULL;
+    double outer_secs = t ? t->timeout_secs : 0;
+    if (t) {
+        t->timeout_scope = &s;
+        t->timeout_secs = seconds;
+    }
     int rc = ll_await(f);
+    if (t) {
+        t->timeout_scope = outer_scope;
+        t->timeout_secs = outer_secs;
+    }
     int src = ll_scope_exit(&s);
     return (rc == LL_ETIMEDOUT || rc == LL_ECANCELED) && src == LL_ETIMEDOUT ? LL_ETIMEDOUT : rc;
 }
@@ -350,10 +381,6 @@ int ll_task_fail_from(ll_future *f) {
     int code = ll__future_retrieve(f);
     if (code == 0 || code == LL_EAGAIN) return code;
     return ll_task_fail(code, "%s", ll_future_errmsg(f));
-}
-
-int ll_task_cancel(ll_future *task_future) {
-    return ll_future_cancel(task_future);
 }
 
 bool ll_task_cancelled(void) {
@@ -443,6 +470,10 @@ void ll__task_destroy_all(ll_loop *loop) {
             ll__warn(loop, "shutdown: task #%llu '%s' did not finish cleaning up before the deadline "
                            "and was destroyed (what it held is lost)",
                      (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
+        }
+        if (t->on_destroy) {
+            t->on_destroy(t->on_destroy_arg);
+            t->on_destroy = NULL;
         }
         if (t->awaiting) {
             /* Cancel what it waits for first: its producer unlinks whatever it keeps about the

@@ -154,6 +154,7 @@ static void job_done(ll_future *f, void *arg) {
 
 ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t n,
                              const ll_http_fetch_opts *opts) {
+    LL_REQUIRE_ARG(s, "session");
     ll_http_fetch_opts o = {0};
     if (opts) o = *opts;
     if (!s || (!urls && n)) {
@@ -209,4 +210,8 @@ ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t
         return NULL;
     }
     return f;
+}
+
+ll_http_batch *ll_http_batch_of(const ll_future *f) {
+    return ll_future_value_as(f, batch_value_free);
 }

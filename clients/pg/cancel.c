@@ -77,7 +77,8 @@ static void cancel_finished(ll_pg_conn *c, int rc);
 
 static int cancel_task(void *arg) {
     pg_cancel_req *q = arg;
-    ll_future *f = q->is_unix ? ll_open_unix(q->addr, NULL) : ll_open_connection(q->addr, q->port, NULL);
+    ll_future *f = q->is_unix ? ll_stream_connect_unix(q->addr, NULL)
+                             : ll_stream_connect(q->addr, q->port, NULL);
     int rc = ll_await(f);
     ll_stream *s = rc == 0 ? ll_future_take(f) : NULL;
     ll_future_free(f);
@@ -132,8 +133,11 @@ static void start_cancel(ll_pg_conn *c, pg_req *r) {
     ll_future *tf = NULL;
     if (ok) {
         q->c = c;
+        /* bounded like the wait for the query (no limit: the loop's shutdown still ends it) */
         ll_spawn_opts so = {.name = "pg cancel request", .loop = c->loop,
-                            .deadline = r->abandoned_at + c->opts.cancel_timeout};
+                            .deadline = c->opts.cancel_timeout < 0
+                                            ? LL_NEVER
+                                            : r->abandoned_at + c->opts.cancel_timeout};
         tf = ll_spawn_ex(cancel_task, q, &so);
         ok = tf && ll_future_get_state(tf) == LL_FUTURE_PENDING;
     }
@@ -200,7 +204,7 @@ void ll__pg_cancel_progress(ll_pg_conn *c) {
     }
     if (c->cancel_timer) return; /* armed for the oldest abandoned request already, or earlier */
     double left = due - ll_now();
-    c->cancel_timer = ll_call_later(c->loop, left > 0 ? left : 0, on_cancel_timer, c);
+    c->cancel_timer = ll_loop_call_later(c->loop, left > 0 ? left : 0, on_cancel_timer, c);
 }
 
 void ll__pg_cancel_detach(ll_pg_conn *c) {

@@ -3,9 +3,10 @@
  *
  * Design notes:
  * - libpq does the protocol; we only drive it. PQconnectStartParams + PQconnectPoll make the
- *   connect non-blocking, with one ev_io watcher following what PQconnectPoll asks for. libpq may
- *   switch sockets while it tries addresses or retries without TLS, so the watcher is re-set
- *   after every poll (ev_io_set tells libev the descriptor may be a new one).
+ *   connect non-blocking, with one ll_poller (the core's public fd watcher) following what
+ *   PQconnectPoll asks for. libpq may switch sockets while it tries addresses or retries without
+ *   TLS, so the poller is told the descriptor after every poll (ll_poller_set_fd, even when the
+ *   number is the same). At most one read wait and one write wait are pending at a time.
  * - libpq's own name lookup blocks, and its connect_timeout is only enforced by its blocking
  *   PQconnectdb. So host names are resolved with ll_resolve first and handed over as `hostaddr`
  *   (a name resolving to several addresses becomes several host entries, tried in order, as libpq
@@ -38,17 +39,23 @@ void ll__pg_conn_unref(ll_pg_conn *c) {
 }
 
 const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
-    /* libpq's messages span lines ("...failed: FATAL:  password ...\n\tIs the server ...");
-     * a log line wants one: squeeze whitespace runs into one space, drop the trailing one. */
+    /* libpq's messages span lines ("connection to server at ... failed: Connection refused\n\tIs
+     * the server running ...?\nconnection to server at ..."); a log line wants one. Line breaks
+     * become "; " (or a space after a ':'), runs of blanks one space, trailing ones go. */
     size_t o = 0;
-    bool space = false;
+    int sep = 0; /* 0 none, 1 a space, 2 a line break */
     for (const char *p = msg ? msg : ""; *p && o + 1 < n; p++) {
-        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
-            space = o > 0;
+        if (*p == '\n' || *p == '\r') {
+            if (o > 0) sep = 2;
             continue;
         }
-        if (space && o + 2 < n) buf[o++] = ' ';
-        space = false;
+        if (*p == ' ' || *p == '\t') {
+            if (o > 0 && sep == 0) sep = 1;
+            continue;
+        }
+        if (sep == 2 && buf[o - 1] != ':' && buf[o - 1] != ';' && o + 3 < n) buf[o++] = ';';
+        if (sep && o + 2 < n) buf[o++] = ' ';
+        sep = 0;
         buf[o++] = *p;
     }
     buf[o] = 0;
@@ -57,25 +64,52 @@ const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
 
 /* ---- the watcher ---- */
 
-static void on_io(struct ev_loop *ev, ev_io *w, int revents);
+static void on_ready(ll_future *f, void *arg);
 
-/* Watch fd for events (fd < 0 or no events: stop). `force` re-registers even when nothing seems
- * to change: during a connect libpq may have closed the socket and opened another with the same
- * number. */
-static void io_set(ll_pg_conn *c, int fd, int events, bool force) {
-    struct ev_loop *ev = ll_loop_ev(c->loop);
-    if (!force && fd == c->io_fd && events == c->io_events && (fd < 0 || !events || ev_is_active(&c->io)))
-        return;
-    if (ev_is_active(&c->io)) {
-        if (!c->io_refd) ev_ref(ev);
-        ev_io_stop(ev, &c->io);
+/* Keep a wait for `ev` pending on the poller, or none. False when out of memory: the caller
+ * fails the connection (nothing would ever wake it). */
+static bool arm(ll_pg_conn *c, ll_future **slot, int ev, bool want) {
+    if (want && !*slot) {
+        ll_future *w = ll_poller_wait(c->poller, ev);
+        if (w && ll_future_add_done(w, on_ready, c) != 0) {
+            ll_future_cancel(w);
+            ll_future_free(w);
+            w = NULL;
+        }
+        *slot = w;
+        return w != NULL;
+    } else if (!want && *slot) {
+        ll_future_remove_done(*slot, on_ready, c);
+        ll_future_cancel(*slot);
+        ll_future_free(*slot);
+        *slot = NULL;
     }
-    c->io_fd = fd;
-    c->io_events = events;
-    if (fd < 0 || !events) return;
-    ev_io_set(&c->io, fd, events);
-    ev_io_start(ev, &c->io);
-    if (!c->io_refd) ev_unref(ev);
+    return true;
+}
+
+/* Watch fd for events (fd < 0 or no events: stop). `force` tells the poller the descriptor again
+ * even when the number is the same: during a connect libpq may have closed the socket and opened
+ * another with the same number. */
+static bool io_set(ll_pg_conn *c, int fd, int events, bool force) {
+    if (!c->poller) return fd < 0;
+    if (force || fd != c->io_fd) {
+        ll_poller_set_fd(c->poller, fd);
+        c->io_fd = fd;
+    }
+    c->io_events = fd < 0 ? 0 : events;
+    bool ok = arm(c, &c->read_w, LL_POLL_READ, c->io_events & LL_POLL_READ);
+    return arm(c, &c->write_w, LL_POLL_WRITE, c->io_events & LL_POLL_WRITE) && ok;
+}
+
+static void set_ref(ll_pg_conn *c, bool on) {
+    c->io_refd = on;
+    if (c->poller) ll_poller_set_ref(c->poller, on);
+}
+
+static void io_free(ll_pg_conn *c) {
+    io_set(c, -1, 0, false);
+    ll_poller_free(c->poller);
+    c->poller = NULL;
 }
 
 static bool has_work(const ll_pg_conn *c) {
@@ -86,18 +120,14 @@ static bool has_work(const ll_pg_conn *c) {
 void ll__pg_io_update(ll_pg_conn *c) {
     if (c->state != PG_READY) return;
     bool want_ref = has_work(c);
-    struct ev_loop *ev = ll_loop_ev(c->loop);
-    if (ev_is_active(&c->io) && want_ref != c->io_refd) {
-        if (want_ref) ev_ref(ev);
-        else ev_unref(ev);
-    }
-    c->io_refd = want_ref;
-    int events = EV_READ;
+    if (want_ref != c->io_refd) set_ref(c, want_ref);
+    int events = LL_POLL_READ;
     /* COPY TO STDOUT with no read waiting: stop reading so the server, not our memory, holds the
      * rest of the table. */
     if (c->copy.state == COPY_OUT && !c->copy.read_f && !c->copy.discard) events = 0;
-    if (c->want_write) events |= EV_WRITE;
-    io_set(c, PQsocket(c->pg), events, false);
+    if (c->want_write) events |= LL_POLL_WRITE;
+    if (!io_set(c, PQsocket(c->pg), events, false))
+        ll__pg_broken(c, "out of memory for the socket watcher");
 }
 
 void ll__pg_want_write(ll_pg_conn *c) {
@@ -122,7 +152,7 @@ void ll__pg_cork(ll_pg_conn *c) {
     if (!c->uncork_queued) {
         /* the first write of this iteration goes out at once; the burst ends when the loop has
          * run what is queued now */
-        if (ll_call_soon(c->loop, uncork, c) == 0) {
+        if (ll_loop_call_soon(c->loop, uncork, c) == 0) {
             c->uncork_queued = true;
             c->refs++;
         }
@@ -153,7 +183,7 @@ void ll__pg_broken(ll_pg_conn *c, const char *why) {
     }
     c->state = PG_BROKEN;
     io_set(c, -1, 0, false);
-    c->io_refd = false;
+    set_ref(c, false);
     /* the descriptor stays open (PQfinish closes it) but the peer learns now */
     if (PQsocket(c->pg) >= 0) shutdown(PQsocket(c->pg), SHUT_RDWR);
     const char *m = msg ? msg : why;
@@ -256,7 +286,7 @@ static void stop_connect_timer(ll_pg_conn *c) {
 
 static void conn_destroy(ll_pg_conn *c) {
     if (c->connecting) connecting_abort(c->connecting); /* timed out while resolving */
-    io_set(c, -1, 0, false);
+    io_free(c);
     stop_connect_timer(c);
     ll__pg_cancel_detach(c);
     ll__pg_stmt_free_all(c);
@@ -386,8 +416,8 @@ static void resolve_next(pg_connecting *k) {
             continue;
         }
         long p = strtol(port, NULL, 10);
-        ll_future *f = ll_resolve_on(c->loop, h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
-                                     AF_UNSPEC);
+        ll_future *f = ll_resolve(h, (uint16_t)(p > 0 && p < 65536 ? p : 5432),
+                                  &(ll_resolve_opts){.loop = c->loop});
         if (!f || ll_future_add_done(f, on_resolved, k) != 0) {
             ll_future_free(f);
             connecting_free(k);
@@ -424,8 +454,6 @@ static void connect_cancel(ll_future *f, void *arg) {
     ll_future_set_cancelled(f);
     ll_future_free(f);
     if (c->connecting) connecting_abort(c->connecting);
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
-    c->io_refd = false;
     conn_destroy(c);
 }
 
@@ -434,6 +462,7 @@ static void on_connect_timer(void *arg);
 static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, void *pool);
 
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
+    LL_REQUIRE_ARG(conninfo, "conninfo");
     return connect_impl(conninfo, opts, NULL);
 }
 
@@ -460,8 +489,6 @@ static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, voi
     if (pool) ll__pg_pool_conn_born(pool);
     c->loop = loop;
     c->io_fd = -1;
-    ev_init(&c->io, on_io);
-    c->io.data = c;
     if (opts) c->opts = *opts;
     c->opts.loop = loop;
     if (c->opts.cancel_timeout == 0) c->opts.cancel_timeout = 5;
@@ -528,11 +555,12 @@ static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, voi
         if (!ct) ct = getenv("PGCONNECT_TIMEOUT");
         t = ct ? strtod(ct, NULL) : 0;
         if (t <= 0) t = 10;
+        c->opts.connect_timeout = t; /* the timeout message says what was used */
     }
     k->timeout = t;
     if (t > 0) {
         c->connect_deadline = ll_now() + t;
-        c->connect_timer = ll_call_later(loop, t, on_connect_timer, c);
+        c->connect_timer = ll_loop_call_later(loop, t, on_connect_timer, c);
         if (!c->connect_timer) goto oom;
     }
 
@@ -613,10 +641,17 @@ static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
         connect_fail(c, is_conninfo_error(msg) ? LL_EINVAL : classify(c, msg), "%s", msg);
         return;
     }
-    /* PQconnectStart behaves as if PQconnectPoll had said "writing" */
-    io_set(c, PQsocket(c->pg), EV_WRITE, true);
-    c->io_refd = true;
-    ev_ref(ll_loop_ev(c->loop)); /* a connect in progress keeps the loop alive */
+    /* PQconnectStart behaves as if PQconnectPoll had said "writing"; a connect in progress keeps
+     * the loop alive */
+    c->poller = ll_poller_new(PQsocket(c->pg), &(ll_poll_opts){.loop = c->loop});
+    if (!c->poller) {
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
+        return;
+    }
+    c->io_fd = PQsocket(c->pg);
+    set_ref(c, true);
+    if (!io_set(c, PQsocket(c->pg), LL_POLL_WRITE, true))
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
 }
 
 static int classify(ll_pg_conn *c, const char *msg) {
@@ -665,12 +700,7 @@ static void connect_fail_e(ll_pg_conn *c, int code, pg_errfields *e, const char 
                            const char *detail) {
     ll_future *f = c->connect_f;
     c->connect_f = NULL;
-    if (c->io_refd && ev_is_active(&c->io)) {
-        /* undo the connect's ref before the watcher goes */
-        c->io_refd = false;
-        ev_unref(ll_loop_ev(c->loop));
-    }
-    c->io_refd = false;
+    set_ref(c, false);
     char *what = ll_format(fmt, detail);
     char *full = ll_format("connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
                            c->who ? c->who : "?", what ? what : detail);
@@ -703,11 +733,11 @@ static void connect_done(ll_pg_conn *c) {
         c->is_tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     c->state = PG_READY;
     /* the connect's ref on the loop goes; ll__pg_io_update decides from now on */
-    if (c->io_refd) {
-        c->io_refd = false;
-        if (ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
+    set_ref(c, false);
+    if (!io_set(c, PQsocket(pg), LL_POLL_READ, true)) {
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
+        return;
     }
-    io_set(c, PQsocket(pg), EV_READ, true);
     ll__pg_io_update(c);
     ll_future *f = c->connect_f;
     c->connect_f = NULL;
@@ -720,10 +750,12 @@ static void connect_step(ll_pg_conn *c) {
     PostgresPollingStatusType st = PQconnectPoll(c->pg);
     switch (st) {
     case PGRES_POLLING_READING:
-        io_set(c, PQsocket(c->pg), EV_READ, true);
+        if (!io_set(c, PQsocket(c->pg), LL_POLL_READ, true))
+            connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         break;
     case PGRES_POLLING_WRITING:
-        io_set(c, PQsocket(c->pg), EV_WRITE, true);
+        if (!io_set(c, PQsocket(c->pg), LL_POLL_WRITE, true))
+            connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         break;
     case PGRES_POLLING_OK:
         connect_done(c);
@@ -745,16 +777,23 @@ static void on_connect_timer(void *arg) {
     connect_fail(c, LL_ETIMEDOUT, "%s", buf);
 }
 
-static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev;
-    ll_pg_conn *c = w->data;
+static void on_ready(ll_future *f, void *arg) {
+    ll_pg_conn *c = arg;
+    int revents = ll_poll_events(f);
+    if (ll_future_get_state(f) == LL_FUTURE_FAILED) {
+        (void)ll_future_code(f);
+        revents = LL_POLL_READ | LL_POLL_WRITE; /* let libpq find out what is wrong */
+    }
+    if (f == c->read_w) c->read_w = NULL;
+    if (f == c->write_w) c->write_w = NULL;
+    ll_future_free(f);
     if (c->state == PG_CONNECTING) {
         connect_step(c);
         return;
     }
     if (c->state != PG_READY) return;
     c->refs++; /* nothing we call should close it, but be safe */
-    if (revents & EV_WRITE) {
+    if (revents & LL_POLL_WRITE) {
         int r = PQflush(c->pg);
         if (r < 0) {
             ll__pg_broken(c, NULL);
@@ -764,7 +803,7 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
             ll__pg_io_update(c);
         }
     }
-    if ((revents & EV_READ) && c->state == PG_READY) ll__pg_on_input(c);
+    if ((revents & LL_POLL_READ) && c->state == PG_READY) ll__pg_on_input(c);
     if (c->state == PG_READY) ll__pg_io_update(c);
     ll__pg_conn_unref(c);
 }
@@ -795,8 +834,6 @@ void ll__pg_conn_free(ll_pg_conn *c) {
     } else {
         c->state = PG_CLOSED;
     }
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
-    c->io_refd = false;
     conn_destroy(c);
 }
 

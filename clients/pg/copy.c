@@ -33,9 +33,8 @@ static ll_future *copy_fail_now(ll_loop *loop, int code, const char *what) {
 }
 
 ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql) {
-    if (!c || !sql)
-        return copy_fail_now(c ? c->loop : NULL, LL_EINVAL,
-                             !c ? "ll_pg_copy_start: conn is NULL" : "ll_pg_copy_start: sql is NULL");
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     ll_future *f = ll_future_new(c->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg copy");
@@ -303,6 +302,7 @@ static void read_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_pg_copy_read(ll_pg_copy *cp) {
+    LL_REQUIRE_ARG(cp, "copy");
     if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     if (cp->read_f) return copy_fail_now(c->loop, LL_ESTATE, "a read is already waiting");
@@ -360,6 +360,7 @@ static void wake_writers(ll_pg_copy *cp, int code, const char *why) {
 }
 
 ll_future *ll_pg_copy_write(ll_pg_copy *cp, const void *data, size_t len) {
+    LL_REQUIRE_ARG(cp, "copy");
     if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     ll_future *f = ll_future_new(c->loop);
@@ -457,7 +458,7 @@ static void wait_finish(ll_pg_conn *c, ll_future *f) {
 }
 
 ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
-    if (!cp) return copy_fail_now(NULL, LL_EINVAL, "ll_pg_copy_finish: cp is NULL");
+    LL_REQUIRE_ARG(cp, "copy");
     ll_pg_conn *c = cp->conn;
     if (cp->finish_f) return copy_fail_now(c->loop, LL_ESTATE, "finish already called");
     ll_future *f = ll_future_new(c->loop);

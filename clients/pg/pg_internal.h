@@ -1,7 +1,7 @@
 /*
  * pg_internal.h — what the files of libloop-pg share. Never installed.
  *
- * The connection (conn.c) owns a PGconn in libpq pipeline mode and one ev_io watcher on its socket.
+ * The connection (conn.c) owns a PGconn in libpq pipeline mode and one ll_poller on its socket.
  * Every query is a request (pg_req). A request is either held (made but not yet written: the
  * connection is busy with a COPY, a script, another task's transaction or a cancel) or sent
  * (written, its reply pending); replies come back in the order requests were sent (pipeline.c).
@@ -9,15 +9,14 @@
 #ifndef LL_PG_INTERNAL_H
 #define LL_PG_INTERNAL_H
 
-#include <ev.h>
 #include <libpq-fe.h>
 #include "libloop.h"
 
 static inline ll_loop *ll__pg_loop(ll_loop *loop) {
     return loop ? loop : ll_loop_current();
 }
-#include "libloop/executor.h"
 #include "libloop/pg.h"
+#include "libloop/poll.h"
 
 typedef enum {
     PG_CONNECTING = 0,
@@ -172,7 +171,8 @@ struct ll_pg_conn {
     char *peer;                       /* "127.0.0.1:5432" or the socket path */
     char *who;                        /* "user bob, database app" */
     /* I/O */
-    ev_io io;
+    ll_poller *poller;                /* the socket watcher (libloop/poll.h) */
+    ll_future *read_w, *write_w;      /* its pending waits */
     int io_fd, io_events;
     bool io_refd;                     /* the watcher keeps the loop alive (work is pending) */
     bool want_write;                  /* libpq has output the socket has not taken yet */

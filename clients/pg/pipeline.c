@@ -252,6 +252,12 @@ void ll__pg_pump(ll_pg_conn *c) {
 }
 
 void ll__pg_submit(ll_pg_conn *c, pg_req *r) {
+    if (c->state != PG_READY) {
+        /* a re-run or housekeeping after the connection was lost in the same pass */
+        fail_one(c, r, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
+                 c->state == PG_BROKEN ? "connection lost earlier" : "connection closed", false);
+        return;
+    }
     if (r->f) ll_future_on_cancel(r->f, ll__pg_cancel_hook, r);
     if (!c->pumping && !c->held_head && ll__pg_eligible(c, r)) {
         if (!send_one(c, r)) {

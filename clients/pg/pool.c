@@ -22,7 +22,7 @@
  *   an empty cache: the cache is coherent whatever the SQL does.
  * - The conninfo is the connect argument, never the pool's key: the key (it appears in the generic
  *   pool's messages) is the conninfo with the password left out.
- * - The pool structure outlives ll_pg_pool_close() while any of its connections exists (a lent
+ * - The pool structure outlives ll_pg_pool_free() while any of its connections exists (a lent
  *   one's release must remain valid) and while one-shot queries are in flight.
  * - ll_pg_pool_acquire returns the generic pool's own future, with no wrapper holding a
  *   reference: the generic pool can see that a caller abandoned its wait and lend the connection
@@ -130,7 +130,7 @@ static void vt_close(void *arg, void *conn) {
 }
 
 /* The reset: a few scripts in a row (see the design notes). Cancelling it (reset_timeout,
- * ll_pg_pool_close) must not send a cancel request and wait: the pool closes the connection next
+ * ll_pg_pool_free) must not send a cancel request and wait: the pool closes the connection next
  * anyway. So the cancel marks the connection lost, which fails the script at once. */
 typedef enum { RS_FIRST, RS_CUSTOM, RS_DEALLOCATE, RS_END } reset_step;
 
@@ -280,7 +280,9 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
         .max_per_key = o.max_size ? o.max_size : 10,
         .min_per_key = o.min_size,
         .acquire_timeout = o.acquire_timeout,
-        .connect_timeout = o.conn.connect_timeout > 0 ? o.conn.connect_timeout + 1 : 0,
+        .connect_timeout = o.conn.connect_timeout > 0   ? o.conn.connect_timeout + 1
+                           : o.conn.connect_timeout < 0 ? -1
+                                                        : 0,
         .reset_timeout = o.reset_timeout,
         .max_idle = o.max_idle,
         .max_lifetime = o.max_lifetime,
@@ -298,11 +300,11 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     return p;
 }
 
-void ll_pg_pool_close(ll_pg_pool *p) {
+void ll_pg_pool_free(ll_pg_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
     p->closing = true; /* connections closed in here must not free p under our feet */
-    ll_pool_close(p->pool);
+    ll_pool_free(p->pool);
     p->closing = false;
     maybe_free(p);
 }
@@ -310,7 +312,7 @@ void ll_pg_pool_close(ll_pg_pool *p) {
 /* ---- acquire and release ---- */
 
 ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
-    if (!p) return ll_future_failed(NULL, LL_EINVAL, "ll_pg_pool_acquire: pool is NULL");
+    LL_REQUIRE_ARG(p, "pool");
     if (p->closed) return ll_future_failed(p->loop, LL_EPOOLCLOSED, "pool postgres: closed");
     ll_future *f = ll_pool_acquire(p->pool, p->key);
     if (f) ll_future_set_label(f, "pg pool acquire");
@@ -445,6 +447,8 @@ static void job_cancel(ll_future *f, void *arg) {
 
 ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
                              const char *const *values) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     if (!p) return NULL;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
@@ -487,6 +491,8 @@ ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
 }
 
 ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {

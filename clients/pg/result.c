@@ -215,3 +215,9 @@ int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t 
     if (len) *len = d->len;
     return 0;
 }
+
+/* Results are resolved with ll_pg_result_free as their destructor (query, pool query, COPY): that
+ * destructor is the type tag ll_future_value_as checks. */
+ll_pg_result *ll_pg_result_of(const ll_future *f) {
+    return ll_future_value_as(f, (ll_value_free)ll_pg_result_free);
+}

@@ -160,5 +160,6 @@ pg_req *ll__pg_sched_cancel_due(const ll_pg_conn *c) {
 }
 
 ll_time ll__pg_sched_cancel_deadline(const ll_pg_conn *c) {
-    return c->ab_head ? c->ab_head->abandoned_at + c->opts.cancel_timeout : LL_NEVER;
+    if (!c->ab_head || c->opts.cancel_timeout < 0) return LL_NEVER; /* < 0: no limit */
+    return c->ab_head->abandoned_at + c->opts.cancel_timeout;
 }

@@ -11,6 +11,7 @@ static int fetch(void *arg) {               /* a task: reads like sequential cod
 }
 
 static int main_task(void *arg) {
+    (void)arg;
     ll_future *fs[3];
     for (intptr_t i = 0; i < 3; i++) fs[i] = ll_spawn(fetch, (void *)(i + 1));
     ll_future *all = ll_gather(fs, 3, LL_GATHER_FAIL_FAST);

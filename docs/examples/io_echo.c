@@ -24,7 +24,7 @@ static int echo(ll_stream *s, void *arg) {        /* one task per connection */
 
 static int main_task(void *arg) {
     (void)arg;
-    ll_future *f = ll_start_server("127.0.0.1", 0, echo, NULL, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, echo, NULL, NULL);
     int rc = ll_await(f);
     if (rc) {
         fprintf(stderr, "%s\n", ll_future_errmsg(f));
@@ -36,7 +36,7 @@ static int main_task(void *arg) {
 
     ll_scope deadline;                             /* one budget for connect, write and reads */
     ll_scope_enter(&deadline, ll_deadline_in(5));
-    f = ll_open_connection("localhost", ll_server_port(srv), NULL);
+    f = ll_stream_connect("localhost", ll_server_port(srv), NULL);
     rc = ll_await(f);
     ll_stream *s = rc ? NULL : ll_future_take(f);
     if (rc) fprintf(stderr, "%s\n", ll_future_errmsg(f)); /* "connect to localhost:...: ..." */

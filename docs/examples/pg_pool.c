@@ -44,7 +44,7 @@ static int main_task(void *url) {
     ll_pg_pool_get_stats(pool, &st);
     printf("sum %ld, %zu connections opened for %llu leases\n", sum, (size_t)st.created,
            (unsigned long long)st.acquired);
-    ll_pg_pool_close(pool);
+    ll_pg_pool_free(pool);
     return rc;
 }
 

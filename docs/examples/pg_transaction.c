@@ -27,7 +27,7 @@ static int transfer(void *arg) {
     ll_future_free(sp);
     ll_future *bonus = ll_pg_query(c, "UPDATE accounts SET balance = balance / 0 WHERE id = 2", 0);
     if (ll_await(bonus) == LL_EPG_SERVER) {   /* undo just that part */
-        ll_future *rb = ll_pg_rollback_to(tx, "before_bonus");
+        ll_future *rb = ll_pg_savepoint_rollback(tx, "before_bonus");
         ll_await(rb);
         ll_future_free(rb);
     }

@@ -16,7 +16,7 @@ typedef struct dest {
 static ll_future *dial(void *arg, const char *key) {
     (void)key; /* one destination here; a real client parses it or keeps a table */
     dest *d = arg;
-    return ll_open_connection(d->host, d->port, NULL);
+    return ll_stream_connect(d->host, d->port, NULL);
 }
 static bool alive(void *arg, void *conn) {
     (void)arg;
@@ -74,7 +74,7 @@ static int echo(ll_stream *s, void *arg) {
 
 static int main_task(void *arg) {
     (void)arg;
-    ll_future *sf = ll_start_server("127.0.0.1", 0, echo, NULL, NULL);
+    ll_future *sf = ll_server_open("127.0.0.1", 0, echo, NULL, NULL);
     if (ll_await(sf)) return ll_task_fail_from(sf);
     ll_server *srv = ll_future_take(sf);
     ll_future_free(sf);
@@ -95,7 +95,7 @@ static int main_task(void *arg) {
     ll_pool_get_stats(pool, &st);
     printf("created %llu connection(s) for %llu requests\n", (unsigned long long)st.created,
            (unsigned long long)st.acquired);
-    ll_pool_close(pool);
+    ll_pool_free(pool);
     ll_future *c = ll_server_close(srv, 1.0);
     ll_await(c);
     ll_future_free(c);

@@ -11,7 +11,7 @@ static int main_task(void *arg) {
     /* 1. All at once: input in, stdout and stderr out, exit status. */
     const char *sort[] = {"sort", "-r", NULL};
     const char *input = "apple\ncherry\nbanana\n";
-    ll_future *f = ll_run_process(sort, input, strlen(input), NULL);
+    ll_future *f = ll_process_run(sort, input, strlen(input), NULL);
     if (ll_await(f)) {
         fprintf(stderr, "%s\n", ll_future_errmsg(f)); /* "spawn sort: no such file or directory" */
         ll_future_free(f);

@@ -6,4 +6,8 @@
 #ifndef LL_DEMO_SECTIONS_H
 #define LL_DEMO_SECTIONS_H
 
+/* Redis: a few thousand tasks on one pipelined connection, a pub/sub fan-in, a cancel burst
+ * (examples/demo/redis.c). */
+int demo_redis(const char *url);
+
 #endif

@@ -36,12 +36,16 @@ typedef struct ll_addrinfo {
     ll_addr *addrs;
 } ll_addrinfo;
 
-/* Resolve `host` for `port` on the current loop. `family` is AF_UNSPEC (IPv4 and IPv6), AF_INET or
- * AF_INET6. The future may already be settled when the call returns (numeric address, cache hit,
- * .invalid). Cancelling it stops waiting at once; nothing is leaked even though c-ares may still
- * answer later. NULL on out of memory or when the thread has no loop. */
-LL_EXPORT ll_future *ll_resolve(const char *host, uint16_t port, int family);
-LL_EXPORT ll_future *ll_resolve_on(ll_loop *loop, const char *host, uint16_t port, int family);
+/* Options of a lookup; NULL or zero fields: the defaults. */
+typedef struct ll_resolve_opts {
+    ll_loop *loop; /* NULL: the current loop */
+    int family;    /* AF_UNSPEC (0: IPv4 and IPv6), AF_INET or AF_INET6 */
+} ll_resolve_opts;
+
+/* Resolve `host` for `port`. The future may already be settled when the call returns (numeric
+ * address, cache hit, .invalid). Cancelling it stops waiting at once; nothing is leaked even though
+ * c-ares may still answer later. NULL on out of memory or when there is no loop. */
+LL_EXPORT ll_future *ll_resolve(const char *host, uint16_t port, const ll_resolve_opts *opts);
 
 /* Free an ll_addrinfo taken from a resolve future. NULL: no-op. */
 LL_EXPORT void ll_addrinfo_free(ll_addrinfo *ai);

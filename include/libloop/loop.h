@@ -6,7 +6,7 @@
  * calling ev_run.
  *
  * Ownership: the thread that creates a loop is the only one that may use it, except for
- * ll_call_soon_threadsafe(). ll_loop_free() cancels what is left, waits for it to clean up until a
+ * ll_loop_call_soon_threadsafe(). ll_loop_free() cancels what is left, waits for it to clean up until a
  * deadline (never forever) and frees everything, including tasks that did not finish in time.
  */
 #ifndef LIBLOOP_LOOP_H
@@ -52,16 +52,16 @@ LL_EXPORT int ll_loop_shutdown(ll_loop *loop, ll_time deadline);
 LL_EXPORT int ll_loop_free(ll_loop *loop);
 
 /* Run cb(arg) from the loop soon, in FIFO order. Return 0 or LL_ENOMEM. */
-LL_EXPORT int ll_call_soon(ll_loop *loop, ll_callback cb, void *arg);
+LL_EXPORT int ll_loop_call_soon(ll_loop *loop, ll_callback cb, void *arg);
 /* The same from any thread; wakes the loop. */
-LL_EXPORT int ll_call_soon_threadsafe(ll_loop *loop, ll_callback cb, void *arg);
+LL_EXPORT int ll_loop_call_soon_threadsafe(ll_loop *loop, ll_callback cb, void *arg);
 /* Run cb(arg) after `delay` seconds. The future resolves after cb ran; cancelling it before then
  * prevents the call. NULL on out of memory. */
-LL_EXPORT ll_future *ll_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg);
+LL_EXPORT ll_future *ll_loop_call_later(ll_loop *loop, double delay, ll_callback cb, void *arg);
 /* A future that resolves after `seconds` (cancel to stop the timer). */
 LL_EXPORT ll_future *ll_sleep_future(ll_loop *loop, double seconds);
 
-/* Keep the loop alive while a thread of yours will call ll_call_soon_threadsafe() (ref), and stop
+/* Keep the loop alive while a thread of yours will call ll_loop_call_soon_threadsafe() (ref), and stop
  * doing so (unref). Calls must pair. */
 LL_EXPORT void ll_loop_ref(ll_loop *loop);
 LL_EXPORT void ll_loop_unref(ll_loop *loop);
@@ -87,9 +87,13 @@ LL_EXPORT void ll_loop_get_stats(ll_loop *loop, ll_loop_stats *out);
  * so ll_loop_get_stats and leak checks see it. loop NULL: the current loop. */
 LL_EXPORT void ll_loop_track_handle(ll_loop *loop, int delta);
 
-/* Seconds on the monotonic clock (for deadlines). */
+/* Seconds on the monotonic clock (CLOCK_MONOTONIC: it never jumps with the wall clock, and it
+ * has no fixed origin: compare ll_now() values with each other, never with time()). Every
+ * deadline (ll_scope_enter, ll_spawn_opts.deadline, ll_task_deadline, ll_loop_shutdown) is a
+ * value on this clock. */
 LL_EXPORT ll_time ll_now(void);
-/* ll_now() + seconds. */
+/* ll_now() + seconds: a deadline `seconds` from now; a negative `seconds` (no limit) gives
+ * LL_NEVER. */
 LL_EXPORT ll_time ll_deadline_in(double seconds);
 
 /* asyncio.run: make a loop, run main(arg) as a task named "main" until it finishes, cancel and

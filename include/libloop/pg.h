@@ -94,7 +94,7 @@ typedef struct ll_pg_opts {
     double connect_timeout;    /* seconds; 0: the conninfo's connect_timeout, else 10; < 0: none
                                 * (only the awaiting task's deadline) */
     double cancel_timeout;     /* how long a cancelled query may take to stop before the
-                                * connection is closed; 0: 5 s */
+                                * connection is closed; 0: 5 s; < 0: no limit (wait for it) */
     unsigned stmt_cache_size;  /* named prepared statements kept per connection; 0: 256 */
     bool unnamed_statements;   /* never make named prepared statements (PgBouncer) */
     size_t notify_queue_max;   /* notifications kept unread; older ones are dropped; 0: 10000 */
@@ -182,6 +182,12 @@ LL_EXPORT int ll_pg_bool(const ll_pg_result *r, int row, int col, bool *out);
  * the result is freed. Same returns as above, plus LL_ENOMEM. */
 LL_EXPORT int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t *len);
 
+/* The result a query future resolved with (borrowed: owned by the future), or NULL when f is NULL,
+ * pending, failed (ll_future_errmsg says why) or holds something else (a transaction, a
+ * connection, a notification): reading the wrong future cannot crash. The typed way to read
+ * ll_pg_query, ll_pg_exec, ll_pg_pool_query and ll_pg_copy_finish futures. */
+LL_EXPORT ll_pg_result *ll_pg_result_of(const ll_future *f);
+
 /* Free a result taken from its future. NULL: no-op. */
 LL_EXPORT void ll_pg_result_free(ll_pg_result *r);
 
@@ -220,8 +226,8 @@ LL_EXPORT ll_future *ll_pg_rollback(ll_pg_tx *tx);
 /* SAVEPOINT name / ROLLBACK TO SAVEPOINT name / RELEASE SAVEPOINT name (name quoted as an
  * identifier). */
 LL_EXPORT ll_future *ll_pg_savepoint(ll_pg_tx *tx, const char *name);
-LL_EXPORT ll_future *ll_pg_rollback_to(ll_pg_tx *tx, const char *name);
-LL_EXPORT ll_future *ll_pg_release(ll_pg_tx *tx, const char *name);
+LL_EXPORT ll_future *ll_pg_savepoint_rollback(ll_pg_tx *tx, const char *name);
+LL_EXPORT ll_future *ll_pg_savepoint_release(ll_pg_tx *tx, const char *name);
 LL_EXPORT ll_pg_conn *ll_pg_tx_conn(const ll_pg_tx *tx);
 
 /* ---- LISTEN / NOTIFY ---- */
@@ -272,6 +278,7 @@ LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
 
 /* ---- pool ---- */
 
+/* Timeouts in seconds: 0 means the default shown, a negative value no limit of its own. */
 typedef struct ll_pg_pool_opts {
     unsigned min_size;       /* connections kept open; 0: none */
     unsigned max_size;       /* 0: 10 */
@@ -286,11 +293,11 @@ typedef struct ll_pg_pool_opts {
 } ll_pg_pool_opts;
 
 /* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL
- * conninfo. Close it with ll_pg_pool_close(). */
+ * conninfo. Close it with ll_pg_pool_free(). */
 LL_EXPORT ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts);
 /* Close the pool: waiters fail with LL_EPOOLCLOSED, idle connections are closed, lent ones when
  * they come back. NULL: no-op. */
-LL_EXPORT void ll_pg_pool_close(ll_pg_pool *p);
+LL_EXPORT void ll_pg_pool_free(ll_pg_pool *p);
 /* A connection for the caller's exclusive use: the value is the ll_pg_conn, lent until
  * ll_pg_pool_release(). Fails with LL_ETIMEDOUT after acquire_timeout, a connect's error,
  * LL_EPOOLCLOSED. */

@@ -3,7 +3,7 @@
  *
  * The pool is generic over the connection type: it never looks inside a connection. A client gives
  * it a vtable (connect, is_alive, close, optional reset) and gets back `void *` connections: libloop
- * streams for HTTP, Redis and SMTP, libpq connections for PostgreSQL.
+ * streams for HTTP (and any stream-based client), libpq connections for PostgreSQL.
  *
  * Connections are grouped by a string key chosen by the client. The key must name the destination
  * AND every setting that changes what the connection is: user, database, TLS on/off, CA file,
@@ -35,7 +35,7 @@
  *     bounded by connect_timeout and reset_timeout. A connect started because a caller waited, and
  *     that fails, fails the first waiter of that key with the connect's error and message.
  *
- * Ownership: ll_pool_new() returns a pool the caller closes with ll_pool_close(). The pool owns
+ * Ownership: ll_pool_new() returns a pool the caller closes with ll_pool_free(). The pool owns
  * idle connections; a connection handed out by an acquire is lent to the caller until it calls
  * ll_pool_release() or ll_pool_discard() — exactly once, with the same pool. Keys are copied.
  * Thread: a pool belongs to the loop it was made on and is used from that loop's thread only.
@@ -63,7 +63,7 @@ typedef enum {
  *   connect  start a connection to `key`; return a future that resolves with the connection as its
  *            value (the pool takes the value with ll_future_take(): give it no value_free, or one
  *            the pool may disarm) or fails with a code and a message naming the peer. NULL means
- *            out of memory. The pool may cancel the future (connect_timeout, ll_pool_close).
+ *            out of memory. The pool may cancel the future (connect_timeout, ll_pool_free).
  *   is_alive a cheap, non-blocking check run when an idle connection is taken and by the upkeep
  *            timer: false if the peer closed it, it has an error, or it holds unexpected input.
  *            NULL: always alive.
@@ -80,7 +80,7 @@ typedef struct ll_pool_vtable {
 
 /* Options. Zero means "the default"; for durations a negative value means "none". */
 typedef struct ll_pool_opts {
-    const char *name;       /* used in messages ("pool redis: ..."); copied. NULL: "pool" */
+    const char *name;       /* used in messages ("pool http: ..."); copied. NULL: "pool" */
     ll_loop *loop;          /* NULL: the current loop */
     unsigned max_per_key;   /* 0: 10 */
     unsigned max_total;     /* 0: no limit over all keys */
@@ -92,8 +92,8 @@ typedef struct ll_pool_opts {
     double reset_timeout;   /* 0: 10 */
     double max_idle;        /* close connections idle longer than this; 0: 300 */
     double max_lifetime;    /* close connections older than this when idle; 0: 3600 */
-    double reap_interval;   /* how often upkeep runs; 0: a quarter of the shorter of max_idle and
-                             * max_lifetime, between 10 ms and 10 s */
+    double reap_interval;   /* how often upkeep runs; 0 (or negative): a quarter of the shorter of
+                             * max_idle and max_lifetime, between 10 ms and 10 s */
 } ll_pool_opts;
 
 /* A new pool, or NULL (out of memory, no loop, vtable without connect or close). */
@@ -104,12 +104,12 @@ LL_EXPORT ll_pool *ll_pool_new(const ll_pool_vtable *vt, void *pool_arg, const l
  * when they are released or discarded, which remains allowed; the pool's memory is freed once the
  * last one is back and the last connect has stopped. After this call, use `p` only for
  * ll_pool_release(), ll_pool_discard() and nothing else. NULL: no-op. */
-LL_EXPORT void ll_pool_close(ll_pool *p);
+LL_EXPORT void ll_pool_free(ll_pool *p);
 
 /* A future that resolves with a connection for `key`: its value (ll_future_value) is the `void *`
  * connection, lent to the caller until ll_pool_release()/ll_pool_discard(). It may already be
  * resolved when the call returns (a free connection was taken at once). It fails with
- * LL_ETIMEDOUT when acquire_timeout passes ("pool redis: no connection to KEY within 30 s (10 open,
+ * LL_ETIMEDOUT when acquire_timeout passes ("pool http: no connection to KEY within 30 s (10 open,
  * 3 waiting)"), with a connect's code and message when the connect made for this caller failed,
  * LL_EPOOLCLOSED, LL_EFULL (max_waiters), LL_ENOMEM. Cancelling it takes the caller out of the
  * queue; a connection that was being made for it goes to the next waiter or stays idle.
@@ -144,7 +144,7 @@ typedef struct ll_pool_stats {
     size_t waiting;     /* callers queued for a connection */
     uint64_t created;   /* connects that succeeded */
     uint64_t discarded; /* connections the pool closed, for any reason (created - discarded ==
-                         * open + those closed at ll_pool_close) */
+                         * open + those closed at ll_pool_free) */
     uint64_t connect_failures;
     uint64_t acquired;  /* leases handed out */
     uint64_t reused;    /* leases of a connection that had been idle before */

@@ -21,7 +21,7 @@
  * Cancellation rule: cancelling a wait or a communicate stops *waiting*; it never kills the child
  * (the caller still has the process and decides). ll_process_close() kills a child that is still
  * running (SIGKILL) and reaps it in the background, so closing never leaves a zombie or an orphan.
- * ll_run_process(), which owns its process, kills the child when it is cancelled or times out, and
+ * ll_process_run(), which owns its process, kills the child when it is cancelled or times out, and
  * settles only after the child has been reaped.
  *
  * Ownership: the future of ll_process_spawn() holds an ll_process *; take it with ll_future_take()
@@ -98,7 +98,7 @@ LL_EXPORT int ll_process_kill(ll_process *p);
  * no-op. */
 LL_EXPORT void ll_process_close(ll_process *p);
 
-/* What ll_process_communicate() and ll_run_process() collect. */
+/* What ll_process_communicate() and ll_process_run() collect. */
 typedef struct ll_process_output {
     char *out;      /* everything the child wrote to stdout, NUL-terminated (NULL if not a pipe) */
     size_t out_len;
@@ -126,7 +126,7 @@ LL_EXPORT ll_future *ll_process_communicate(ll_process *p, const void *input, si
  * /dev/null). The value is an ll_process_output owned by the future; a non-zero exit is NOT a
  * failure (read status). Cancellation or the task's deadline kills the child; the future settles
  * once it has been reaped. NULL on out of memory. */
-LL_EXPORT ll_future *ll_run_process(const char *const *argv, const void *input, size_t len,
+LL_EXPORT ll_future *ll_process_run(const char *const *argv, const void *input, size_t len,
                                     const ll_process_opts *opts);
 
 LL_END_DECLS

@@ -33,7 +33,8 @@ typedef struct ll_server_opts {
     const ll_tls_opts *tls;  /* non-NULL: TLS server (cert_file and key_file required) */
     int backlog;             /* 0: SOMAXCONN */
     size_t stack_size;       /* of connection tasks; 0: the loop's default */
-    double linger;           /* seconds to flush after the handler returns; 0: 5 s */
+    double linger;           /* seconds to flush after the handler returns; 0: 5 s; negative:
+                              * no limit */
     const char *name;        /* connection tasks are named "<name> <peer>"; NULL: "server" */
 } ll_server_opts;
 
@@ -41,11 +42,11 @@ typedef struct ll_server_opts {
  * and run handler(stream, arg) for each connection. The value is the ll_server *: take it with
  * ll_future_take(). For a numeric host the future is already settled when the call returns.
  * Failure: "listen on 127.0.0.1:80: address already in use". NULL on out of memory. */
-LL_EXPORT ll_future *ll_start_server(const char *host, uint16_t port, ll_server_handler handler,
+LL_EXPORT ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler handler,
                                      void *arg, const ll_server_opts *opts);
 /* The same on a Unix socket at `path` (an existing socket file there is replaced; the file is
  * removed when the server closes). Settled when the call returns. */
-LL_EXPORT ll_future *ll_start_unix_server(const char *path, ll_server_handler handler, void *arg,
+LL_EXPORT ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void *arg,
                                           const ll_server_opts *opts);
 
 /* The bound port (useful after asking for port 0); 0 for a Unix server. */
@@ -56,7 +57,8 @@ LL_EXPORT size_t ll_server_connections(const ll_server *srv);
 LL_EXPORT uint64_t ll_server_accepted(const ll_server *srv);
 
 /* Stop accepting now (the listening socket is closed), give running handlers `grace` seconds to
- * finish, then cancel those still running. The future resolves when every connection task has
+ * finish, then cancel those still running (grace 0: cancel them at once; negative: no limit, wait
+ * for them however long they take). The future resolves when every connection task has
  * ended; the server is then freed. Calling it again returns another reference to the same future.
  * NULL: returns NULL. */
 LL_EXPORT ll_future *ll_server_close(ll_server *srv, double grace);

@@ -34,11 +34,13 @@
 
 LL_BEGIN_DECLS
 
-typedef struct ll_stream ll_stream;
+/* ll_stream itself is declared in libloop/tls.h (included above), once: C99 forbids a repeated
+ * typedef. */
 
-typedef struct ll_conn_opts {
-    /* Seconds for resolving and connecting (all addresses together); 0: no limit besides the
-     * task's deadline. Expiry fails with LL_ETIMEDOUT. TLS has its own handshake_timeout. */
+typedef struct ll_stream_opts {
+    /* Seconds for resolving and connecting (all addresses together); 0: 30 s; negative: no limit
+     * of its own (the task's deadline still applies). Expiry fails with LL_ETIMEDOUT. TLS has its
+     * own handshake_timeout. */
     double connect_timeout;
     /* AF_UNSPEC (0), AF_INET or AF_INET6. */
     int family;
@@ -51,7 +53,7 @@ typedef struct ll_conn_opts {
     size_t high_water;
     /* Keep Nagle's algorithm (TCP_NODELAY is set by default). */
     bool nagle;
-} ll_conn_opts;
+} ll_stream_opts;
 
 /* Phases of making the connection, in seconds (curl's CURLINFO_*_TIME, as durations). */
 typedef struct ll_stream_timings {
@@ -67,9 +69,9 @@ typedef struct ll_stream_timings {
  * ll_stream_close(); left in the future, it is closed with the future. opts may be NULL.
  * Failure messages name the host and each address tried:
  * "connect to 127.0.0.1:6380: connection refused". NULL on out of memory or no loop. */
-LL_EXPORT ll_future *ll_open_connection(const char *host, uint16_t port, const ll_conn_opts *opts);
+LL_EXPORT ll_future *ll_stream_connect(const char *host, uint16_t port, const ll_stream_opts *opts);
 /* The same for a Unix domain socket at `path` ("@name": Linux abstract namespace). */
-LL_EXPORT ll_future *ll_open_unix(const char *path, const ll_conn_opts *opts);
+LL_EXPORT ll_future *ll_stream_connect_unix(const char *path, const ll_stream_opts *opts);
 
 /* Adopt a connected socket or one end of a pipe on `loop` (NULL: current). The fd is made
  * non-blocking and belongs to the stream from now on (closed by ll_stream_close, even on failure:
@@ -125,8 +127,13 @@ LL_EXPORT int ll_stream_fd(const ll_stream *s);
 LL_EXPORT const char *ll_stream_peer(const ll_stream *s);
 /* True once the peer's end of stream was seen (LL_EOF delivered or buffered). */
 LL_EXPORT bool ll_stream_at_eof(const ll_stream *s);
-/* True while no error, EOF or close has happened: a pool uses it as a cheap liveness check. It
- * polls the socket without blocking: a peer that closed or reset an idle connection is noticed. */
+/* True when the stream is idle and usable: no error, EOF or close has happened, and no byte is
+ * waiting that no read asked for. A pool uses it as a cheap liveness check before lending a
+ * connection: a peer that closed or reset an idle connection is noticed, and so is one that sent
+ * something unasked (a late reply to a cancelled request, garbage), because the next user would
+ * read it as its own reply. It polls the socket without blocking; on TLS it lets OpenSSL process
+ * what arrived, so a session ticket alone keeps the stream alive. Unexpected bytes are not lost:
+ * they stay buffered for the next read. While a read is in progress, arriving bytes are its own. */
 LL_EXPORT bool ll_stream_alive(ll_stream *s);
 LL_EXPORT void ll_stream_get_timings(const ll_stream *s, ll_stream_timings *out);
 

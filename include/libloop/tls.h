@@ -27,7 +27,7 @@ typedef struct ll_stream ll_stream;
 
 typedef struct ll_tls_opts {
     /* Client: the name sent as SNI and verified against the certificate; NULL: the host given to
-     * ll_open_connection (an IP address is verified as an IP address and sent without SNI). */
+     * ll_stream_connect (an IP address is verified as an IP address and sent without SNI). */
     const char *server_name;
     /* PEM file / hashed directory of trusted CAs; both NULL: the system store. */
     const char *ca_file;
@@ -38,7 +38,8 @@ typedef struct ll_tls_opts {
     /* ALPN protocols offered (client) or accepted in order of preference (server), comma separated:
      * "h2,http/1.1". NULL: no ALPN. */
     const char *alpn;
-    /* Seconds for the whole handshake; 0: 10 s. The task's deadline applies as well. */
+    /* Seconds for the whole handshake; 0: 10 s; negative: no limit of its own. The task's
+     * deadline applies as well. */
     double handshake_timeout;
     /* Server: ask for a client certificate and verify it against ca_file/ca_path (mutual TLS). */
     bool require_client_cert;
@@ -48,7 +49,7 @@ typedef struct ll_tls_opts {
 } ll_tls_opts;
 
 /* Upgrade an open plain stream to TLS (STARTTLS): a client handshake for streams made by
- * ll_open_connection/ll_open_unix/ll_stream_from_fd, a server handshake for streams accepted by an
+ * ll_stream_connect/ll_stream_connect_unix/ll_stream_from_fd, a server handshake for streams accepted by an
  * ll_server (give cert_file and key_file). `opts->server_name` (or, when NULL, the host the stream
  * was opened with) is verified for a client.
  *

@@ -37,7 +37,7 @@ static void record_and_queue(void *arg) {
     soon_arg *a = arg;
     record(a);
     late.o = a->o;
-    assert_int_equal(ll_call_soon(a->o->loop, record, &late), 0);
+    assert_int_equal(ll_loop_call_soon(a->o->loop, record, &late), 0);
 }
 
 static void test_call_soon_fifo(void **state) {
@@ -48,14 +48,14 @@ static void test_call_soon_fifo(void **state) {
     soon_arg args[10];
     for (int i = 0; i < 10; i++) {
         args[i] = (soon_arg){&o, i};
-        assert_int_equal(ll_call_soon(c.loop, i == 2 ? record_and_queue : record, &args[i]), 0);
+        assert_int_equal(ll_loop_call_soon(c.loop, i == 2 ? record_and_queue : record, &args[i]), 0);
     }
     assert_int_equal(o.n, 0); /* nothing runs inside call_soon */
     assert_int_equal(ll_loop_run(c.loop), 0);
     assert_int_equal(o.n, 11);
     for (int i = 0; i < 10; i++) assert_int_equal(o.seen[i], i);
     assert_int_equal(o.seen[10], 100);
-    assert_int_equal(ll_call_soon(c.loop, NULL, NULL), LL_EINVAL);
+    assert_int_equal(ll_loop_call_soon(c.loop, NULL, NULL), LL_EINVAL);
     lt_teardown(&c);
 }
 
@@ -80,8 +80,8 @@ static void test_call_later_timing(void **state) {
     lt_setup(&c);
     fired a = {0}, b = {0};
     ll_time t0 = ll_now();
-    ll_future *fb = ll_call_later(c.loop, 0.08, on_fire, &b);
-    ll_future *fa = ll_call_later(c.loop, 0.04, on_fire, &a);
+    ll_future *fb = ll_loop_call_later(c.loop, 0.08, on_fire, &b);
+    ll_future *fa = ll_loop_call_later(c.loop, 0.04, on_fire, &a);
     assert_non_null(fa);
     assert_non_null(fb);
     assert_string_equal(ll_future_label(fa), "call_later");
@@ -107,7 +107,7 @@ static void test_call_later_cancel(void **state) {
     lt_ctx c;
     lt_setup(&c);
     fired a = {0};
-    ll_future *f = ll_call_later(c.loop, 0.5, on_fire, &a);
+    ll_future *f = ll_loop_call_later(c.loop, 0.5, on_fire, &a);
     ll_loop_stats st;
     ll_loop_get_stats(c.loop, &st);
     assert_int_equal(st.handles, 1);
@@ -131,8 +131,8 @@ static void test_call_later_fire_and_forget(void **state) {
     ll_loop *loop = ll_loop_new();
     assert_non_null(loop);
     fired a = {0}, b = {0};
-    ll_future_free(ll_call_later(loop, 0.01, on_fire, &a));
-    ll_future_free(ll_call_later(loop, 30, on_fire, &b));
+    ll_future_free(ll_loop_call_later(loop, 0.01, on_fire, &a));
+    ll_future_free(ll_loop_call_later(loop, 30, on_fire, &b));
     ll_future *f = ll_sleep_future(loop, 0.05);
     assert_int_equal(ll_loop_run_until(loop, f), 0);
     ll_future_free(f);
@@ -161,7 +161,7 @@ static void test_run_returns_when_done(void **state) {
     ll_spawn_opts o = {.loop = c.loop};
     ll_future *fs[5];
     for (int i = 0; i < 5; i++) fs[i] = ll_spawn_ex(sleep_then_count, &done, &o);
-    ll_future *later = ll_call_later(c.loop, 0.06, on_fire, &a);
+    ll_future *later = ll_loop_call_later(c.loop, 0.06, on_fire, &a);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run(c.loop), 0);
     double took = ll_now() - t0;
@@ -185,13 +185,13 @@ static void test_run_stop(void **state) {
     lt_ctx c;
     lt_setup(&c);
     ll_future *f = ll_sleep_future(c.loop, 30);
-    ll_future *later = ll_call_later(c.loop, 0.01, stop_it, c.loop);
+    ll_future *later = ll_loop_call_later(c.loop, 0.01, stop_it, c.loop);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run(c.loop), 0);
     assert_true(ll_now() - t0 < 1.0);
     assert_false(ll_future_done(f));
     /* stopped before f settled: run_until says so rather than waiting 30 s */
-    ll_future *later2 = ll_call_later(c.loop, 0.01, stop_it, c.loop);
+    ll_future *later2 = ll_loop_call_later(c.loop, 0.01, stop_it, c.loop);
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_EBUSY);
     assert_int_equal(ll_future_cancel(f), 0);
     ll_future_free(f);
@@ -311,7 +311,7 @@ static void test_embedded(void **state) {
     embed_obs o = {.loop = loop};
     ll_spawn_opts so = {.loop = loop};
     ll_future *t = ll_spawn_ex(embedded_task, &o, &so);
-    ll_future *later = ll_call_later(loop, 0.02, on_fire, &o.later);
+    ll_future *later = ll_loop_call_later(loop, 0.02, on_fire, &o.later);
     /* the application's own watcher in the same ev_loop */
     ev_timer app;
     ev_timer_init(&app, app_timer_cb, 0.01, 0.);
@@ -330,7 +330,7 @@ static void test_embedded(void **state) {
     ll_future_free(later);
     /* a fire-and-forget timer still pending when the loop is freed must not stay in the ev_loop */
     fired never = {0};
-    ll_future_free(ll_call_later(loop, 0.05, on_fire, &never));
+    ll_future_free(ll_loop_call_later(loop, 0.05, on_fire, &never));
     ll_loop_stats st;
     ll_loop_get_stats(loop, &st);
     assert_int_equal(st.tasks, 0);
@@ -498,7 +498,7 @@ static void *ts_producer(void *arg) {
     ts_obs *o = arg;
     for (int i = 0; i < TS_N; i++) {
         ts_items[i] = (ts_item){o, i};
-        while (ll_call_soon_threadsafe(o->loop, ts_cb, &ts_items[i]) != 0) usleep(100);
+        while (ll_loop_call_soon_threadsafe(o->loop, ts_cb, &ts_items[i]) != 0) usleep(100);
         if (i % 200 == 0) usleep(1000); /* let the loop go to sleep in between */
     }
     return NULL;
@@ -519,7 +519,7 @@ static void test_call_soon_threadsafe(void **state) {
     assert_int_equal(o.next_expected, TS_N);
     assert_int_equal(o.out_of_order, 0);
     assert_int_equal(o.wrong_thread, 0);
-    assert_int_equal(ll_call_soon_threadsafe(NULL, ts_cb, NULL), LL_EINVAL);
+    assert_int_equal(ll_loop_call_soon_threadsafe(NULL, ts_cb, NULL), LL_EINVAL);
     lt_teardown(&c);
 }
 

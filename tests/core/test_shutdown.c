@@ -53,7 +53,7 @@ static int nap_job(void *arg, void **value) {
 
 static int awaits_job(void *arg) {
     obs *o = arg;
-    ll_future *j = ll_run_in_executor(nap_job, (void *)(uintptr_t)1000000, NULL);
+    ll_future *j = ll_executor_run(nap_job, (void *)(uintptr_t)1000000, NULL, NULL, NULL);
     o->await_rc = ll_await(j);
     ll_future_free(j);
     o->cleaned = true;
@@ -138,7 +138,7 @@ static int stubborn(void *arg) {
     ll_scope_enter_shielded(&s, ll_deadline_in(30));
     /* Hand-over: once this task awaits the gate, the owner's reference is dropped, so only the
      * await's own reference is left (the task still holds nothing of its own). */
-    if (o->hand_over) ll_call_soon(NULL, drop_ref, o->gate);
+    if (o->hand_over) ll_loop_call_soon(NULL, drop_ref, o->gate);
     o->cleanup_rc = ll_await(o->gate); /* never returns: the task is destroyed */
     ll_scope_exit(&s);
     o->cleaned = true;

@@ -119,7 +119,7 @@ static void test_cancel_while_awaiting(void **state) {
     cancel_obs obs = {1, 1, 1};
     ll_spawn_opts o = {.loop = c.loop};
     ll_future *f = ll_spawn_ex(cancellable, &obs, &o);
-    ll_future *later = ll_call_later(c.loop, 0.01, cancel_it, f);
+    ll_future *later = ll_loop_call_later(c.loop, 0.01, cancel_it, f);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_ECANCELED);
     assert_true(ll_now() - t0 < 2.0);
@@ -144,7 +144,7 @@ static void test_cancel_then_finish(void **state) {
     lt_setup(&c);
     ll_spawn_opts o = {.loop = c.loop};
     ll_future *f = ll_spawn_ex(finishes_anyway, NULL, &o);
-    ll_future *later = ll_call_later(c.loop, 0.005, cancel_it, f);
+    ll_future *later = ll_loop_call_later(c.loop, 0.005, cancel_it, f);
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     assert_int_equal(ll_future_cancel(f), LL_EALREADY); /* cancelling a finished future */
     ll_future_free(later);

@@ -29,7 +29,7 @@ void lt_teardown(lt_ctx *c);
 /* Inside a task: await f, free it, return its code; lt_await_msg keeps its message in msg. */
 int lt_await_free(ll_future *f);
 int lt_await_msg(ll_future *f, char *msg, size_t n);
-/* A server handler (ll_start_server) that echoes what it reads until the end of the stream. */
+/* A server handler (ll_server_open) that echoes what it reads until the end of the stream. */
 int lt_echo_handler(ll_stream *s, void *arg);
 
 /* Checks inside a task. A failing cmocka assert would longjmp off the task's stack, so LT_CHECK

@@ -191,10 +191,10 @@ static void test_url_query_and_form(void **state) {
     ll__http_url_free(&u);
     char *f = ll_http_form_encode((const char *const[]){"user", "Zoë", "pass", "p@ss w/rd", NULL});
     assert_string_equal(f, "user=Zo%C3%AB&pass=p%40ss+w%2Frd");
-    ll_http_free(f);
+    ll_free(f);
     f = ll_http_form_encode((const char *const[]){NULL});
     assert_string_equal(f, "");
-    ll_http_free(f);
+    ll_free(f);
     end();
 }
 

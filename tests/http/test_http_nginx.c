@@ -250,15 +250,15 @@ static int t_redirects(void *arg) {
     ll_http_response_free(r);
     LT_CHECK(get(s, U("/chain/10"), &r) == LL_EHTTP_REDIRECT);
     LT_CHECK(strstr(lt_last_err, "too many redirects"));
-    ll_http_request lim = {.url = U("/chain/1"), .max_redirects = 1};
+    ll_http_request lim = {.url = U("/chain/1"), .limits.max_redirects = 1};
     LT_CHECK(fetch(s, &lim, &r) == LL_EHTTP_REDIRECT);
-    lim.max_redirects = 2;
+    lim.limits.max_redirects = 2;
     LT_CHECK(fetch(s, &lim, &r) == 0);
     ll_http_response_free(r);
     LT_CHECK(get(s, U("/loop/a"), &r) == LL_EHTTP_REDIRECT);
     LT_CHECK(strstr(lt_last_err, "redirect loop"));
     /* not following: the 302 itself */
-    ll_http_request nof = {.url = U("/r302"), .max_redirects = -1};
+    ll_http_request nof = {.url = U("/r302"), .limits.max_redirects = LL_HTTP_NO_REDIRECTS};
     LT_CHECK(fetch(s, &nof, &r) == 0);
     LT_CHECK(ll_http_response_status(r) == 302);
     LT_CHECK(strstr(ll_http_response_header(r, "location"), "/method"));
@@ -471,7 +471,7 @@ static int t_cancel_timeouts(void *arg) {
     ll_http_response *r;
     /* cancelled while waiting for the slow body: the connection is closed, never reused */
     ll_future *f = ll_http_get(s, U("/slow"));
-    ll_future *later = ll_call_later(NULL, 0.3, cancel_cb, f);
+    ll_future *later = ll_loop_call_later(NULL, 0.3, cancel_cb, f);
     ll_time t0 = ll_now();
     LT_CHECK(ll_await(f) == LL_ECANCELED);
     LT_CHECK(ll_now() - t0 < 1.5);
@@ -642,7 +642,7 @@ static int t_fanout(void *arg) {
     for (int i = 0; i < 6; i++) slow[i] = U("/slow");
     ll_http_fetch_opts o3 = {.concurrency = 2};
     f = ll_http_fetch_all(s, slow, 6, &o3);
-    ll_future *later = ll_call_later(NULL, 0.2, cancel_cb, f);
+    ll_future *later = ll_loop_call_later(NULL, 0.2, cancel_cb, f);
     LT_CHECK(ll_await(f) == 0);
     b = ll_future_value(f);
     for (int i = 0; i < 6; i++) LT_CHECK(ll_http_batch_code(b, (size_t)i) == LL_ECANCELED);

@@ -140,7 +140,7 @@ static void test_numeric_and_invalid(void **state) {
     lt_ctx c;
     lt_setup(&c);
     char buf[64];
-    ll_future *f = ll_resolve("127.0.0.1", 80, AF_UNSPEC);
+    ll_future *f = ll_resolve("127.0.0.1", 80, NULL);
     assert_true(ll_future_done(f)); /* answered at once, no query */
     assert_int_equal(ll_future_code(f), 0);
     ll_addrinfo *ai = ll_future_value(f);
@@ -149,25 +149,25 @@ static void test_numeric_and_invalid(void **state) {
     assert_string_equal(ai->name, "127.0.0.1");
     ll_future_free(f);
 
-    f = ll_resolve("[::1]", 443, AF_UNSPEC);
+    f = ll_resolve("[::1]", 443, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ai = ll_future_take(f);
     ll_future_free(f);
     assert_string_equal(addr_str(&ai->addrs[0], buf, sizeof buf), "[::1]:443");
     ll_addrinfo_free(ai);
 
-    f = ll_resolve("127.0.0.1", 80, AF_INET6);
+    f = ll_resolve("127.0.0.1", 80, &(ll_resolve_opts){.family = AF_INET6});
     assert_int_equal(ll_future_code(f), LL_ENOTFOUND);
     assert_string_equal(ll_future_errmsg(f), "resolve 127.0.0.1: not an IPv6 address");
     ll_future_free(f);
 
-    f = ll_resolve("nonexistent.invalid", 80, AF_UNSPEC);
+    f = ll_resolve("nonexistent.invalid", 80, NULL);
     assert_true(ll_future_done(f));
     assert_int_equal(ll_future_code(f), LL_ENOTFOUND);
     assert_string_equal(ll_future_errmsg(f), "resolve nonexistent.invalid: host name not found");
     ll_future_free(f);
 
-    f = ll_resolve("", 80, AF_UNSPEC);
+    f = ll_resolve("", 80, NULL);
     assert_int_equal(ll_future_code(f), LL_EINVAL);
     ll_future_free(f);
     lt_teardown(&c);
@@ -180,7 +180,7 @@ static void test_localhost_from_hosts_file(void **state) {
     fakedns d;
     fakedns_start(&d); /* a query would show up here: /etc/hosts must answer first */
     use_fake(c.loop, &d);
-    ll_future *f = ll_resolve("localhost", 6379, AF_INET);
+    ll_future *f = ll_resolve("localhost", 6379, &(ll_resolve_opts){.family = AF_INET});
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_addrinfo *ai = ll_future_value(f);
     char buf[64];
@@ -202,7 +202,7 @@ static void test_answers_and_cache(void **state) {
     fakedns_start(&d);
     use_fake(c.loop, &d);
     char buf[64];
-    ll_future *f = ll_resolve("two.test", 5432, AF_INET);
+    ll_future *f = ll_resolve("two.test", 5432, &(ll_resolve_opts){.family = AF_INET});
     assert_false(ll_future_done(f));
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_addrinfo *ai = ll_future_value(f);
@@ -211,12 +211,12 @@ static void test_answers_and_cache(void **state) {
     assert_string_equal(addr_str(&ai->addrs[1], buf, sizeof buf), "10.1.2.4:5432");
     ll_future_free(f);
 
-    f = ll_resolve("a.test", 1, AF_INET);
+    f = ll_resolve("a.test", 1, &(ll_resolve_opts){.family = AF_INET});
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_future_free(f);
     assert_int_equal(d.a_queries_a, 1);
     /* cached for its TTL (60 s): answered at once, with the new port */
-    f = ll_resolve("A.Test", 2, AF_INET);
+    f = ll_resolve("A.Test", 2, &(ll_resolve_opts){.family = AF_INET});
     assert_true(ll_future_done(f));
     assert_int_equal(ll_future_code(f), 0);
     assert_string_equal(addr_str(&((ll_addrinfo *)ll_future_value(f))->addrs[0], buf, sizeof buf),
@@ -224,12 +224,12 @@ static void test_answers_and_cache(void **state) {
     ll_future_free(f);
     assert_int_equal(d.a_queries_a, 1);
     ll_dns_cache_clear(c.loop);
-    f = ll_resolve("a.test", 3, AF_INET);
+    f = ll_resolve("a.test", 3, &(ll_resolve_opts){.family = AF_INET});
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_future_free(f);
     assert_int_equal(d.a_queries_a, 2);
 
-    f = ll_resolve("nx.test", 80, AF_UNSPEC);
+    f = ll_resolve("nx.test", 80, NULL);
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_ENOTFOUND);
     assert_string_equal(ll_future_errmsg(f), "resolve nx.test: host name not found");
     ll_future_free(f);
@@ -241,7 +241,7 @@ static int deadline_task(void *arg) {
     (void)arg;
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(0.3));
-    ll_future *f = ll_resolve("slow.test", 80, AF_UNSPEC);
+    ll_future *f = ll_resolve("slow.test", 80, NULL);
     int rc = ll_await(f);
     ll_future_free(f);
     ll_scope_exit(&sc);
@@ -261,7 +261,7 @@ static void test_silent_server_deadline_and_cancel(void **state) {
     assert_true(took >= 0.29 && took < 3.0);
     /* cancelled mid-flight: c-ares still has the query; nothing keeps the loop alive */
     ll_future *fs[20];
-    for (int i = 0; i < 20; i++) fs[i] = ll_resolve("slow.test", 80, AF_UNSPEC);
+    for (int i = 0; i < 20; i++) fs[i] = ll_resolve("slow.test", 80, NULL);
     ll_future *sleep = ll_sleep_future(c.loop, 0.05);
     ll_loop_run_until(c.loop, sleep); /* the queries are on the wire */
     ll_future_free(sleep);
@@ -292,7 +292,7 @@ static void test_loop_freed_with_lookups_in_flight(void **state) {
     int codes[5];
     for (int i = 0; i < 5; i++) {
         codes[i] = 1;
-        ll_future *f = ll_resolve("slow.test", 80, AF_INET);
+        ll_future *f = ll_resolve("slow.test", 80, &(ll_resolve_opts){.family = AF_INET});
         assert_int_equal(ll_future_add_done(f, record_and_free, &codes[i]), 0);
     }
     ll_future *sleep = ll_sleep_future(loop, 0.05);
@@ -323,7 +323,7 @@ typedef struct {
 
 static int failover_task(void *arg) {
     failover_t *t = arg;
-    ll_future *f = ll_open_connection("multi.test", t->port, NULL);
+    ll_future *f = ll_stream_connect("multi.test", t->port, NULL);
     t->rc = ll_await(f);
     snprintf(t->msg, sizeof t->msg, "%s", ll_future_errmsg(f));
     ll_stream *s = t->rc ? NULL : ll_future_take(f);
@@ -349,7 +349,7 @@ static void test_connect_tries_next_address(void **state) {
     fakedns d;
     fakedns_start(&d);
     use_fake(c.loop, &d);
-    ll_future *sf = ll_start_server("127.0.0.1", 0, hello_handler, NULL, NULL);
+    ll_future *sf = ll_server_open("127.0.0.1", 0, hello_handler, NULL, NULL);
     ll_server *srv = ll_future_take(sf);
     ll_future_free(sf);
     failover_t t = {.port = ll_server_port(srv)};
@@ -376,7 +376,7 @@ static int system_task(void *arg) {
     (void)arg;
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(5));
-    ll_future *f = ll_resolve("no-such-host.libloop-test-nonexistent", 80, AF_UNSPEC);
+    ll_future *f = ll_resolve("no-such-host.libloop-test-nonexistent", 80, NULL);
     int rc = ll_await(f);
     const char *msg = ll_future_errmsg(f);
     /* no network here: either the resolver says so or the deadline ends the wait */

@@ -131,7 +131,7 @@ static ll_pool_stats stats(ll_pool *p) {
 /* Close the pool and run the loop until connect tasks it cancelled have unwound (the teardown
  * then proves the pool's handle is gone). */
 static void close_and_drain(lt_ctx *c, ll_pool *p) {
-    ll_pool_close(p);
+    ll_pool_free(p);
     for (int i = 0; i < 100; i++) {
         ll_loop_stats st;
         ll_loop_get_stats(c->loop, &st);
@@ -688,7 +688,7 @@ static void test_cancelled_waiter(void **state) {
     cancel_ctx x = {.pool = p};
     ll_spawn_opts so = {.loop = c.loop};
     ll_future *f = ll_spawn_ex(t_cancelled_waiter, &x, &so);
-    ll_future *later = ll_call_later(c.loop, 0.01, cancel_cb, f);
+    ll_future *later = ll_loop_call_later(c.loop, 0.01, cancel_cb, f);
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_ECANCELED);
     assert_int_equal(x.rc, LL_ECANCELED);
     ll_pool_stats st = stats(p);
@@ -867,7 +867,7 @@ static void test_close(void **state) {
     assert_int_equal(x.waiter_rc, 0);
     ll_future_free(w);
     /* now: 'lent' and 'second' lent, a connect in flight for "slow" with its waiter */
-    ll_pool_close(p);
+    ll_pool_free(p);
     assert_int_equal(ll_loop_run_until(c.loop, inflight), LL_EPOOLCLOSED);
     assert_non_null(strstr(ll_future_errmsg(inflight), "pg closed while waiting for a connection to slow"));
     ll_future_free(inflight);
@@ -896,12 +896,21 @@ static void test_acquire_after_close(void **state) {
     fake_env env = {0};
     ll_pool_opts o = {.loop = c.loop};
     ll_pool *p = ll_pool_new(&fake_vt, &env, &o);
-    ll_future *f = ll_pool_acquire(p, "k");
+    /* bad arguments fail the future, naming the function or the pool */
+    ll_future *f = ll_pool_acquire(NULL, "k");
+    assert_int_equal(ll_future_code(f), LL_EINVAL);
+    assert_string_equal(ll_future_errmsg(f), "ll_pool_acquire: pool is NULL");
+    ll_future_free(f);
+    f = ll_pool_acquire(p, NULL);
+    assert_int_equal(ll_future_code(f), LL_EINVAL);
+    assert_non_null(strstr(ll_future_errmsg(f), "acquire without a key"));
+    ll_future_free(f);
+    f = ll_pool_acquire(p, "k");
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     void *conn = ll_future_value(f);
     ll_future_free(f);
-    ll_pool_close(p);
-    ll_pool_close(NULL);
+    ll_pool_free(p);
+    ll_pool_free(NULL);
     f = ll_pool_acquire(p, "k");
     assert_int_equal(ll_future_code(f), LL_EPOOLCLOSED);
     ll_future_free(f);
@@ -963,7 +972,7 @@ typedef struct tcp_env {
 static ll_future *tcp_connect(void *arg, const char *key) {
     (void)key;
     tcp_env *e = arg;
-    return ll_open_connection("127.0.0.1", e->port, NULL);
+    return ll_stream_connect("127.0.0.1", e->port, NULL);
 }
 
 static bool tcp_alive(void *arg, void *conn) {
@@ -1070,7 +1079,7 @@ static void run_tcp_test(int mode, ll_task_fn fn) {
     lt_ctx c;
     lt_setup(&c);
     tcp_env env = {.mode = mode};
-    ll_future *f = ll_start_server("127.0.0.1", 0, line_server, &env, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, line_server, &env, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);

@@ -53,7 +53,7 @@ static int helper_main(void) {
 /* Inside a task: run argv to the end and return the output (caller frees), asserting success. */
 static ll_process_output *run_proc(const char *const *argv, const void *input, size_t len,
                               const ll_process_opts *o) {
-    ll_future *f = ll_run_process(argv, input, len, o);
+    ll_future *f = ll_process_run(argv, input, len, o);
     int rc = ll_await(f);
     if (rc) fprintf(stderr, "run %s: %s\n", argv[0], ll_future_errmsg(f));
     assert_int_equal(rc, 0);
@@ -215,8 +215,8 @@ static void test_spawn_errors(void **state) {
     assert_int_equal(ll_future_code(f), LL_EINVAL);
     ll_future_free(f);
 
-    /* the same errors through ll_run_process */
-    f = ll_run_process(missing, "x", 1, &o);
+    /* the same errors through ll_process_run */
+    f = ll_process_run(missing, "x", 1, &o);
     assert_int_equal(ll_future_code(f), LL_ENOENT);
     assert_string_equal(ll_future_errmsg(f), "spawn nosuchprog-libloop: no such file or directory");
     ll_future_free(f);
@@ -453,7 +453,7 @@ static void test_cancel_wait_leaves_child(void **state) {
     int pid = ll_process_pid(x.p);
     ll_spawn_opts so = {.loop = c.loop};
     ll_future *t = ll_spawn_ex(waits_forever, &x, &so);
-    ll_future *later = ll_call_later(c.loop, 0.02, cancel_cb, t);
+    ll_future *later = ll_loop_call_later(c.loop, 0.02, cancel_cb, t);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run_until(c.loop, t), LL_ECANCELED);
     assert_true(ll_now() - t0 < 2.0);
@@ -481,7 +481,7 @@ static int run_with_deadline(void *arg) {
     ll_time t0 = ll_now();
     ll_scope s;
     ll_scope_enter(&s, ll_deadline_in(0.1));
-    ll_future *f = ll_run_process(argv, NULL, 0, NULL);
+    ll_future *f = ll_process_run(argv, NULL, 0, NULL);
     x->rc = ll_await(f);
     ll_future_free(f);
     ll_scope_exit(&s);
@@ -577,7 +577,7 @@ typedef struct thread_res {
 static int thread_main_task(void *arg) {
     thread_res *r = arg;
     const char *argv[] = {"sh", "-c", "echo thread; exit 5", NULL};
-    ll_future *f = ll_run_process(argv, NULL, 0, NULL);
+    ll_future *f = ll_process_run(argv, NULL, 0, NULL);
     r->rc = ll_await(f);
     if (r->rc == 0) {
         ll_process_output *o = ll_future_value(f);
@@ -665,7 +665,7 @@ static void test_out_of_memory(void **state) {
         const char *argv[] = {"sh", "-c", "cat; echo err >&2", NULL};
         ll_process_opts o = {.loop = c.loop};
         lt_fail_after(n);
-        ll_future *f = ll_run_process(argv, "in", 2, &o);
+        ll_future *f = ll_process_run(argv, "in", 2, &o);
         int rc = f ? ll_loop_run_until(c.loop, f) : LL_ENOMEM;
         clean_run = lt_alloc_count() <= n;
         lt_fail_reset();

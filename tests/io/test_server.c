@@ -37,7 +37,7 @@ static ll_server *take_server(ll_future *f) {
 
 /* connect, send, expect the echo */
 static int ping(const char *host, uint16_t port) {
-    ll_future *f = ll_open_connection(host, port, NULL);
+    ll_future *f = ll_stream_connect(host, port, NULL);
     int rc = ll_await(f);
     if (rc) {
         ll_future_free(f);
@@ -70,7 +70,7 @@ static void test_localhost_and_counters(void **state) {
     lt_ctx c;
     lt_setup(&c);
     ll_server_opts o = {.name = "echo"};
-    ll_future *f = ll_start_server("localhost", 0, lt_echo_handler, NULL, &o);
+    ll_future *f = ll_server_open("localhost", 0, lt_echo_handler, NULL, &o);
     assert_int_equal(ll_loop_run_until(c.loop, f), 0); /* resolved on the loop */
     ll_server *srv = take_server(f);
     target t = {ll_server_port(srv), "127.0.0.1"};
@@ -87,15 +87,15 @@ static void test_bind_error(void **state) {
     (void)state;
     lt_ctx c;
     lt_setup(&c);
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
-    ll_future *f = ll_start_server("127.0.0.1", ll_server_port(srv), lt_echo_handler, NULL, NULL);
+    ll_server *srv = take_server(ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
+    ll_future *f = ll_server_open("127.0.0.1", ll_server_port(srv), lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_future_code(f), LL_EADDRINUSE);
     char want[128];
     snprintf(want, sizeof want, "listen on 127.0.0.1:%u: address already in use",
              ll_server_port(srv));
     assert_string_equal(ll_future_errmsg(f), want);
     ll_future_free(f);
-    f = ll_start_server("nonexistent.invalid", 0, lt_echo_handler, NULL, NULL);
+    f = ll_server_open("nonexistent.invalid", 0, lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_loop_run_until(c.loop, f), LL_ENOTFOUND);
     assert_string_equal(ll_future_errmsg(f), "listen: resolve nonexistent.invalid: host name not "
                                              "found");
@@ -120,7 +120,7 @@ static int closing_handler(ll_stream *s, void *arg) {
 
 static int bye_client(void *arg) {
     target *t = arg;
-    ll_future *f = ll_open_connection(t->host, t->port, NULL);
+    ll_future *f = ll_stream_connect(t->host, t->port, NULL);
     assert_int_equal(ll_await(f), 0);
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
@@ -137,7 +137,7 @@ static void test_handler_closes_its_stream(void **state) {
     lt_ctx c;
     lt_setup(&c);
     int seen = 0;
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, closing_handler, &seen, NULL));
+    ll_server *srv = take_server(ll_server_open("127.0.0.1", 0, closing_handler, &seen, NULL));
     target t = {ll_server_port(srv), "127.0.0.1"};
     assert_int_equal(lt_run_task(c.loop, bye_client, &t), 0);
     ll_future *cf = ll_server_close(srv, 5);
@@ -153,7 +153,7 @@ static void test_loop_free_closes_leftovers(void **state) {
     (void)state;
     int before = lt_count_fds();
     ll_loop *loop = ll_loop_new();
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
+    ll_server *srv = take_server(ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, NULL));
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     ll_stream *s = ll_stream_from_fd(loop, sv[0], NULL);
@@ -162,12 +162,12 @@ static void test_loop_free_closes_leftovers(void **state) {
     ll_future *r = ll_stream_read(s, &byte, 1);
     ll_future_free(r); /* a read still pending */
     /* a connection that got as far as the server's handler, and one still connecting */
-    ll_future *f = ll_open_connection("127.0.0.1", ll_server_port(srv), NULL);
+    ll_future *f = ll_stream_connect("127.0.0.1", ll_server_port(srv), NULL);
     assert_int_equal(ll_loop_run_until(loop, f), 0);
     ll_stream *kept = ll_future_take(f);
     ll_future_free(f);
     assert_non_null(kept);
-    ll_future_free(ll_open_connection("127.0.0.1", ll_server_port(srv), NULL));
+    ll_future_free(ll_stream_connect("127.0.0.1", ll_server_port(srv), NULL));
     ll_loop_free(loop); /* closes the server, both streams and the connect; nothing leaks */
     close(sv[1]);
     assert_int_equal(lt_count_fds(), before);
@@ -202,7 +202,7 @@ typedef struct {
 
 static int slow_client(void *arg) {
     client_t *c = arg;
-    ll_future *f = ll_open_connection("127.0.0.1", c->port, NULL);
+    ll_future *f = ll_stream_connect("127.0.0.1", c->port, NULL);
     if ((c->rc = ll_await(f))) {
         ll_future_free(f);
         return 0;
@@ -219,7 +219,7 @@ static void run_close_case(double work, double grace, int want_finished, int wan
     lt_ctx c;
     lt_setup(&c);
     slow_env e = {.work = work};
-    ll_server *srv = take_server(ll_start_server("127.0.0.1", 0, slow_handler, &e, NULL));
+    ll_server *srv = take_server(ll_server_open("127.0.0.1", 0, slow_handler, &e, NULL));
     client_t cl[3];
     ll_future *tasks[3];
     ll_spawn_opts so = {.loop = c.loop};
@@ -283,7 +283,7 @@ static void raise_nofile(rlim_t want) {
 static void server_child(int out) {
     ll_loop *loop = ll_loop_new();
     ll_server_opts o = {.stack_size = 32768, .backlog = 65535};
-    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, &o);
+    ll_future *f = ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, &o);
     if (ll_future_code(f)) _exit(2);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -308,8 +308,8 @@ typedef struct {
 
 static int crowd_member(void *arg) {
     crowd *cr = arg;
-    ll_conn_opts o = {.connect_timeout = 60};
-    ll_future *f = ll_open_connection("127.0.0.1", cr->port, &o);
+    ll_stream_opts o = {.connect_timeout = 60};
+    ll_future *f = ll_stream_connect("127.0.0.1", cr->port, &o);
     int rc = ll_await(f);
     ll_stream *s = rc ? NULL : ll_future_take(f);
     if (rc && !cr->first_error) {
@@ -396,7 +396,7 @@ typedef struct {
 
 static int limited_client(void *arg) {
     limit_env *e = arg;
-    ll_future *f = ll_open_connection("127.0.0.1", e->port, NULL);
+    ll_future *f = ll_stream_connect("127.0.0.1", e->port, NULL);
     int rc = ll_await(f);
     if (rc == LL_EMFILE) {
         e->emfile++;
@@ -424,7 +424,7 @@ static int limit_child(void) {
     rl.rlim_cur = 64; /* the soft limit only: valgrind refuses to lower its own hard limit */
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 10;
     ll_loop *loop = ll_loop_new();
-    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, NULL);
     if (ll_future_code(f)) return 11;
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);

@@ -13,13 +13,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "harness/harness.h"
+#include "libloop/poll.h"
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
 /* ---- helpers ---- */
 
 static ll_server *start_tcp(ll_server_handler h, void *arg) {
-    ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, h, arg, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -36,7 +37,7 @@ static void stop_server(ll_loop *loop, ll_server *srv) {
 
 /* Inside a task: connect or fail the test. */
 static ll_stream *dial(const char *host, uint16_t port) {
-    ll_future *f = ll_open_connection(host, port, NULL);
+    ll_future *f = ll_stream_connect(host, port, NULL);
     int rc = ll_await(f);
     if (rc) fprintf(stderr, "dial: %s\n", ll_future_errmsg(f));
     assert_int_equal(rc, 0);
@@ -66,7 +67,7 @@ static int echo_client(void *arg) {
     target *t = arg;
     ll_stream *s;
     if (t->path) {
-        ll_future *f = ll_open_unix(t->path, NULL);
+        ll_future *f = ll_stream_connect_unix(t->path, NULL);
         assert_int_equal(ll_await(f), 0);
         s = ll_future_take(f);
         ll_future_free(f);
@@ -126,7 +127,7 @@ static void test_echo_unix(void **state) {
     char dir[] = "/tmp/ll-unix-XXXXXX", path[128];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/echo.sock", dir);
-    ll_future *f = ll_start_unix_server(path, lt_echo_handler, NULL, NULL);
+    ll_future *f = ll_server_open_unix(path, lt_echo_handler, NULL, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -240,18 +241,18 @@ static void test_read_until_peek_fill(void **state) {
 static int refused_client(void *arg) {
     uint16_t port = *(uint16_t *)arg;
     char msg[256], want[128];
-    ll_future *f = ll_open_connection("127.0.0.1", port, NULL);
+    ll_future *f = ll_stream_connect("127.0.0.1", port, NULL);
     assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
     snprintf(want, sizeof want, "connect to 127.0.0.1:%u: connection refused", port);
     assert_string_equal(msg, want);
     /* a name: each address is listed with its reason */
-    f = ll_open_connection("localhost", port, NULL);
+    f = ll_stream_connect("localhost", port, NULL);
     assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ECONNREFUSED);
     snprintf(want, sizeof want, "connect to localhost:%u: 127.0.0.1:%u: connection refused", port,
              port);
     assert_string_equal(msg, want);
     /* a Unix socket that does not exist */
-    f = ll_open_unix("/nonexistent/dir/x.sock", NULL);
+    f = ll_stream_connect_unix("/nonexistent/dir/x.sock", NULL);
     assert_int_equal(lt_await_msg(f, msg, sizeof msg), LL_ENOENT);
     assert_string_equal(msg, "connect to /nonexistent/dir/x.sock: no such file or directory");
     return 0;
@@ -374,6 +375,80 @@ static void test_reset_mid_write_no_sigpipe(void **state) {
     target t = {.port = ll_server_port(srv)};
     assert_int_equal(lt_run_task(c.loop, reset_write_client, &t), 0);
     stop_server(c.loop, srv);
+    lt_teardown(&c);
+}
+
+/* ---- liveness: unasked bytes make a stream not idle ---- */
+
+/* On the client's go, a reply nobody asked for (as a late answer to a cancelled request). */
+static int unasked_handler(ll_stream *s, void *arg) {
+    (void)arg;
+    char b[16];
+    if (lt_await_free(ll_stream_read(s, b, 1))) return -1;
+    if (lt_await_free(ll_stream_write(s, "late reply\n", 11))) return -1;
+    lt_await_free(ll_stream_read(s, b, 1)); /* until the client closes */
+    return 0;
+}
+
+static int unasked_client(void *arg) {
+    target *t = arg;
+    ll_stream *s = dial("127.0.0.1", t->port);
+    char buf[16];
+    LT_CHECK(ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_write(s, "g", 1)) == 0);
+    LT_CHECK(lt_await_free(ll_poll(ll_stream_fd(s), LL_POLL_READ, NULL)) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(!ll_stream_alive(s)); /* asking again changes nothing */
+    /* nothing was lost: the bytes are there for a read, and a partial read leaves it not idle */
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, buf, 5)) == 0);
+    LT_CHECK(memcmp(buf, "late ", 5) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, buf, 6)) == 0);
+    LT_CHECK(memcmp(buf, "reply\n", 6) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    /* a read in progress owns what arrives: the stream is in use, not broken */
+    ll_future *r = ll_stream_read(s, buf, sizeof buf);
+    LT_CHECK(ll_stream_alive(s));
+    ll_future_cancel(r);
+    ll_await(r);
+    ll_future_free(r);
+    ll_stream_close(s);
+    return 0;
+}
+
+static void test_alive_unasked_bytes(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    ll_server *srv = start_tcp(unasked_handler, NULL);
+    target t = {.port = ll_server_port(srv)};
+    assert_int_equal(lt_run_checked(c.loop, unasked_client, &t), 0);
+    stop_server(c.loop, srv);
+    lt_teardown(&c);
+}
+
+static int unasked_pipe_client(void *arg) {
+    int *p = arg;
+    ll_stream *r = ll_stream_from_fd(NULL, p[0], "pipe reader");
+    char b[4];
+    LT_CHECK(ll_stream_alive(r));
+    LT_CHECK(write(p[1], "xy", 2) == 2);
+    LT_CHECK(!ll_stream_alive(r));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(r, b, 2)) == 0);
+    LT_CHECK(ll_stream_alive(r));
+    close(p[1]);
+    LT_CHECK(!ll_stream_alive(r)); /* hang-up */
+    ll_stream_close(r);
+    return 0;
+}
+
+static void test_alive_unasked_bytes_pipe(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(lt_run_checked(c.loop, unasked_pipe_client, p), 0);
     lt_teardown(&c);
 }
 
@@ -508,7 +583,7 @@ static void test_pipes(void **state) {
 static int cancel_connect_task(void *arg) {
     (void)arg;
     /* a connection cancelled while resolving through the resolver leaves nothing behind */
-    ll_future *f = ll_open_connection("localhost", 9, NULL);
+    ll_future *f = ll_stream_connect("localhost", 9, NULL);
     ll_future_cancel(f);
     assert_int_equal(ll_await(f), LL_ECANCELED);
     ll_future_free(f);
@@ -522,7 +597,7 @@ static void test_cancel_connect_and_untaken_value(void **state) {
     lt_setup(&c);
     assert_int_equal(lt_run_task(c.loop, cancel_connect_task, NULL), 0);
     ll_server *srv = start_tcp(lt_echo_handler, NULL);
-    ll_future *f = ll_open_connection("127.0.0.1", ll_server_port(srv), NULL);
+    ll_future *f = ll_stream_connect("127.0.0.1", ll_server_port(srv), NULL);
     assert_int_equal(ll_loop_run_until(c.loop, f), 0);
     ll_future_free(f); /* closes the stream */
     stop_server(c.loop, srv);
@@ -549,9 +624,9 @@ static int full_listener(uint16_t *port, int *fillers, int nfill) {
 static int timeout_client(void *arg) {
     uint16_t port = *(uint16_t *)arg;
     char msg[256], want[128];
-    ll_conn_opts o = {.connect_timeout = 0.2};
+    ll_stream_opts o = {.connect_timeout = 0.2};
     ll_time t0 = ll_now();
-    assert_int_equal(lt_await_msg(ll_open_connection("127.0.0.1", port, &o), msg, sizeof msg),
+    assert_int_equal(lt_await_msg(ll_stream_connect("127.0.0.1", port, &o), msg, sizeof msg),
                      LL_ETIMEDOUT);
     snprintf(want, sizeof want, "connect to 127.0.0.1:%u: timed out after 0.2 s connecting", port);
     assert_string_equal(msg, want);
@@ -559,7 +634,7 @@ static int timeout_client(void *arg) {
     /* the task's deadline bounds it too, with the same kind of message */
     ll_scope sc;
     ll_scope_enter(&sc, ll_deadline_in(0.2));
-    int rc = lt_await_msg(ll_open_connection("127.0.0.1", port, NULL), msg, sizeof msg);
+    int rc = lt_await_msg(ll_stream_connect("127.0.0.1", port, NULL), msg, sizeof msg);
     ll_scope_exit(&sc);
     assert_int_equal(rc, LL_ETIMEDOUT);
     return 0;
@@ -588,7 +663,7 @@ static void test_out_of_memory(void **state) {
         ll_server *srv = start_tcp(script_handler, "hello\n");
         uint16_t port = ll_server_port(srv);
         lt_fail_after(n);
-        ll_future *f = ll_open_connection("127.0.0.1", port, NULL);
+        ll_future *f = ll_stream_connect("127.0.0.1", port, NULL);
         int rc = f ? ll_loop_run_until(c.loop, f) : LL_ENOMEM;
         ll_stream *s = rc == 0 ? ll_future_take(f) : NULL;
         if (rc) assert_true(rc == LL_ENOMEM || ll_future_code(f) == LL_ENOMEM);
@@ -630,6 +705,8 @@ int main(void) {
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_silent_server_deadline),
         cmocka_unit_test(test_reset_mid_read),
+        cmocka_unit_test(test_alive_unasked_bytes),
+        cmocka_unit_test(test_alive_unasked_bytes_pipe),
         cmocka_unit_test(test_reset_mid_write_no_sigpipe),
         cmocka_unit_test(test_close_while_awaited_and_fd_reuse),
         cmocka_unit_test(test_close_from_done_callback),

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "harness/harness.h"
+#include "libloop/poll.h"
 #include "libloop/server.h"
 #include "libloop/stream.h"
 
@@ -74,7 +75,7 @@ static ll_server *tls_server(const char *name, ll_server_handler h, void *arg, c
     snprintf(k, sizeof k, "%s.key", name);
     ll_tls_opts t = {.cert_file = cert(c), .key_file = cert(k), .alpn = alpn};
     ll_server_opts o = {.tls = &t};
-    ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, &o);
+    ll_future *f = ll_server_open("127.0.0.1", 0, h, arg, &o);
     if (ll_future_code(f)) fprintf(stderr, "%s\n", ll_future_errmsg(f));
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
@@ -83,7 +84,7 @@ static ll_server *tls_server(const char *name, ll_server_handler h, void *arg, c
 }
 
 static ll_server *plain_server(ll_server_handler h, void *arg) {
-    ll_future *f = ll_start_server("127.0.0.1", 0, h, arg, NULL);
+    ll_future *f = ll_server_open("127.0.0.1", 0, h, arg, NULL);
     assert_int_equal(ll_future_code(f), 0);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
@@ -108,8 +109,8 @@ typedef struct {
 
 static int dial_task(void *arg) {
     dial_t *d = arg;
-    ll_conn_opts o = {.tls = &d->tls};
-    ll_future *f = ll_open_connection(d->host, d->port, &o);
+    ll_stream_opts o = {.tls = &d->tls};
+    ll_future *f = ll_stream_connect(d->host, d->port, &o);
     d->rc = ll_await(f);
     snprintf(d->msg, sizeof d->msg, "%s", ll_future_errmsg(f));
     if (d->rc == 0 && d->keep) d->s = ll_future_take(f);
@@ -336,6 +337,52 @@ static void test_buffered_record_delivered(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- liveness: unasked bytes make a TLS stream not idle; a session ticket does not ---- */
+
+static int unasked_handler(ll_stream *s, void *arg) {
+    (void)arg;
+    char b[4];
+    if (lt_await_free(ll_stream_read(s, b, 1))) return -1; /* the client's go */
+    if (lt_await_free(ll_stream_write(s, "late", 4))) return -1;
+    lt_await_free(ll_stream_read(s, b, 1)); /* until the client closes */
+    return 0;
+}
+
+static int unasked_client(void *arg) {
+    uint16_t port = *(uint16_t *)arg;
+    dial_t d = {.host = "localhost", .port = port, .tls = {.ca_file = cert("ca.pem")}, .keep = true};
+    dial_task(&d);
+    LT_CHECKF(d.rc == 0, "%s", d.msg);
+    ll_stream *s = d.s;
+    /* TLS 1.3 session tickets arrive after the handshake: records, but no plaintext */
+    LT_CHECK(ll_sleep(0.05) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_write(s, "g", 1)) == 0);
+    char b[8];
+    size_t buffered = 0;
+    ll_stream_peek(s, &buffered);
+    LT_CHECK(buffered == 0);
+    LT_CHECK(lt_await_free(ll_poll(ll_stream_fd(s), LL_POLL_READ, NULL)) == 0);
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(!ll_stream_alive(s));
+    LT_CHECK(lt_await_free(ll_stream_read_exactly(s, b, 4)) == 0);
+    LT_CHECK(memcmp(b, "late", 4) == 0);
+    LT_CHECK(ll_stream_alive(s));
+    ll_stream_close(s);
+    return 0;
+}
+
+static void test_alive_unasked_bytes(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    ll_server *srv = tls_server("server", unasked_handler, NULL, NULL);
+    uint16_t port = ll_server_port(srv);
+    assert_int_equal(lt_run_checked(c.loop, unasked_client, &port), 0);
+    stop_server(c.loop, srv);
+    lt_teardown(&c);
+}
+
 /* ---- STARTTLS ---- */
 
 static int starttls_handler(ll_stream *s, void *arg) {
@@ -354,7 +401,7 @@ static int starttls_handler(ll_stream *s, void *arg) {
 
 static int starttls_client(void *arg) {
     uint16_t port = *(uint16_t *)arg;
-    ll_future *f = ll_open_connection("localhost", port, NULL);
+    ll_future *f = ll_stream_connect("localhost", port, NULL);
     assert_int_equal(ll_await(f), 0);
     ll_stream *s = ll_future_take(f);
     ll_future_free(f);
@@ -403,7 +450,7 @@ static void test_client_certificate(void **state) {
     ll_tls_opts st = {.cert_file = cert("server.pem"), .key_file = cert("server.key"),
                       .ca_file = cert("ca.pem"), .require_client_cert = true};
     ll_server_opts so = {.tls = &st};
-    ll_future *f = ll_start_server("127.0.0.1", 0, lt_echo_handler, NULL, &so);
+    ll_future *f = ll_server_open("127.0.0.1", 0, lt_echo_handler, NULL, &so);
     ll_server *srv = ll_future_take(f);
     ll_future_free(f);
     dial_t with = {.host = "localhost", .port = ll_server_port(srv), .keep = true,
@@ -438,6 +485,7 @@ int main(void) {
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_truncation_vs_close_notify),
         cmocka_unit_test(test_buffered_record_delivered),
+        cmocka_unit_test(test_alive_unasked_bytes),
         cmocka_unit_test(test_starttls_discards_injection),
         cmocka_unit_test(test_client_certificate),
     };

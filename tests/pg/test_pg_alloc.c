@@ -83,7 +83,7 @@ static int workload(void *arg) {
             (void)ll_await(fs[i]);
             ll_future_free(fs[i]);
         }
-        ll_pg_pool_close(p);
+        ll_pg_pool_free(p);
     }
     lt_fail_reset();
     pgt_settle();

@@ -225,10 +225,10 @@ static int t_savepoints(void *arg) {
     assert_int_equal(ll_await(bad), LL_EPG_SERVER);
     assert_string_equal(ll_pg_error_sqlstate(bad), "25P02");
     ll_future_free(bad);
-    s = ll_pg_rollback_to(tx, "a \"b\"");
+    s = ll_pg_savepoint_rollback(tx, "a \"b\"");
     assert_int_equal(ll_await(s), 0);
     ll_future_free(s);
-    s = ll_pg_release(tx, "a \"b\"");
+    s = ll_pg_savepoint_release(tx, "a \"b\"");
     assert_int_equal(ll_await(s), 0);
     ll_future_free(s);
     ll_future *e = ll_pg_commit(tx);

@@ -57,7 +57,7 @@ static int t_many(void *arg) {
     assert_int_equal(ll_await(f), LL_EPG_SERVER);
     assert_string_equal(ll_pg_error_sqlstate(f), "22012");
     ll_future_free(f);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
@@ -112,7 +112,7 @@ static int t_reset(void *arg) {
     assert_int_not_equal(ll_pg_backend_pid(c), pid);
     assert_int_equal(pgt_int(c, "SELECT 8"), 8);
     assert_int_equal(ll_pg_pool_release(p, c), 0);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
@@ -184,7 +184,7 @@ static int t_broken(void *arg) {
     }
     ll_pg_pool_get_stats(p, &st);
     assert_true(st.created > created);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
@@ -224,7 +224,7 @@ static int t_limits(void *arg) {
     /* closing with a connection lent: waiters fail, the lent one may still be released */
     f = ll_pg_pool_acquire(p);
     ll_future *q = ll_pg_pool_query(p, "SELECT 1", 0);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     assert_int_equal(ll_await(f), LL_EPOOLCLOSED);
     assert_int_equal(ll_await(q), LL_EPOOLCLOSED);
     ll_future_free(f);
@@ -279,7 +279,7 @@ static int t_pool_tx(void *arg) {
     f = ll_pg_pool_query(p, "DROP TABLE pooltx", 0);
     assert_int_equal(ll_await(f), 0);
     ll_future_free(f);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
@@ -318,7 +318,7 @@ static int t_upkeep(void *arg) {
     ll_sleep(0.8);
     ll_pg_pool_get_stats(p, &st);
     assert_int_equal(st.open, 2); /* back to the minimum */
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
 
     /* a connection older than max_lifetime is not reused */
     ll_pg_pool_opts l = {.max_size = 1, .max_lifetime = 0.2};
@@ -330,7 +330,7 @@ static int t_upkeep(void *arg) {
     c = acquire(p);
     assert_int_not_equal(ll_pg_backend_pid(c), pid);
     ll_pg_pool_release(p, c);
-    ll_pg_pool_close(p);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
