@@ -7,11 +7,13 @@
  *   whatever the server sent while the connection sat idle (a server that restarted or
  *   terminated the backend is noticed before a query is written), close is ll_pg_close, and reset
  *   brings a returned connection back to a clean session the way asyncpg does.
- * - Release decides what a connection is: lost, or with work of its user still pending (a query,
- *   a COPY, a waiter for notifications) means BROKEN and it is closed — never handed to the next
- *   user with someone else's reply in flight. Queries whose callers gave up (a deadline) do not
- *   count: the reset waits for them to be over (the reset script runs alone, after them), bounded
- *   by cancel_timeout and reset_timeout; meanwhile the pool lends other connections.
+ * - Release decides what a connection is: lost, or with anything still pending (a query, a COPY,
+ *   a waiter for notifications, a query whose caller gave up and that is still being cancelled)
+ *   means BROKEN and it is closed — never handed to the next user with someone else's reply in
+ *   flight, and never making the next borrower wait for a cancel: the generic pool counts a reset
+ *   under way as serving the next waiter, so a reset that first waited for the server to stop a
+ *   query would hold that waiter up to cancel_timeout. The cancel request goes on by itself
+ *   (cancel.c) and the waiter gets a new connection at once.
  * - The reset leaves a session like a fresh one: ROLLBACK if a transaction is open, advisory locks
  *   released, cursors closed, UNLISTEN *, SET SESSION AUTHORIZATION DEFAULT (undoes SET ROLE and
  *   SET SESSION AUTHORIZATION), RESET ALL, temporary tables and sequences state dropped, and the
@@ -319,17 +321,16 @@ ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
     return f;
 }
 
-/* Work of the user still pending: anything but requests whose callers gave up. */
-static bool user_work_pending(const ll_pg_conn *c) {
-    size_t abandoned_sent = c->nabandoned - (c->cancel_wait ? 1 : 0);
-    return c->nheld || c->nsent > abandoned_sent || c->waiters_head ||
-           (c->copy.state != COPY_NONE && !c->copy.abandoned);
+/* Anything still pending, also a query whose caller gave up. */
+static bool work_pending(const ll_pg_conn *c) {
+    return c->nheld || c->nsent || c->nabandoned || c->cancel_wait || c->waiters_head ||
+           c->copy.state != COPY_NONE;
 }
 
 int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c) {
     if (!p || !c || c->pool != p) return LL_ENOENT;
     ll_pool_state st = LL_POOL_RESET;
-    if (!ll_pg_is_ok(c) || user_work_pending(c)) st = LL_POOL_BROKEN;
+    if (!ll_pg_is_ok(c) || work_pending(c)) st = LL_POOL_BROKEN;
     return ll_pool_release(p->pool, c, st);
 }
 
