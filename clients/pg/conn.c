@@ -771,6 +771,13 @@ static void on_connect_timer(void *arg) {
     ll_future_free(c->connect_timer);
     c->connect_timer = NULL;
     if (c->state != PG_CONNECTING) return;
+    /* a timer may fire a little early by the clock after the loop was blocked (a program that
+     * started a server synchronously): never time out early */
+    double left = c->connect_deadline - ll_now();
+    if (left > 1e-3) {
+        c->connect_timer = ll_loop_call_later(c->loop, left, on_connect_timer, c);
+        if (c->connect_timer) return;
+    }
     char buf[64];
     snprintf(buf, sizeof buf, "timed out after %g s",
              c->opts.connect_timeout > 0 ? c->opts.connect_timeout : c->connect_deadline - c->born);

@@ -143,7 +143,7 @@ void ll_smtp_client_get_stats(const ll_smtp_client *c, ll_smtp_client_stats *out
 void ll_smtp_client_free(ll_smtp_client *c) {
     if (!c || c->closed) return;
     c->closed = true;
-    ll_pool_close(c->pool);
+    ll_pool_free(c->pool);
     client_unref(c);
 }
 
@@ -315,6 +315,11 @@ done:
         } else if (res->accepted == res->nrcpt) {
             cl->stats.sent++;
             ll_future_resolve(j->result, res, ll__smtp_result_free);
+        } else if (res->accepted == 0 && last_rc) {
+            /* Nobody got it and the last attempt broke off: its error is the cause. */
+            cl->stats.failed++;
+            if (ll_future_fail_detail(j->result, last_rc, res, ll__smtp_result_free, "%s", j->err))
+                ll__smtp_result_free(res);
         } else {
             cl->stats.failed++;
             char peer[300];

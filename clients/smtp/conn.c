@@ -139,11 +139,11 @@ int ll__smtp_conn_open(ll__smtp_cfg *cfg, ll_smtp_conn **out, char *err) {
     c->hs.mech = cfg->mech;
     c->hs.allow_plaintext_auth = cfg->allow_plaintext_auth;
 
-    ll_conn_opts co;
+    ll_stream_opts co;
     memset(&co, 0, sizeof co);
     co.connect_timeout = cfg->connect_timeout;
     if (cfg->security == LL_SMTP_IMPLICIT_TLS) co.tls = &cfg->tls;
-    ll_future *f = ll_open_connection(cfg->host, cfg->port, &co);
+    ll_future *f = ll_stream_connect(cfg->host, cfg->port, &co);
     bool expired = false;
     int rc = await_phase(f, cfg->connect_timeout, &expired);
     if (rc) {
@@ -219,12 +219,9 @@ static const char *tx_phase(const ll__smtp_txn *t) {
     }
 }
 
-int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m) {
+static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t) {
     ll__smtp_cfg *cfg = c->cfg;
-    bool rset = c->dirty || (c->messages > 0 && c->hs.caps.pipelining);
-    int rc = ll__smtp_txn_start(t, &c->hs.caps, m->from, m->rcpt, m->nrcpt, m->data, m->len, rset);
-    if (rc) return ll__smtp_errf(c->err, rc, "smtp %s: %s", c->peer, t->err);
-    c->dirty = true;
+    int rc;
     for (;;) {
         rc = write_all(c, t->out.data, t->out.len, cfg->command_timeout, tx_phase(t), false);
         if (rc) return rc;
@@ -252,6 +249,20 @@ int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m) {
             return 0;
         }
     }
+}
+
+int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m) {
+    bool rset = c->dirty || (c->messages > 0 && c->hs.caps.pipelining);
+    int rc = ll__smtp_txn_start(t, &c->hs.caps, m->from, m->rcpt, m->nrcpt, m->data, m->len, rset);
+    if (rc) {
+        /* refused before anything was sent: the session is untouched */
+        t->state = LL__TX_IDLE;
+        return ll__smtp_errf(c->err, rc, "smtp %s: %s", c->peer, t->err);
+    }
+    c->dirty = true;
+    rc = run_txn(c, t);
+    if (rc) ll__smtp_txn_abort(t);
+    return rc;
 }
 
 int ll__smtp_conn_noop(ll_smtp_conn *c) {

@@ -206,6 +206,9 @@ int ll__smtp_txn_start(ll__smtp_txn *t, const ll__smtp_caps *caps, const char *f
  * (session unusable; unanswered recipients keep code 0). */
 int ll__smtp_txn_reply(ll__smtp_txn *t, const ll__smtp_reply *r);
 void ll__smtp_txn_free(ll__smtp_txn *t);
+/* The transaction broke off (lost connection, timeout): recipients accepted at RCPT time are
+ * unanswered again (deferred), since the message did not reach them. */
+void ll__smtp_txn_abort(ll__smtp_txn *t);
 
 /* ---- mailcopy (session.c): a send's own copy of the caller's ll_smtp_mail, one allocation ---- */
 ll_smtp_mail *ll__smtp_mail_copy(const ll_smtp_mail *m, char *err);

@@ -236,3 +236,17 @@ int ll__smtp_txn_reply(ll__smtp_txn *t, const ll__smtp_reply *r) {
             return last ? envelope_done(t) : LL__TX_CONTINUE;
     }
 }
+
+void ll__smtp_txn_abort(ll__smtp_txn *t) {
+    /* A recipient accepted at RCPT time has not received the message unless the final reply
+     * said so: without that reply it is deferred (code 0: no answer), not accepted. */
+    if (t->state == LL__TX_DONE) return;
+    for (size_t i = 0; i < t->nrcpt; i++) {
+        if (t->rcpt[i].code / 100 == 2) {
+            t->rcpt[i].code = 0;
+            t->rcpt[i].enhanced[0] = 0;
+        }
+    }
+    t->accepted = 0;
+    set_state(t, LL__TX_FAILED);
+}
