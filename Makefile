@@ -98,7 +98,7 @@ $$(BUILD)/libloop-$(1).pc: scripts/libloop-$(1).pc.in
 	sed -e 's|@PREFIX@|$$(PREFIX)|' -e 's|@VERSION@|$$(VERSION)|' $$< > $$@
 $$(BUILD)/tests/$(1)/%: tests/$(1)/%.c $$(HARNESS_OBJ) $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS_BASE) -Itests -Iclients/$(1) -rdynamic -o $$@ $$< $$(HARNESS_OBJ) \
+	$$(CC) $$(CFLAGS_BASE) -Itests -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic -o $$@ $$< $$(HARNESS_OBJ) \
 	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS) -lcmocka
 CLIENT_LIBS += $$(BUILD)/libloop-$(1).so $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop-$(1).pc
 TEST_BIN += $$(patsubst tests/%.c,$$(BUILD)/tests/%,$$(sort $$(wildcard tests/$(1)/*.c)))
