@@ -30,6 +30,17 @@ int ll__hbuf_reserve(ll__hbuf *b, size_t extra) {
     return 0;
 }
 
+int ll__hbuf_reserve_exact(ll__hbuf *b, size_t extra) {
+    if (extra > SIZE_MAX - b->len - 1) return LL_ENOMEM;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return 0;
+    char *d = ll_realloc(b->data, need);
+    if (!d) return LL_ENOMEM;
+    b->data = d;
+    b->cap = need;
+    return 0;
+}
+
 int ll__hbuf_append(ll__hbuf *b, const void *p, size_t n) {
     if (ll__hbuf_reserve(b, n)) return LL_ENOMEM;
     if (n) memcpy(b->data + b->len, p, n);
@@ -73,4 +84,41 @@ char *ll__hbuf_steal(ll__hbuf *b, size_t *len) {
     b->data = NULL;
     b->len = b->cap = 0;
     return d;
+}
+
+bool ll__http_value_ok(const char *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    }
+    return true;
+}
+
+bool ll__http_str_ok(const char *s) { return !s || ll__http_value_ok(s, strlen(s)); }
+
+const char *ll__http_esc(char *out, size_t cap, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (!cap) return "";
+    if (!s) s = "", n = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ctl = c < 0x20 || c == 0x7f;
+        size_t need = ctl ? 4 : 1;
+        if (o + need + 4 > cap) { /* room for "..." and the terminator */
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (ctl) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = 0;
+    return out;
 }

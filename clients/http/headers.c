@@ -7,9 +7,10 @@
  *   the count), so a hash table would cost more than it saves.
  * - The strings live back to back in one arena ("name\0value\0..."), so a response's headers cost
  *   two allocations, not one per header. Removing leaves a hole; lists are short-lived.
- * - Validation is where headers enter: a name must be a token and a value must not contain CR, LF
- *   or NUL, so nothing added here can split a request line or smuggle a header when serialised.
- *   The same check serves headers coming off the wire (a NUL inside a value is refused there too).
+ * - Validation is where headers enter: a name must be a token and a value must not contain a
+ *   control byte other than HTAB (RFC 9110 5.5: CR, LF, NUL, 0x01-0x1F, DEL), so nothing added here
+ *   can split a request line, smuggle a header or reach a log as a terminal escape when serialised.
+ *   The same check serves headers coming off the wire.
  */
 #include <string.h>
 #include "http_internal.h"
@@ -103,10 +104,7 @@ int ll_http_headers_addn(ll_http_headers *h, const char *name, size_t nlen, cons
     if (!h || !name || (!value && vlen)) return LL_EINVAL;
     if (!ll__http_is_token(name, nlen)) return LL_EINVAL;
     if (!value) value = "";
-    for (size_t i = 0; i < vlen; i++) {
-        char c = value[i];
-        if (c == '\r' || c == '\n' || c == 0) return LL_EINVAL;
-    }
+    if (!ll__http_value_ok(value, vlen)) return LL_EINVAL; /* CR, LF, NUL, any control but HTAB */
     while (vlen && (value[0] == ' ' || value[0] == '\t')) value++, vlen--;
     while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) vlen--;
     return push(h, name, nlen, value, vlen);

@@ -13,6 +13,7 @@
 #define LL_HTTP_INTERNAL_H
 
 #include <stdarg.h>
+#include <string.h>
 #include "libloop.h"
 #include "libloop/http.h"
 
@@ -26,9 +27,17 @@
 #define LL__HTTP_MAX_BODY ((uint64_t)128 << 20)
 #define LL__HTTP_MAX_ENCODINGS 3
 #define LL__HTTP_MAX_REDIRECTS 10
+#define LL__HTTP_MAX_INTERIM 16
 
 /* Write a message into err (LL__HTTP_ERRLEN bytes) and return code. */
 int ll__http_errf(char *err, int code, const char *fmt, ...) LL_PRINTF(3, 4);
+/* RFC 9110 5.5: a field value may hold no control byte but HTAB (0x00-0x1F, 0x7F). */
+bool ll__http_value_ok(const char *v, size_t n);
+bool ll__http_str_ok(const char *s); /* the same for a C string; NULL is fine */
+/* s (n bytes) made safe to put in a message: control bytes and DEL as \xNN, cut with "..." to fit
+ * cap bytes (terminator included). Returns out. Input never reaches a message or log raw. */
+const char *ll__http_esc(char *out, size_t cap, const char *s, size_t n);
+#define LL__HTTP_ESC(buf, s) ll__http_esc(buf, sizeof buf, (s), (s) ? strlen(s) : 0)
 
 /* ---- buf.c: a growable byte buffer (always NUL-terminated when data != NULL) ---- */
 typedef struct ll__hbuf {
@@ -36,6 +45,8 @@ typedef struct ll__hbuf {
     size_t len, cap;
 } ll__hbuf;
 int ll__hbuf_reserve(ll__hbuf *b, size_t extra);
+/* Room for exactly `extra` more bytes (a body whose length is known): no doubling. */
+int ll__hbuf_reserve_exact(ll__hbuf *b, size_t extra);
 int ll__hbuf_append(ll__hbuf *b, const void *p, size_t n);
 int ll__hbuf_appends(ll__hbuf *b, const char *s);
 int ll__hbuf_printf(ll__hbuf *b, const char *fmt, ...) LL_PRINTF(2, 3);
@@ -107,6 +118,8 @@ typedef struct ll__http_req_head {
     const char *content_type;      /* NULL: none */
     int body_mode;                 /* LL__BODY_* */
     uint64_t content_length;       /* LL__BODY_LENGTH */
+    const char *cookie;            /* the jar's Cookie value, or NULL */
+    bool expect_continue;          /* send "Expect: 100-continue" */
 } ll__http_req_head;
 /* Append the request line and headers (ending with the empty line) to out. LL_EINVAL with a
  * message when the method is not a token or a CR, LF or NUL hides anywhere; nothing is appended
@@ -170,6 +183,8 @@ uint64_t ll__http_parser_body_bytes(const ll__http_parser *p);
  * the adapter reads them straight into the body buffer. */
 uint64_t ll__http_parser_identity_left(const ll__http_parser *p);
 unsigned ll__http_parser_interim(const ll__http_parser *p); /* 1xx responses skipped */
+/* The status of the last interim response (100, 103, ...), 0 when none yet. */
+int ll__http_parser_interim_status(const ll__http_parser *p);
 const char *ll__http_parser_errmsg(const ll__http_parser *p);
 
 /* ---- decode.c: Content-Encoding (zlib) ---- */
@@ -225,9 +240,36 @@ void ll__http_visited_free(ll__http_visited *vis);
 #include "libloop/pool.h"
 #include "libloop/stream.h"
 
+/* What makes two connections to one origin different: who is trusted and which proxy carries it.
+ * Profile 0 is the session's own settings; a request with other settings gets (or adds) another,
+ * and its pool key is the origin with "#<index>" appended, so connections are never shared across
+ * profiles. */
+typedef struct ll__http_profile {
+    char *ca_file;
+    bool insecure;
+    bool has_proxy;
+    ll__http_url proxy;
+    char *proxy_auth;          /* "Basic ..." from the proxy URL, or NULL */
+    char *proxy_src;           /* the proxy URL as given (with its credentials) */
+} ll__http_profile;
+
+/* profile.c */
+/* The index of the profile (ca_file, insecure, proxy URL or NULL), added when new. 0, or a code with
+ * a message in err. */
+int ll__http_profile_get(ll_http_session *s, const char *ca_file, bool insecure, const char *proxy,
+                         unsigned *index, char *err);
+void ll__http_profiles_free(ll_http_session *s);
+/* The proxy the environment names for url ("" when none or NO_PROXY matches). Allocated; NULL on
+ * out of memory. */
+char *ll__http_env_proxy(const ll__http_url *url);
+/* Does a NO_PROXY list match host (and port)? */
+bool ll__http_no_proxy_match(const char *list, const char *host, uint16_t port);
+
 /* A connection in the pool: the stream and how long making it took. */
 typedef struct ll__http_conn {
     ll_stream *s;
+    uint64_t id;              /* the session's number for it */
+    int local_port;
     ll__http_parser *parser;  /* reused by every response on this connection (made on first use) */
     ll__hbuf out;             /* scratch for serialising requests */
     double dns, connect, tls; /* phases of making it (seconds) */
@@ -247,11 +289,17 @@ struct ll_http_session {
     ll_http_limits lim;        /* defaults resolved */
     unsigned max_connections, max_per_host;
     char *user_agent;          /* NULL: none */
-    char *ca_file;
-    bool insecure, allow_downgrade, no_decompress;
-    bool has_proxy;
-    ll__http_url proxy;
-    char *proxy_auth;          /* "Basic ..." from the proxy URL, or NULL */
+    bool allow_downgrade, no_decompress, proxy_from_env;
+    ll__http_profile *profiles; /* [0]: the session's own (see ll__http_profile) */
+    unsigned nprofiles;
+    const ll_http_timeouts *connect_to; /* the acquiring request's timeouts while it calls the
+                                         * pool (a connect started then uses them) */
+    uint64_t conn_seq;
+    ll_http_retry retry;       /* defaults resolved; statuses copied */
+    int *retry_statuses;
+    ll_http_cookie_jar *jar;   /* NULL unless opts.cookies */
+    ll__hbuf *body_cache;      /* freed body buffers kept for reuse (see session.c) */
+    size_t nbody_cache, body_cache_bytes;
     ll_http_stats stats;
     ll__http_req *reqs;        /* requests in flight (to cut their waits at close) */
     char *url_src;             /* the last URL string parsed, and what it gave: a session that */
@@ -259,6 +307,10 @@ struct ll_http_session {
 };
 
 void ll__http_session_ref(ll_http_session *s);
+/* The body-buffer cache: get one with room for `want` bytes into an empty b (b stays empty when
+ * none fits); put b's buffer back (b is left empty either way). */
+void ll__http_body_get(ll_http_session *s, ll__hbuf *b, size_t want);
+void ll__http_body_put(ll_http_session *s, ll__hbuf *b);
 void ll__http_session_unref(ll_http_session *s);
 
 /* One request, from ll_http_send to the response (redirects included). */
@@ -277,12 +329,53 @@ struct ll__http_req {
     char *content_type;
     char *auth;                /* "Basic ..." or NULL */
     int max_redirects;         /* < 0: do not follow */
-    ll_http_timeouts to;       /* resolved */
+    ll_http_timeouts to;       /* resolved (dns/connect/tls too) */
     ll_http_limits lim;        /* resolved */
-    bool stream, discard;
+    bool stream, discard, expect_continue;
+    /* overrides resolved against the session */
+    char *user_agent;          /* NULL: the session's */
+    bool ua_set;               /* user_agent (maybe NULL = none) replaces the session's */
+    bool no_decompress, allow_downgrade, no_cookies;
+    bool insecure;
+    char *ca_file, *proxy_opt; /* the request's own (NULL: the session's) */
+    bool proxy_set, proxy_env;
+    unsigned profile;          /* for the current URL */
+    char key[300];             /* pool key: origin, and "#profile" unless 0 */
+    ll_http_retry retry;       /* resolved */
+    int *retry_statuses;       /* a copy */
+    unsigned attempts;         /* tries made */
+    struct ll__http_multipart *mp; /* a multipart body, or NULL */
     ll_time start;
     char *errmsg;              /* the failure's message (owned) */
 };
+
+/* Pick the connection profile and pool key for q's current URL (after each redirect too). */
+int ll__http_req_route(ll__http_req *q, char *err);
+/* Is `status` one the retry policy retries? */
+bool ll__http_retry_status(const ll__http_req *q, int status);
+/* The wait before retry n (1-based) given a Retry-After value (may be NULL); < 0: do not retry. */
+double ll__http_retry_wait(const ll_http_retry *p, unsigned n, const char *retry_after, double now);
+
+/* multipart.c: a multipart/form-data body streamed from the parts (files read as it is sent). */
+typedef struct ll__http_multipart ll__http_multipart;
+int ll__http_multipart_new(ll__http_multipart **out, const ll_http_part *parts, size_t n,
+                           char *err);
+void ll__http_multipart_free(ll__http_multipart *m);
+const char *ll__http_multipart_content_type(const ll__http_multipart *m);
+uint64_t ll__http_multipart_length(const ll__http_multipart *m);
+/* Rewind for a new send (redirect, retry). */
+int ll__http_multipart_rewind(ll__http_multipart *m, char *err);
+/* The next piece (up to cap bytes) into buf; *n == 0 at the end. */
+int ll__http_multipart_read(ll__http_multipart *m, char *buf, size_t cap, size_t *n, char *err);
+
+/* cookie.c */
+ll_http_cookie_jar *ll__http_jar_new(void);
+void ll__http_jar_free(ll_http_cookie_jar *j);
+/* Store the Set-Cookie headers of a response to `url`. */
+void ll__http_jar_store(ll_http_cookie_jar *j, const ll__http_url *url, const ll_http_headers *h,
+                        double now);
+/* The Cookie header value for a request to url ("" when none: out->len == 0). */
+int ll__http_jar_header(ll_http_cookie_jar *j, const ll__http_url *url, double now, ll__hbuf *out);
 
 /* Build a request from the caller's description (url overrides req->url when non-NULL). 0, or a
  * code with the message in err. */
@@ -316,6 +409,16 @@ struct ll_http_response {
     ll_time deadline;          /* the request's total deadline */
     double first_byte, idle_read;
     char *prefix;              /* "GET http://...": names a streamed response in messages */
+    ll_http_conn_info ci;      /* which connection carried it */
+    unsigned attempts;
+    /* low-speed limit: bytes counted since the window began */
+    double low_limit, low_time;
+    ll_time low_start;
+    uint64_t low_bytes;
+    ll_time head_end;          /* the response-head deadline */
+    double head_time;
+    uint64_t decoded_since_yield;
+    ll_time slice_start;       /* when decoding last let the loop run */
 };
 
 #endif

@@ -8,7 +8,8 @@
  *   head (exact: before the head is complete, llhttp is never given more bytes than the remaining
  *   allowance, so when the allowance is spent the head is over it), the body size (a declared
  *   Content-Length or chunk size past the limit fails at once, before its bytes arrive).
- * - Interim responses (1xx other than 101) are parsed and skipped; 101 is refused, since this
+ * - Interim responses (1xx other than 101) are parsed and skipped, up to max_interim of them (a
+ *   server streaming "100 Continue" forever must not keep us reading); 101 is refused, since this
  *   client never asks to switch protocols.
  * - HEAD responses, 204 and 304 never have a body, whatever their headers say.
  * - Framing that is legal but suspect — Transfer-Encoding together with Content-Length (RFC 9112
@@ -39,6 +40,7 @@ struct ll__http_parser {
     bool suspect;        /* Transfer-Encoding and Content-Length */
     bool keep_alive;     /* llhttp's verdict at completion */
     unsigned interim;    /* 1xx responses skipped */
+    int interim_status;  /* the last one's status */
     int status, version;
     ll__hbuf reason;
     ll_http_headers *headers;
@@ -101,8 +103,9 @@ static int on_status(llhttp_t *llh, const char *at, size_t n) {
 }
 
 static int line_too_long(ll__http_parser *p) {
-    fail(p, LL_ETOOLARGE, "header line longer than %zu bytes ('%.40s...')",
-         p->lim.max_header_line, p->field.data ? p->field.data : "");
+    char e[48];
+    fail(p, LL_ETOOLARGE, "header line longer than %zu bytes ('%s...')",
+         p->lim.max_header_line, ll__http_esc(e, sizeof e, p->field.data, p->field.len));
     return HPE_USER;
 }
 
@@ -139,8 +142,9 @@ static int on_header_value_complete(llhttp_t *llh) {
             rc = ll_http_headers_addn(p->headers, p->field.data ? p->field.data : "", p->field.len,
                                       p->value.data ? p->value.data : "", p->value.len);
         if (rc == LL_EINVAL) {
-            fail(p, LL_EHTTP_PROTO, "malformed response: invalid header '%.40s'",
-                 p->field.data ? p->field.data : "");
+            char e[48];
+            fail(p, LL_EHTTP_PROTO, "malformed response: invalid header '%s'",
+                 ll__http_esc(e, sizeof e, p->field.data, p->field.len));
             return HPE_USER;
         }
         if (rc) {
@@ -166,6 +170,11 @@ static int on_headers_complete(llhttp_t *llh) {
         return -1;
     }
     if (p->status >= 100 && p->status < 200) {
+        /* a server may send a few (100 Continue, 103 Early Hints), never an endless stream */
+        if (p->interim >= p->lim.max_interim) {
+            fail(p, LL_ETOOLARGE, "more than %u interim (1xx) responses", p->lim.max_interim);
+            return -1;
+        }
         p->interim_now = true;
         return 1; /* no body; the final response follows */
     }
@@ -231,8 +240,12 @@ static int on_message_complete(llhttp_t *llh) {
     ll__http_parser *p = P(llh);
     if (p->interim_now) {
         p->interim++;
+        p->interim_status = p->status;
         clear_head(p);
-        return 0; /* parse on: the final response follows on the same connection */
+        /* the final response follows on the same connection: pause so that feed() counts the
+         * next head's bytes from here (fuzz_http_response found them counted from the start of
+         * the read, so several 1xx heads in one read tripped max_header_bytes) */
+        return HPE_PAUSED;
     }
     p->done = true;
     p->keep_alive = llhttp_should_keep_alive(llh) != 0;
@@ -249,6 +262,7 @@ void ll__http_parser_rearm(ll__http_parser *p, const ll_http_limits *limits,
     if (!p->lim.max_headers) p->lim.max_headers = LL__HTTP_MAX_HEADERS;
     if (!p->lim.max_header_bytes) p->lim.max_header_bytes = LL__HTTP_MAX_HEADER_BYTES;
     if (!p->lim.max_body) p->lim.max_body = LL__HTTP_MAX_BODY;
+    if (!p->lim.max_interim) p->lim.max_interim = LL__HTTP_MAX_INTERIM;
     memset(&p->cb, 0, sizeof p->cb);
     if (cb) p->cb = *cb;
     p->arg = arg;
@@ -290,6 +304,7 @@ void ll__http_parser_start(ll__http_parser *p, bool head) {
     p->head = head;
     p->started = p->headers_done = p->done = p->failed = p->suspect = p->keep_alive = false;
     p->interim = 0;
+    p->interim_status = 0;
     p->version = 0;
     p->body = 0;
     p->err = 0;
@@ -316,6 +331,11 @@ int ll__http_parser_feed(ll__http_parser *p, const char *data, size_t len, size_
         size_t took = n;
         if (e == HPE_PAUSED) {
             took = (size_t)(llhttp_get_error_pos(&p->llh) - (data + off));
+            if (!p->done) { /* an interim response ended; its head was counted and cleared */
+                llhttp_resume(&p->llh);
+                off += took;
+                continue;
+            }
         } else if (e != HPE_OK) {
             if (!p->failed) {
                 const char *why = llhttp_get_error_reason(&p->llh);
@@ -386,4 +406,5 @@ uint64_t ll__http_parser_identity_left(const ll__http_parser *p) {
     return p->llh.content_length;
 }
 unsigned ll__http_parser_interim(const ll__http_parser *p) { return p->interim; }
+int ll__http_parser_interim_status(const ll__http_parser *p) { return p->interim_status; }
 const char *ll__http_parser_errmsg(const ll__http_parser *p) { return p->errmsg; }

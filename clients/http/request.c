@@ -3,8 +3,8 @@
  *
  * Design notes:
  * - Everything that goes on the wire is checked here, once, before any byte is produced: the
- *   method must be a token, and no CR, LF or NUL may hide in the target, the Host or any header
- *   name or value (header lists already refuse them; the check is repeated because a header list
+ *   method must be a token, and no control byte (CR, LF, NUL, 0x01-0x1F, DEL; HTAB aside) may hide
+ *   in the target, the Host or any header name or value (header lists already refuse them; the check is repeated because a header list
  *   is not the only source of strings). A refused request appends nothing.
  * - The caller's headers override the defaults of the same name (User-Agent, Accept-Encoding,
  *   Content-Type, Authorization); framing headers (Host, Content-Length, Transfer-Encoding) are
@@ -16,8 +16,10 @@
 #include <openssl/evp.h>
 #include "http_internal.h"
 
+/* No control byte but HTAB (RFC 9110 5.5): CR/LF would split the message, the others are refused
+ * by servers or end up raw in their logs. */
 static bool clean(const char *s) {
-    return s && !strpbrk(s, "\r\n");
+    return s && ll__http_str_ok(s);
 }
 
 static bool user_has(const ll_http_headers *h, const char *name) {
@@ -42,18 +44,20 @@ int ll__http_request_write(ll__hbuf *out, const ll__http_req_head *h, char *err)
     if (!ll__http_is_token(method, strlen(method)))
         return ll__http_errf(err, LL_EINVAL, "invalid method (not an HTTP token)");
     if (!clean(h->url->target) || !clean(h->url->host) || !clean(h->url->href))
-        return ll__http_errf(err, LL_EINVAL, "CR or LF in the URL (refused)");
+        return ll__http_errf(err, LL_EINVAL, "a control character in the URL (refused)");
     const char *opt[] = {h->user_agent, h->accept_encoding, h->authorization,
-                         h->proxy_authorization, h->content_type};
+                         h->proxy_authorization, h->content_type, h->cookie};
     for (size_t i = 0; i < sizeof opt / sizeof *opt; i++)
         if (opt[i] && !clean(opt[i]))
-            return ll__http_errf(err, LL_EINVAL, "CR or LF in a header value (refused)");
+            return ll__http_errf(err, LL_EINVAL, "a control character in a header value (refused)");
     if (h->headers) {
         for (size_t i = 0; i < h->headers->n; i++) {
             const ll__hdr *x = &h->headers->v[i];
-            if (!ll__http_is_token(x->name, x->nlen) || memchr(x->value, '\r', x->vlen) ||
-                memchr(x->value, '\n', x->vlen) || strlen(x->value) != x->vlen)
-                return ll__http_errf(err, LL_EINVAL, "invalid header '%.64s' (refused)", x->name);
+            char e[80];
+            if (!ll__http_is_token(x->name, x->nlen) || !ll__http_value_ok(x->value, x->vlen) ||
+                strlen(x->value) != x->vlen)
+                return ll__http_errf(err, LL_EINVAL, "invalid header '%s' (refused)",
+                                     ll__http_esc(e, sizeof e, x->name, x->nlen));
         }
     }
     size_t start = out->len;
@@ -72,7 +76,9 @@ int ll__http_request_write(ll__hbuf *out, const ll__http_req_head *h, char *err)
     DEFAULT("Authorization", h->authorization)
     DEFAULT("Proxy-Authorization", h->proxy_authorization)
     if (h->body_mode != LL__BODY_NONE) DEFAULT("Content-Type", h->content_type)
+    DEFAULT("Cookie", h->cookie)
 #undef DEFAULT
+    if (!rc && h->expect_continue) rc = ll__hbuf_appends(out, "Expect: 100-continue\r\n");
     if (!rc && h->body_mode == LL__BODY_LENGTH)
         rc = ll__hbuf_printf(out, "Content-Length: %llu\r\n",
                              (unsigned long long)h->content_length);
@@ -100,7 +106,7 @@ int ll__http_request_write(ll__hbuf *out, const ll__http_req_head *h, char *err)
 int ll__http_connect_write(ll__hbuf *out, const ll__http_url *target,
                            const char *proxy_authorization, char *err) {
     if (!clean(target->host) || (proxy_authorization && !clean(proxy_authorization)))
-        return ll__http_errf(err, LL_EINVAL, "CR or LF in the CONNECT request (refused)");
+        return ll__http_errf(err, LL_EINVAL, "a control character in the CONNECT request (refused)");
     size_t start = out->len;
     int rc = ll__hbuf_appends(out, "CONNECT ");
     if (!rc) rc = ll__http_url_hostport(target, out, true);

@@ -35,3 +35,11 @@ void ll_http_response_timings(const ll_http_response *r, ll_http_timings *out) {
 const char *ll_http_response_errmsg(const ll_http_response *r) {
     return r && r->errmsg ? r->errmsg : "";
 }
+
+void ll_http_response_conn(const ll_http_response *r, ll_http_conn_info *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (r) *out = r->ci;
+}
+
+unsigned ll_http_response_attempts(const ll_http_response *r) { return r ? r->attempts : 0; }

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include "http_internal.h"
 #include "libloop/dns.h"
 #include "libloop/tls.h"
@@ -73,6 +75,8 @@ typedef struct connect_job {
     char *host;
     uint16_t port;
     bool tls;
+    unsigned profile;
+    ll_http_timeouts to; /* the acquiring request's (dns, connect, tls), else the session's */
 } connect_job;
 
 /* Await f inside a scope of `seconds` (< 0: none). Returns the await's code; *phase_expired says
@@ -88,10 +92,11 @@ static int await_phase(ll_future *f, double seconds, bool *phase_expired) {
 /* The CONNECT exchange with the proxy, on the plain stream. */
 static int tunnel(connect_job *j, ll_stream *st, ll__http_url *target, double seconds) {
     ll_http_session *s = j->s;
+    const ll__http_profile *pf = &s->profiles[j->profile];
     char err[LL__HTTP_ERRLEN];
     ll__hbuf req = {0};
-    int rc = ll__http_connect_write(&req, target, s->proxy_auth, err);
-    if (rc) return ll_task_fail(rc, "proxy %s: %s", s->proxy.href, err);
+    int rc = ll__http_connect_write(&req, target, pf->proxy_auth, err);
+    if (rc) return ll_task_fail(rc, "proxy %s: %s", pf->proxy.href, err);
     ll_future *w = ll_stream_write(st, req.data, req.len);
     ll__hbuf_free(&req);
     bool expired = false;
@@ -124,9 +129,9 @@ static int tunnel(connect_job *j, ll_stream *st, ll__http_url *target, double se
         if (rc) {
             if (expired)
                 rc = ll_task_fail(LL_EHTTP_TIMEOUT_TLS, "proxy %s: no answer to CONNECT within "
-                                  "%.3g s", s->proxy.href, seconds);
+                                  "%.3g s", pf->proxy.href, seconds);
             else if (ll__http_parser_errmsg(p)[0])
-                rc = ll_task_fail(rc, "proxy %s: %s", s->proxy.href, ll__http_parser_errmsg(p));
+                rc = ll_task_fail(rc, "proxy %s: %s", pf->proxy.href, ll__http_parser_errmsg(p));
             else rc = ll_task_fail_from(f);
             ll_future_free(f);
             ll__http_parser_free(p);
@@ -135,12 +140,12 @@ static int tunnel(connect_job *j, ll_stream *st, ll__http_url *target, double se
         ll_future_free(f);
     }
     if (rc) {
-        rc = ll_task_fail(rc, "proxy %s: %s", s->proxy.href, ll__http_parser_errmsg(p));
+        rc = ll_task_fail(rc, "proxy %s: %s", pf->proxy.href, ll__http_parser_errmsg(p));
     } else {
         int st_code = ll__http_parser_status(p);
         if (st_code < 200 || st_code > 299)
             rc = ll_task_fail(LL_EHTTP_STATUS, "proxy %s refused CONNECT to %s:%u: %d %s",
-                              s->proxy.href, target->host, target->port, st_code,
+                              pf->proxy.href, target->host, target->port, st_code,
                               ll__http_parser_reason(p));
     }
     ll__http_parser_free(p);
@@ -150,9 +155,10 @@ static int tunnel(connect_job *j, ll_stream *st, ll__http_url *target, double se
 static int connect_task(void *arg) {
     connect_job *j = arg;
     ll_http_session *s = j->s;
-    const ll_http_timeouts *to = &s->to;
-    const char *host = s->has_proxy ? s->proxy.host : j->host;
-    uint16_t port = s->has_proxy ? s->proxy.port : j->port;
+    const ll_http_timeouts *to = &j->to;
+    const ll__http_profile *pf = &s->profiles[j->profile];
+    const char *host = pf->has_proxy ? pf->proxy.host : j->host;
+    uint16_t port = pf->has_proxy ? pf->proxy.port : j->port;
     ll__http_conn *c = ll_calloc(1, sizeof *c);
     if (!c) return ll_task_fail(LL_ENOMEM, "out of memory connecting to %s:%u", host, port);
     bool expired;
@@ -174,7 +180,7 @@ static int connect_task(void *arg) {
     ll_future_free(f);
     /* TCP */
     t0 = ll_now();
-    ll_stream_opts co = {.connect_timeout = to->connect < 0 ? 0 : to->connect};
+    ll_stream_opts co = {.connect_timeout = to->connect}; /* < 0: none, as ours */
     f = ll_stream_connect(host, port, &co);
     rc = ll_await(f);
     c->connect = ll_now() - t0;
@@ -190,7 +196,7 @@ static int connect_task(void *arg) {
     /* proxy tunnel and TLS */
     if (j->tls) {
         t0 = ll_now();
-        if (s->has_proxy) {
+        if (pf->has_proxy) {
             ll__http_url target = {.host = j->host, .port = j->port, .tls = true,
                                    .ipv6 = strchr(j->host, ':') != NULL};
             rc = tunnel(j, c->s, &target, to->tls);
@@ -199,9 +205,9 @@ static int connect_task(void *arg) {
                 return rc;
             }
         }
-        ll_tls_opts tls = {.server_name = j->host, .ca_file = s->ca_file, .alpn = "http/1.1",
+        ll_tls_opts tls = {.server_name = j->host, .ca_file = pf->ca_file, .alpn = "http/1.1",
                            .handshake_timeout = to->tls < 0 ? 1e9 : to->tls,
-                           .insecure_skip_verify_DANGEROUS = s->insecure};
+                           .insecure_skip_verify_DANGEROUS = pf->insecure};
         f = ll_stream_starttls(c->s, &tls);
         rc = ll_await(f);
         c->tls = ll_now() - t0;
@@ -215,6 +221,12 @@ static int connect_task(void *arg) {
         ll_future_free(f);
     }
     s->stats.connections++;
+    c->id = ++s->conn_seq;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(ll_stream_fd(c->s), (struct sockaddr *)&ss, &sl) == 0)
+        c->local_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                                 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     /* the pool takes the value; the destructor only runs if it never does */
     ll_task_return(c, conn_free);
     return 0;
@@ -228,14 +240,20 @@ static void connect_job_free(ll_future *f, void *arg) {
     ll_free(j);
 }
 
-/* key: "http://host:port" or "https://host:port" (an IPv6 host is bracketed) */
+/* key: "http://host:port" or "https://host:port" (an IPv6 host is bracketed), then "#N" for a
+ * profile other than the session's own */
 static ll_future *pool_connect(void *arg, const char *key) {
     ll_http_session *s = arg;
     connect_job *j = ll_calloc(1, sizeof *j);
     if (!j) return NULL;
     j->tls = strncmp(key, "https://", 8) == 0;
     const char *h = key + (j->tls ? 8 : 7);
-    const char *colon = strrchr(h, ':');
+    const char *hash = strchr(h, '#');
+    if (hash) j->profile = (unsigned)strtoul(hash + 1, NULL, 10);
+    if (j->profile >= s->nprofiles) j->profile = 0;
+    j->to = s->connect_to ? *s->connect_to : s->to;
+    const char *colon = hash ? hash : h + strlen(h);
+    while (colon > h && *colon != ':') colon--;
     size_t hl = (size_t)(colon - h);
     if (h[0] == '[') {
         h++;
@@ -272,13 +290,82 @@ static const ll_pool_vtable http_vt = {pool_connect, pool_is_alive, pool_close, 
 
 static double dflt(double v, double d) { return v == 0 ? d : v; }
 
+static _Thread_local int new_err;
+static _Thread_local char new_msg[LL__HTTP_ERRLEN];
+
+int ll_http_session_error(const char **msg) {
+    if (msg) *msg = new_msg;
+    return new_err;
+}
+
+/* ---- the body-buffer cache ----
+ * A buffered body lives in a buffer of its own, handed to the caller with the response. Fresh
+ * buffers for large bodies cost page faults on every response (malloc serves them with mmap and
+ * free gives them back), which for 1 MiB keep-alive GETs was about a third of the client's CPU.
+ * So a freed response's buffer goes back to its session, and the next response with a body takes
+ * the smallest cached buffer that fits. Bounded: buffers of at most BODY_CACHE_MAX each, at most
+ * one per allowed connection, BODY_CACHE_TOTAL bytes in all; the cache empties when the session
+ * is freed. */
+#define BODY_CACHE_MAX ((size_t)16 << 20)
+#define BODY_CACHE_TOTAL ((size_t)64 << 20)
+#define BODY_CACHE_MIN 16384 /* smaller buffers are cheap to allocate */
+
+void ll__http_body_get(ll_http_session *s, ll__hbuf *b, size_t want) {
+    if (b->data || want < BODY_CACHE_MIN / 2 || !s->nbody_cache) return;
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < s->nbody_cache; i++)
+        if (s->body_cache[i].cap > want &&
+            (best == SIZE_MAX || s->body_cache[i].cap < s->body_cache[best].cap))
+            best = i;
+    if (best == SIZE_MAX) return;
+    *b = s->body_cache[best];
+    b->len = 0;
+    b->data[0] = 0;
+    s->body_cache_bytes -= b->cap;
+    s->body_cache[best] = s->body_cache[--s->nbody_cache];
+}
+
+void ll__http_body_put(ll_http_session *s, ll__hbuf *b) {
+    if (!b->data || s->closed || b->cap < BODY_CACHE_MIN || b->cap > BODY_CACHE_MAX) return;
+    if (s->nbody_cache >= s->max_connections ||
+        s->body_cache_bytes + b->cap > BODY_CACHE_TOTAL)
+        return;
+    if (!s->body_cache && !(s->body_cache = ll_calloc(s->max_connections, sizeof(ll__hbuf))))
+        return;
+    s->body_cache[s->nbody_cache++] = *b;
+    s->body_cache_bytes += b->cap;
+    memset(b, 0, sizeof *b);
+}
+
+static void body_cache_free(ll_http_session *s) {
+    for (size_t i = 0; i < s->nbody_cache; i++) ll__hbuf_free(&s->body_cache[i]);
+    ll_free(s->body_cache);
+    s->body_cache = NULL;
+    s->nbody_cache = 0;
+    s->body_cache_bytes = 0;
+}
+
+static void free_parts(ll_http_session *s) {
+    body_cache_free(s);
+    ll_free(s->user_agent);
+    ll_free(s->retry_statuses);
+    ll__http_profiles_free(s);
+    ll__http_jar_free(s->jar);
+}
+
 ll_http_session *ll_http_session_new(const ll_http_session_opts *opts) {
     ll_http_session_opts o = {0};
     if (opts) o = *opts;
+    new_err = 0;
+    new_msg[0] = 0;
     ll_loop *loop = o.loop ? o.loop : ll_loop_current();
-    if (!loop) return NULL;
+    if (!loop) {
+        new_err = ll__http_errf(new_msg, LL_ENOTASK, "ll_http_session_new: no loop (none in "
+                                "opts->loop and none current on this thread)");
+        return NULL;
+    }
     ll_http_session *s = ll_calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s) goto oom;
     s->loop = loop;
     s->refs = 1;
     s->to.total = dflt(o.timeouts.total, 300);
@@ -288,6 +375,10 @@ ll_http_session *ll_http_session_new(const ll_http_session_opts *opts) {
     s->to.tls = dflt(o.timeouts.tls, 10);
     s->to.first_byte = dflt(o.timeouts.first_byte, 60);
     s->to.idle_read = dflt(o.timeouts.idle_read, 60);
+    s->to.head = dflt(o.timeouts.head, 60);
+    s->to.low_speed_limit = dflt(o.timeouts.low_speed_limit, -1);
+    s->to.low_speed_time = dflt(o.timeouts.low_speed_time, 30);
+    s->to.continue_wait = dflt(o.timeouts.continue_wait, 1);
     s->lim = o.limits;
     if (!s->lim.max_header_line) s->lim.max_header_line = LL__HTTP_MAX_HEADER_LINE;
     if (!s->lim.max_headers) s->lim.max_headers = LL__HTTP_MAX_HEADERS;
@@ -296,22 +387,38 @@ ll_http_session *ll_http_session_new(const ll_http_session_opts *opts) {
     if (!s->lim.max_decoded) s->lim.max_decoded = LL__HTTP_MAX_BODY;
     if (!s->lim.max_encodings) s->lim.max_encodings = LL__HTTP_MAX_ENCODINGS;
     if (!s->lim.max_redirects) s->lim.max_redirects = LL__HTTP_MAX_REDIRECTS;
+    if (s->lim.max_redirects < 0) s->lim.max_redirects = LL_HTTP_NO_REDIRECTS;
+    if (!s->lim.max_interim) s->lim.max_interim = LL__HTTP_MAX_INTERIM;
     s->max_connections = o.max_connections ? o.max_connections : 100;
     s->max_per_host = o.max_per_host ? o.max_per_host : s->max_connections;
-    s->insecure = o.insecure_skip_verify_DANGEROUS;
     s->allow_downgrade = o.allow_https_to_http;
     s->no_decompress = o.no_decompress;
-    const char *ua = o.user_agent ? o.user_agent : "libloop-http/" LL__HTTP_VERSION;
-    if (*ua && (strpbrk(ua, "\r\n") || !(s->user_agent = ll_strdup(ua)))) goto fail;
-    if (o.ca_file && !(s->ca_file = ll_strdup(o.ca_file))) goto fail;
-    if (o.proxy) {
-        char err[LL__HTTP_ERRLEN];
-        if (ll__http_url_parse(&s->proxy, o.proxy, err) || s->proxy.tls) goto fail;
-        s->has_proxy = true;
-        if (s->proxy.user &&
-            !(s->proxy_auth = ll__http_basic_auth(s->proxy.user, s->proxy.password)))
-            goto fail;
+    s->proxy_from_env = o.proxy_from_env && !o.proxy;
+    s->retry = o.retry;
+    if (o.retry.statuses) {
+        size_t n = 0;
+        while (o.retry.statuses[n]) n++;
+        if (!(s->retry_statuses = ll_calloc(n + 1, sizeof(int)))) goto oom;
+        memcpy(s->retry_statuses, o.retry.statuses, n * sizeof(int));
+        s->retry.statuses = s->retry_statuses;
     }
+    const char *ua = o.user_agent ? o.user_agent : "libloop-http/" LL__HTTP_VERSION;
+    if (!ll__http_str_ok(ua)) {
+        char e[80];
+        new_err = ll__http_errf(new_msg, LL_EINVAL, "ll_http_session_new: a control character "
+                                "in the user agent '%s' (refused)", LL__HTTP_ESC(e, ua));
+        goto fail;
+    }
+    if (*ua && !(s->user_agent = ll_strdup(ua))) goto oom;
+    unsigned idx;
+    char err[LL__HTTP_ERRLEN];
+    int rc = ll__http_profile_get(s, o.ca_file, o.insecure_skip_verify_DANGEROUS, o.proxy, &idx,
+                                  err);
+    if (rc) {
+        new_err = ll__http_errf(new_msg, rc, "ll_http_session_new: %s", err);
+        goto fail;
+    }
+    if (o.cookies && !(s->jar = ll__http_jar_new())) goto oom;
     double ct = -1;
     if (s->to.dns >= 0 && s->to.connect >= 0 && s->to.tls >= 0)
         ct = s->to.dns + s->to.connect + 2 * s->to.tls + 1; /* the phases bound it; a backstop */
@@ -319,13 +426,12 @@ ll_http_session *ll_http_session_new(const ll_http_session_opts *opts) {
                        .max_total = s->max_connections, .acquire_timeout = -1,
                        .connect_timeout = ct, .max_idle = dflt(o.idle_timeout, 60)};
     s->pool = ll_pool_new(&http_vt, s, &po);
-    if (!s->pool) goto fail;
+    if (!s->pool) goto oom;
     return s;
+oom:
+    new_err = ll__http_errf(new_msg, LL_ENOMEM, "ll_http_session_new: out of memory");
 fail:
-    ll_free(s->user_agent);
-    ll_free(s->ca_file);
-    ll_free(s->proxy_auth);
-    ll__http_url_free(&s->proxy);
+    if (s) free_parts(s);
     ll_free(s);
     return NULL;
 }
@@ -336,16 +442,14 @@ void ll__http_session_unref(ll_http_session *s) {
     if (--s->refs > 0) return;
     ll_free(s->url_src);
     ll__http_url_free(&s->url_parsed);
-    ll_free(s->user_agent);
-    ll_free(s->ca_file);
-    ll_free(s->proxy_auth);
-    ll__http_url_free(&s->proxy);
+    free_parts(s);
     ll_free(s);
 }
 
 void ll_http_session_free(ll_http_session *s) {
     if (!s || s->closed) return;
     s->closed = true;
+    body_cache_free(s); /* responses still out free their own buffers */
     /* cut the waits of requests in flight: each sees the session closed and fails */
     for (ll__http_req *q = s->reqs; q; q = q->next)
         if (q->waiting) ll_future_cancel(q->waiting);

@@ -89,7 +89,11 @@ LL_BEGIN_DECLS
     XX(EHTTP_TIMEOUT_FIRST_BYTE, -3314, "http: no response byte in time")            \
     XX(EHTTP_TIMEOUT_READ, -3315, "http: read idle timeout")                         \
     XX(ESMTP_REPLY, -3400, "smtp server rejected the command")                       \
-    XX(ESMTP_PROTO, -3401, "smtp protocol error")
+    XX(ESMTP_PROTO, -3401, "smtp protocol error")                                    \
+    XX(ESMTP_PARTIAL, -3402, "smtp: not every recipient accepted the message")      \
+    XX(ESMTP_NOTLS, -3403, "smtp: server does not offer the required STARTTLS")     \
+    XX(ESMTP_AUTH, -3404, "smtp authentication failed")                              \
+    XX(ESMTP_INSECURE, -3405, "smtp: refusing to send credentials without TLS")
 
 typedef enum {
     LL_OK = 0,

@@ -82,7 +82,13 @@ static const char *locations =
     "        location = /loop/b { return 302 /loop/a; }\n"
     "        location = /status/204 { return 204; }\n"
     "        location = /status/304 { return 304; }\n"
-    "        location = /status/404 { return 404 \"not here\\n\"; }\n";
+    "        location = /status/404 { return 404 \"not here\\n\"; }\n"
+    /* HTTP client: the retry policy and the cookie jar */
+    "        location = /status/503 { add_header Retry-After 1 always; return 503 \"busy\\n\"; }\n"
+    "        location = /cookie/set { add_header Set-Cookie \"a=1; Path=/\";"
+    " add_header Set-Cookie \"p=2; Path=/cookie; HttpOnly\";"
+    " add_header Set-Cookie \"sup=3; Domain=com\"; add_header Set-Cookie \"sec=4; Secure\";"
+    " add_header Set-Cookie \"gone=5; Max-Age=0\"; return 200 \"set\\n\"; }\n";
 
 /* /chain/N -> /chain/N-1: nginx cannot count, so the chain is spelled out (N <= 12) */
 static void chain_locations(FILE *f) {
@@ -98,7 +104,8 @@ static const char *echo_locations =
     "ua=$http_user_agent|ae=$http_accept_encoding\"; }\n"
     "        location = /chunked { echo \"line 0\"; echo_flush; echo \"line 1\"; echo_flush;"
     " echo \"line 2\"; echo_flush; echo \"line 3\"; echo_flush; echo \"line 4\"; }\n"
-    "        location = /slow { echo -n a; echo_flush; echo_sleep 2; echo -n b; }\n";
+    "        location = /slow { echo -n a; echo_flush; echo_sleep 2; echo -n b; }\n"
+    "        location = /cookie/headers { echo -n \"cookie=$http_cookie\"; }\n";
 
 static bool write_conf(lt_nginx *n) {
     char path[512];

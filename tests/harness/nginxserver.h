@@ -22,11 +22,15 @@
  *   /xo/headers                               302 to http://localhost:PORT/headers (another origin:
  *                                             127.0.0.1 and localhost differ as hosts)
  *   /status/204, /status/304, /status/404     those statuses
+ *   /status/503                               503 with "Retry-After: 1"
+ *   /cookie/set                               Set-Cookie: a=1 (Path=/), p=2 (Path=/cookie, HttpOnly),
+ *                                             sup=3 (Domain=com), sec=4 (Secure), gone=5 (Max-Age=0)
  * With the echo module (lt_nginx.echo):
  *   /method        the request method, then ' ', then the body                     (chunked)
  *   /headers       "auth=<Authorization>|cookie=<Cookie>|ua=<User-Agent>|ae=<Accept-Encoding>"
  *   /chunked/N     N lines "line i\n" sent as separate chunks                       (chunked)
  *   /slow          "a", 2 s pause, "b"
+ *   /cookie/headers "cookie=<Cookie>"
  *
  * This file uses only libc (it is linked into every test program).
  */

@@ -250,15 +250,15 @@ static int t_redirects(void *arg) {
     ll_http_response_free(r);
     LT_CHECK(get(s, U("/chain/10"), &r) == LL_EHTTP_REDIRECT);
     LT_CHECK(strstr(lt_last_err, "too many redirects"));
-    ll_http_request lim = {.url = U("/chain/1"), .max_redirects = 1};
+    ll_http_request lim = {.url = U("/chain/1"), .limits.max_redirects = 1};
     LT_CHECK(fetch(s, &lim, &r) == LL_EHTTP_REDIRECT);
-    lim.max_redirects = 2;
+    lim.limits.max_redirects = 2;
     LT_CHECK(fetch(s, &lim, &r) == 0);
     ll_http_response_free(r);
     LT_CHECK(get(s, U("/loop/a"), &r) == LL_EHTTP_REDIRECT);
     LT_CHECK(strstr(lt_last_err, "redirect loop"));
     /* not following: the 302 itself */
-    ll_http_request nof = {.url = U("/r302"), .max_redirects = -1};
+    ll_http_request nof = {.url = U("/r302"), .limits.max_redirects = LL_HTTP_NO_REDIRECTS};
     LT_CHECK(fetch(s, &nof, &r) == 0);
     LT_CHECK(ll_http_response_status(r) == 302);
     LT_CHECK(strstr(ll_http_response_header(r, "location"), "/method"));
