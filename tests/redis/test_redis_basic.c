@@ -95,8 +95,19 @@ static int t_types(void *arg) {
     LT_CHECK(ll_future_code(f) == LL_EINVAL && strstr(ll_future_errmsg(f), "conn is NULL"));
     ll_future_free(f);
 
+    /* commands that would break the one-reply-per-command rule are refused on a pipelined
+     * connection, whatever their case */
+    const char *refused[] = {"SUBSCRIBE ch", "psubscribe p*", "MONITOR", "CLIENT REPLY OFF",
+                             "HELLO 3"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        f = ll_redis_commandf(c, refused[i]);
+        LT_CHECKF(ll_future_code(f) == LL_EINVAL, "%s", refused[i]);
+        ll_future_free(f);
+    }
+    f = rt_cmd(c, "CLIENT GETNAME"); /* CLIENT itself is fine */
+    LT_CHECK(ll_future_code(f) == 0);
+    ll_future_free(f);
     ll_redis_close(c);
-    /* after close: a clear error, not a crash (the handle is gone: use a fresh one) */
     return 0;
 }
 RT_TEST(test_types, t_types)
