@@ -281,7 +281,11 @@ static int read_once(ll_redis_conn *c, char *why, size_t wlen) {
     c->rearm = false;
     int rc = limit > 0 ? ll_await_timeout(f, limit) : ll_await(f);
     c->read_f = NULL;
-    if (rc == LL_ETIMEDOUT || (rc == LL_ECANCELED && c->rearm && !ll_task_cancelled())) {
+    /* Our own limit passed, or the fill was cancelled to re-read the limits: go round again.
+     * (A timeout of the scope around connect and setup is the scope's: it ends the attempt.) */
+    bool scope_expired = rc == LL_ETIMEDOUT && ll_task_deadline() <= ll_now();
+    if ((rc == LL_ETIMEDOUT && !scope_expired) ||
+        (rc == LL_ECANCELED && c->rearm && !ll_task_cancelled())) {
         ll_future_free(f);
         c->rearm = false;
         return 0; /* recompute the limits (the next call says whether one passed) */

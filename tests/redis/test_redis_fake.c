@@ -152,6 +152,19 @@ static int t_never(void *arg) {
     ll_redis_close(c);
     fake_stop(srv);
 
+    /* the setup never answered (CLIENT SETNAME): the connect ends at connect_timeout */
+    script mute = {.need = 1, .hang = true};
+    srv = fake_start(&mute, url, sizeof url);
+    LT_CHECK(srv);
+    ll_redis_opts so = {.client_name = "x", .connect_timeout = 0.3};
+    t0 = ll_now();
+    c = rt_connect_opts(url, &so);
+    took = ll_now() - t0;
+    LT_CHECK(!c);
+    LT_CHECKF(strstr(lt_last_err, "did not finish within 0.3 s"), "%s", lt_last_err);
+    LT_CHECKF(took > 0.25 && took < 1.0, "took %.3f", took);
+    fake_stop(srv);
+
     /* unsolicited: the server speaks first */
     script us = {.need = 0, .reply = "+HELLO\r\n", .reply_len = 8, .hang = true};
     srv = fake_start(&us, url, sizeof url);
