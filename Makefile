@@ -101,6 +101,36 @@ TEST_BIN += $$(patsubst tests/%.c,$$(BUILD)/tests/%,$$(sort $$(wildcard tests/$(
 endef
 $(foreach c,$(CLIENTS),$(eval $(call CLIENT_template,$(c))))
 
+# ---- fuzzing (tests/fuzz, docs/reliability.md) ----
+# tests/fuzz/fuzz_<client>_<what>.c is one target against libloop-<client>. Every build makes
+# $(BUILD)/tests/fuzz/replay_<client>_<what>, which runs the target once over each file of
+# tests/fuzz/corpus/<client>_<what>/ (make check runs it like any test). make fuzz builds the
+# targets with libFuzzer (clang, ASan+UBSan) and runs each for FUZZ_SECONDS, one at a time.
+FUZZ_SRC := $(sort $(wildcard $(foreach c,$(CLIENTS),tests/fuzz/fuzz_$(c)_*.c)))
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_SECONDS ?= 60
+define FUZZ_template
+$$(BUILD)/tests/fuzz/replay_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
+  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_BASE) -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic \
+	  -DFUZZ_CORPUS='"$$(CURDIR)/tests/fuzz/corpus/$(1)_$$*"' -o $$@ $$< tests/fuzz/replay.c \
+	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
+$$(BUILD)/fuzz/fuzz_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/fuzz.h $$(BUILD)/libloop-$(1).a \
+  $$(BUILD)/libloop.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_BASE) -fsanitize=fuzzer -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic -o $$@ $$< \
+	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a -fsanitize=fuzzer $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
+endef
+$(foreach c,$(CLIENTS),$(eval $(call FUZZ_template,$(c))))
+TEST_BIN += $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/replay_%)
+FUZZ_BUILD := build/fuzz
+fuzz:
+	scripts/deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SAN=1 OPT="-O1 -g" EXTRA_CFLAGS=-fsanitize=fuzzer-no-link \
+	  $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+	scripts/fuzz-run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
 # examples link every client library that exists
 EXAMPLE_LIBS := $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).a) $(BUILD)/libloop.a
 EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
@@ -108,7 +138,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: bench-smtp
+.PHONY: fuzz check-tsan bench-smtp
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 

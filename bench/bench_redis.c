@@ -97,7 +97,14 @@ static int main_task(void *arg) {
         ll_await(ts[i]);
         ll_future_free(ts[i]);
     }
-    for (int i = 0; i < nconns; i++) ll_redis_close(conns[i]);
+    uint64_t cmds = 0, writes = 0;
+    for (int i = 0; i < nconns; i++) {
+        ll_redis_stats st;
+        ll_redis_get_stats(conns[i], &st);
+        cmds += st.commands;
+        writes += st.writes;
+        ll_redis_close(conns[i]);
+    }
     free(ts);
     free(conns);
     if (failures) {
@@ -105,7 +112,8 @@ static int main_task(void *arg) {
         return 1;
     }
     double n = (double)(o1 - o0);
-    printf("ops=%.0f cpu_us_per_op=%.2f\n", n / (t1 - t0), (c1 - c0) / n * 1e6);
+    printf("ops=%.0f cpu_us_per_op=%.2f commands_per_write=%.1f\n", n / (t1 - t0),
+           (c1 - c0) / n * 1e6, writes ? (double)cmds / (double)writes : 0.0);
     return 0;
 }
 

@@ -574,8 +574,11 @@ static void child_done(ll_future *f, void *arg) {
         child_unlink(g, c);
     }
     if (g->running == 0 && g->waiter) {
-        if (g->cancelling) ll_future_set_cancelled(g->waiter);
-        else ll_future_resolve(g->waiter, NULL, NULL);
+        /* the waiter is private to ll_taskgroup_wait: only this settles it */
+        int rc = g->cancelling ? ll_future_set_cancelled(g->waiter)
+                               : ll_future_resolve(g->waiter, NULL, NULL);
+        LL_ASSERT(rc == 0);
+        (void)rc;
     }
 }
 

@@ -471,6 +471,14 @@ ll_future *ll_resolve(const char *host, uint16_t port, const ll_resolve_opts *op
     int family = opts ? opts->family : AF_UNSPEC;
     if (!loop) return NULL;
     if (!host || !*host) return ll_future_failed(loop, LL_EINVAL, "resolve: empty host name");
+    /* no DNS name holds a space or a control character; refuse before it reaches a message (a
+     * newline would forge a log line) or the wire (fuzz_pg_conninfo: a host from a conninfo) */
+    for (const unsigned char *c = (const unsigned char *)host; *c; c++)
+        if (*c <= ' ' || *c == 0x7f)
+            return ll_future_failed(loop, LL_EINVAL,
+                                    "resolve: host name contains a space or control character "
+                                    "(byte 0x%02x at offset %zu)", *c,
+                                    (size_t)(c - (const unsigned char *)host));
     if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
         return ll_future_failed(loop, LL_EAFNOSUPPORT, "resolve %s: unsupported address family %d",
                                 host, family);

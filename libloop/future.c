@@ -124,6 +124,7 @@ static inline void run_cb(ll_future *f, ll__cb c) {
 
 static void dispatch(ll__work *w) {
     ll_future *f = (ll_future *)w;
+    LL_ASSERT(f->queued && f->state != LL_FUTURE_PENDING);
     f->queued = false;
     /* Callbacks may add or remove callbacks (on this future too): walk by index and re-read. */
     if (f->has_cb0) {
@@ -251,17 +252,44 @@ int ll_future_copy_outcome(ll_future *dst, ll_future *src) {
     return settle(dst, src->state, src->code);
 }
 
+/* Cancel hooks cancel what they wait for (a task the future it awaits, a gather its inputs), so
+ * running them recursively would take one stack frame per link: a chain of 10,000 tasks each
+ * awaiting the next overflows the canceller's stack. Instead a cancel requested while a hook runs
+ * on this thread is queued, and the outermost ll_future_cancel() runs the queue before it returns:
+ * the same hooks, in breadth-first order, on a flat stack. Each queued future holds a reference. */
+static _Thread_local ll_future *cancel_head, *cancel_tail;
+static _Thread_local bool cancel_running;
+
+static void run_cancel_hook(ll_future *f) {
+    /* it may have settled, or lost its hook, since it was queued */
+    if (f->state == LL_FUTURE_PENDING && f->cancel_hook) f->cancel_hook(f, f->cancel_arg);
+    ll_future_free(f);
+}
+
 int ll_future_cancel(ll_future *f) {
     if (!f) return LL_EINVAL;
     CHECK_LIVE(f);
     if (f->state != LL_FUTURE_PENDING) return LL_EALREADY;
     if (f->cancel_requested) return 0;
     f->cancel_requested = true;
-    ll_cancel_hook hook = f->cancel_hook;
-    if (!hook) return ll_future_set_cancelled(f);
+    if (!f->cancel_hook) return ll_future_set_cancelled(f);
     f->refs++; /* the hook may drop the producer's reference */
-    hook(f, f->cancel_arg);
-    ll_future_free(f);
+    f->cancel_next = NULL;
+    if (cancel_running) { /* inside a hook: queue it, the outermost call runs it */
+        if (cancel_tail) cancel_tail->cancel_next = f;
+        else cancel_head = f;
+        cancel_tail = f;
+        return 0;
+    }
+    cancel_running = true;
+    run_cancel_hook(f);
+    while (cancel_head) {
+        ll_future *next = cancel_head;
+        cancel_head = next->cancel_next;
+        if (!cancel_head) cancel_tail = NULL;
+        run_cancel_hook(next);
+    }
+    cancel_running = false;
     return 0;
 }
 

@@ -106,6 +106,7 @@ struct ll_future {
     ll__cb *cbs;         /* further callbacks */
     uint32_t ncbs, capcbs;
     bool has_cb0;
+    ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
     ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
@@ -241,6 +242,12 @@ static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
 /* count an open handle (stats, leak checks); clients use the public ll_loop_track_handle() */
 static inline void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
 static inline void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
+/* Deadline timers. libev times an ev_timer from the time it cached at the start of the current
+ * iteration, which is stale after a busy iteration, so a timer may fire before its absolute
+ * deadline. Every timer that enforces a deadline starts with ll__timer_start_at and begins its
+ * callback with `if (ll__timer_early(ev, w, deadline)) return;`, which re-arms it for what is left. */
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline);
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline);
 /* Move work handed over by other threads onto the ready queue. */
 void ll__loop_pull_threadsafe(ll_loop *loop);
 
@@ -260,12 +267,12 @@ const char *ll__task_label(const ll_task *t, char *buf, size_t n);
 /* stack.c */
 struct ll__stack {
     char *lo;             /* lowest usable address */
-    size_t size;
-    bool guarded;
     char *canary;         /* unguarded: the zero zone just below lo, checked at switches */
     struct ll__stack *next_free;
     struct ll__stackpool *pool;
     ll_task *owner;
+    uint32_t size;        /* usable bytes (stacks are at most 1 GiB) */
+    bool guarded;
 };
 ll__stack *ll__stack_get(ll_loop *loop, size_t size);
 void ll__stack_put(ll_loop *loop, ll__stack *s);

@@ -188,12 +188,27 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c) {
     c->prev = c->next = NULL;
 }
 
+/* ---- deadline timers ---- */
+
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    double left = deadline - ll_now();
+    ev_timer_stop(ev, w);
+    ev_timer_set(w, left > 0 ? left : 0., 0.);
+    ev_timer_start(ev, w);
+}
+
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    if (deadline - ll_now() <= 0) return false;
+    ll__timer_start_at(ev, w, deadline);
+    return true;
+}
+
 /* ---- call_later and sleep ---- */
 
+/* One per sleeping task: kept small (its loop is its future's). */
 typedef struct later {
     ev_timer timer;
     ll__closer closer;   /* a timer still pending at ll_loop_free is cancelled there */
-    ll_loop *loop;
     ll_time deadline;
     ll_future *f;
     ll_callback cb;
@@ -201,9 +216,10 @@ typedef struct later {
 } later;
 
 static void later_end(later *l) {
-    ev_timer_stop(l->loop->ev, &l->timer);
-    ll__closer_remove(l->loop, &l->closer);
-    ll__handle_unref(l->loop);
+    ll_loop *loop = l->f->loop;
+    ev_timer_stop(loop->ev, &l->timer);
+    ll__closer_remove(loop, &l->closer);
+    ll__handle_unref(loop);
     ll_future_free(l->f);
     ll__free(l);
 }
@@ -217,12 +233,12 @@ static void on_later(struct ev_loop *ev, ev_timer *w, int revents) {
         ev_timer_start(ev, w);
         return;
     }
-    ll_loop *saved = ll__tls_loop;
-    ll__tls_loop = l->loop;
-    if (l->cb && l->loop->debug) {
+    ll_loop *saved = ll__tls_loop, *loop = l->f->loop;
+    ll__tls_loop = loop;
+    if (l->cb && loop->debug) {
         double t0 = ll__mono_ms();
         l->cb(l->arg);
-        ll__debug_after_cb(l->loop, t0, "call_later callback", (const void *)l->cb, NULL);
+        ll__debug_after_cb(loop, t0, "call_later callback", (const void *)l->cb, NULL);
     } else if (l->cb) {
         l->cb(l->arg);
     }
@@ -253,7 +269,6 @@ ll_future *ll_loop_call_later(ll_loop *loop, double delay, ll_callback cb, void 
         return NULL;
     }
     if (delay < 0) delay = 0;
-    l->loop = loop;
     l->deadline = ll_now() + delay;
     l->f = ll_future_ref(f);
     l->cb = cb;
@@ -525,7 +540,7 @@ int ll_loop_free(ll_loop *loop) {
     loop->freeing = true;
     ll__debug_usr1_update(loop);
     /* Work still queued now belongs to nobody: run it so its memory is released. That includes
-     * posts from other threads not yet pulled (ll_call_soon_threadsafe): their callbacks run. */
+     * posts from other threads not yet pulled (ll_loop_call_soon_threadsafe): their callbacks run. */
     ll__loop_pull_threadsafe(loop);
     while (loop->rq_head) drain(loop);
     ev_ref(loop->ev);

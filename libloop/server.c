@@ -44,6 +44,7 @@ struct ll_server {
     ev_io io;
     ev_timer pause;       /* accepting paused after EMFILE */
     ev_timer grace;       /* closing: handlers' time to finish */
+    ll_time grace_end;
     ll_server_handler handler;
     void *arg;
     ll_tls_opts *tls;     /* deep copy */
@@ -413,8 +414,10 @@ static void cancel_all(ll_server *srv) {
 }
 
 static void on_grace_end(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
-    cancel_all(w->data);
+    (void)revents;
+    ll_server *srv = w->data;
+    if (ll__timer_early(ev, w, srv->grace_end)) return; /* the absolute deadline */
+    cancel_all(srv);
 }
 
 ll_future *ll_server_close(ll_server *srv, double grace) {
@@ -432,8 +435,8 @@ ll_future *ll_server_close(ll_server *srv, double grace) {
     if (srv->unix_path && srv->unix_path[0] != '@') unlink(srv->unix_path);
     if (srv->nconns && grace != 0) {
         if (grace > 0) { /* negative: the handlers may take as long as they need */
-            ev_timer_set(&srv->grace, grace, 0.);
-            ev_timer_start(srv->loop->ev, &srv->grace);
+            srv->grace_end = ll_now() + grace;
+            ll__timer_start_at(srv->loop->ev, &srv->grace, srv->grace_end);
         }
     } else {
         cancel_all(srv);

@@ -51,6 +51,8 @@ static void task_run(ll__work *w) {
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->prev ? t->prev->next == t : loop->tasks == t);
+    LL_ASSERT(!t->next || t->next->prev == t);
     if (t->prev) t->prev->next = t->next;
     else loop->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -109,12 +111,14 @@ static void report_overflow(ll_task *t, const char *how) {
     fprintf(stderr,
             "libloop: task #%llu '%s' overflowed its %zu-byte stack (%s); give it a larger stack "
             "with ll_spawn_ex() or ll_loop_set_stack_size()\n",
-            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size, how);
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), (size_t)t->stack->size, how);
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
 static void resume(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
+    LL_ASSERT(!loop->current); /* only the loop switches into a task, never another task */
     if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
         t->rc = LL_ECANCELED;
         finalize(t);
@@ -149,6 +153,7 @@ static void resume(ll_task *t) {
 }
 
 static void suspend(ll_task *t) {
+    LL_ASSERT(t == ll__tls_task && t->state != LL__TASK_RUNNING);
     /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
      * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
      * before the loop or another task runs on the memory it overwrote. */
@@ -349,10 +354,18 @@ int ll_sleep(double seconds) {
 int ll_yield(void) {
     ll_task *t = ll__tls_task;
     if (!t) return LL_ENOTASK;
+    LL_ASSERT(t->state == LL__TASK_RUNNING);
     t->state = LL__TASK_READY;
     ll__schedule(t->loop, &t->work);
     suspend(t);
-    return (t->cancelled && !t->scope->shield) ? LL_ECANCELED : 0;
+    if (t->cancelled && !t->scope->shield) return LL_ECANCELED;
+    /* A task that only yields never awaits, so no deadline timer can cut it: check here, or a
+     * busy child would overrun its parent's deadline (promise 2). */
+    if (t->scope->effective < LL_NEVER && ll_now() >= t->scope->effective) {
+        mark_fired(t);
+        return LL_ETIMEDOUT;
+    }
+    return 0;
 }
 
 /* ---- outcome ---- */

@@ -463,8 +463,9 @@ void ll__tls_on_io(ll_stream *s) {
 }
 
 static void on_hs_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     ll__tls *t = w->data;
+    if (ll__timer_early(ev, w, t->started + t->timeout)) return; /* the absolute deadline */
     hs_fail(t, LL_ETIMEDOUT, "TLS handshake with %s: timed out after %g s", t->s->peer,
             t->timeout);
 }
@@ -554,7 +555,7 @@ ll_future *ll__tls_handshake(ll_stream *s, const ll_tls_opts *o, bool server) {
     t->started = ll_now();
     ev_timer_init(&t->timer, on_hs_timeout, t->timeout, 0.);
     t->timer.data = t;
-    if (t->timeout > 0) ev_timer_start(s->loop->ev, &t->timer);
+    if (t->timeout > 0) ll__timer_start_at(s->loop->ev, &t->timer, t->started + t->timeout);
     s->tls = t;
     ll_future_on_cancel(f, on_hs_cancel, t);
     hs_step(t); /* the client's hello goes out now */

@@ -468,6 +468,7 @@ static ll_http_response *response_new(ll__http_req *q) {
     r->head_time = q->to.head;
     r->low_limit = q->to.low_speed_limit;
     r->low_time = q->to.low_speed_time;
+    if (r->low_time <= 0) r->low_limit = -1; /* no window: no low-speed limit */
     r->deadline = q->to.total < 0 ? LL_NEVER : q->start + q->to.total;
     return r;
 }

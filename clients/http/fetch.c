@@ -33,6 +33,9 @@ typedef struct job {
     ll_http_request tmpl;
     ll_http_headers *headers;  /* the template's, copied */
     char *method;
+    char *strs[6];             /* the template's other strings, copied (see copy_strings) */
+    ll_http_retry retry;
+    int *statuses;
     bool discard;
     ll_http_progress_fn on_done;
     void *arg;
@@ -68,9 +71,35 @@ static void job_free(job *j) {
     ll_free(j->urls);
     ll_http_headers_free(j->headers);
     ll_free(j->method);
+    for (size_t i = 0; i < sizeof j->strs / sizeof *j->strs; i++) ll_free(j->strs[i]);
+    ll_free(j->statuses);
     ll_http_batch_free(j->b);
     if (j->s) ll__http_session_unref(j->s);
     ll_free(j);
+}
+
+/* The template is the caller's memory: everything it points to that the workers read later is
+ * copied now (strings, the retry policy). */
+static bool copy_strings(job *j) {
+    const char **fields[] = {&j->tmpl.user_agent, &j->tmpl.ca_file, &j->tmpl.proxy,
+                             &j->tmpl.user, &j->tmpl.password, &j->tmpl.content_type};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        if (!*fields[i]) continue;
+        if (!(j->strs[i] = ll_strdup(*fields[i]))) return false;
+        *fields[i] = j->strs[i];
+    }
+    if (j->tmpl.retry) {
+        j->retry = *j->tmpl.retry;
+        j->tmpl.retry = &j->retry;
+        if (j->retry.statuses) {
+            size_t n = 0;
+            while (j->retry.statuses[n]) n++;
+            if (!(j->statuses = ll_calloc(n + 1, sizeof(int)))) return false;
+            memcpy(j->statuses, j->retry.statuses, n * sizeof(int));
+            j->retry.statuses = j->statuses;
+        }
+    }
+    return true;
 }
 
 static int worker(void *arg) {
@@ -84,8 +113,9 @@ static int worker(void *arg) {
         int rc = ll__http_req_init(&q, j->s, &j->tmpl, j->urls[i], err);
         if (rc) {
             it->code = rc;
-            it->msg = ll_format("%s %.200s: %s", j->tmpl.method ? j->tmpl.method : "GET",
-                                 j->urls[i], err);
+            char u[208];
+            it->msg = ll_format("%s %s: %s", j->tmpl.method ? j->tmpl.method : "GET",
+                                LL__HTTP_ESC(u, j->urls[i]), err);
         } else {
             q.discard = j->discard;
             q.next = q.prev = NULL;
@@ -157,11 +187,9 @@ ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t
     LL_REQUIRE_ARG(s, "session");
     ll_http_fetch_opts o = {0};
     if (opts) o = *opts;
-    if (!s || (!urls && n)) {
-        ll_future *f = ll_future_new(s ? s->loop : ll_loop_current());
-        if (f) ll_future_fail(f, LL_EINVAL, "fetch: no session or URL list");
-        return f;
-    }
+    if (!s) return ll_future_failed(NULL, LL_EINVAL, "ll_http_fetch_all: session is NULL");
+    if (!urls && n)
+        return ll_future_failed(s->loop, LL_EINVAL, "ll_http_fetch_all: urls is NULL");
     job *j = ll_calloc(1, sizeof *j);
     if (!j) return NULL;
     j->s = s;
@@ -178,12 +206,15 @@ ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t
     j->tmpl.json = NULL;
     j->tmpl.form = NULL;
     j->tmpl.body_fn = NULL;
+    j->tmpl.parts = NULL;
+    j->tmpl.nparts = 0;
     j->tmpl.stream = false;
     j->tmpl.query = NULL;
     bool ok = (j->b = ll_calloc(1, sizeof *j->b)) &&
               (j->b->v = ll_calloc(n ? n : 1, sizeof(item))) &&
               (j->urls = ll_calloc(n ? n : 1, sizeof(char *)));
     if (ok && o.tmpl && o.tmpl->method && !(j->method = ll_strdup(o.tmpl->method))) ok = false;
+    if (ok && !copy_strings(j)) ok = false;
     if (ok && o.tmpl && o.tmpl->headers && !(j->headers = ll_http_headers_copy(o.tmpl->headers)))
         ok = false;
     j->tmpl.method = j->method;

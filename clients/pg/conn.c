@@ -670,10 +670,19 @@ static void connect_step(ll_pg_conn *c) {
 }
 
 static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     ll_pg_conn *c = w->data;
     c->timer_on = false;
     if (c->state == PG_CONNECTING) {
+        /* libev measures timers from its cached time, which lags the clock after the loop was
+         * blocked (a program that started a server synchronously): never time out early */
+        double left = c->connect_deadline - ll_now();
+        if (left > 1e-3) {
+            ev_timer_set(w, left, 0.);
+            ev_timer_start(ev, w);
+            c->timer_on = true;
+            return;
+        }
         char buf[64];
         snprintf(buf, sizeof buf, "timed out after %g s", c->opts.connect_timeout > 0
                                                               ? c->opts.connect_timeout

@@ -131,6 +131,7 @@ static int write_now(ll_redis_conn *c, const char *data, size_t len, const rp_sl
     if (ll__rp_buf_append(&c->out, data, len)) return LL_ENOMEM;
     bool was_empty = c->slots.n == 0;
     for (size_t i = 0; i < n; i++) ll__rp_ring_push(&c->slots, slots[i]);
+    c->commands += n;
     arm_cancel(c, slots, n);
     if (was_empty) {
         c->progress_at = ll_now();
@@ -180,6 +181,7 @@ static void release_held(ll_redis_conn *c) {
         if (c->slots.n == 0) c->progress_at = ll_now();
         /* the futures keep the references and cancel hooks they got when held */
         for (size_t i = 0; i < h->nslots; i++) ll__rp_ring_push(&c->slots, h->slots[i]);
+        c->commands += h->nslots;
         ll_free(h);
     }
     schedule_flush(c);
@@ -228,6 +230,7 @@ static void flush_cb(void *arg) {
         ll_future_free(c->wf);
         c->wf = ll_stream_write(c->s, c->out.data, c->out.len);
         c->out.len = 0;
+        c->writes++;
         /* a big buffer stays allocated for the next burst unless it is very big */
         if (c->out.cap > (1u << 20)) ll__rp_buf_free(&c->out);
     }
@@ -559,6 +562,21 @@ ll_redis_conn *ll__rc_new(rc_cfg *cfg, ll_loop *loop, bool persistent) {
     return c;
 }
 
+/* The connection is closed: what waits on it (held commands, the connect future, and when asked
+ * the commands in flight) fails with LL_ECLOSED. */
+static void fail_closed(ll_redis_conn *c, bool inflight) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
+    fail_held(c, LL_ECLOSED, msg, LL_NEVER);
+    if (inflight) fail_inflight(c, LL_ECLOSED, msg);
+    if (c->ready_f) {
+        ll_future *rf = c->ready_f;
+        c->ready_f = NULL;
+        ll_future_fail(rf, LL_ECLOSED, "%s", msg);
+        ll_future_free(rf);
+    }
+}
+
 /* A task cancelled before it first ran never runs (ll_redis_close or a loop shutdown right after
  * the connect call): then this does what the manager would have done on its way out. It holds a
  * reference of its own, so it may look at the connection either way. */
@@ -566,15 +584,7 @@ static void mgr_done(ll_future *f, void *arg) {
     ll_redis_conn *c = arg;
     (void)f;
     if (!c->mgr_ran) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
-        fail_held(c, LL_ECLOSED, msg, LL_NEVER);
-        if (c->ready_f) {
-            ll_future *rf = c->ready_f;
-            c->ready_f = NULL;
-            ll_future_fail(rf, LL_ECLOSED, "%s", msg);
-            ll_future_free(rf);
-        }
+        fail_closed(c, false);
         c->state = RC_CLOSED;
         ll__rc_unref(c); /* the manager's */
     }
@@ -634,16 +644,7 @@ ll_future *ll__rc_connect_cfg(rc_cfg *cfg, ll_loop *loop, void (*prepare)(ll_red
 LL_EXPORT void ll_redis_close(ll_redis_conn *c) {
     if (!c || c->owner_closed) return;
     c->owner_closed = true;
-    char msg[300];
-    snprintf(msg, sizeof msg, "redis %s: connection closed", ll__rc_peer(c));
-    fail_held(c, LL_ECLOSED, msg, LL_NEVER);
-    fail_inflight(c, LL_ECLOSED, msg);
-    if (c->ready_f) {
-        ll_future *rf = c->ready_f;
-        c->ready_f = NULL;
-        ll_future_fail(rf, LL_ECLOSED, "%s", msg);
-        ll_future_free(rf);
-    }
+    fail_closed(c, true);
     c->state = RC_CLOSED;
     if (c->mgr) ll_future_cancel(c->mgr);
     ll__rc_unref(c);
@@ -664,6 +665,8 @@ LL_EXPORT void ll_redis_get_stats(const ll_redis_conn *c, ll_redis_stats *out) {
     if (!c) return;
     out->reconnects = c->reconnects;
     out->discarded = c->discarded;
+    out->commands = c->commands;
+    out->writes = c->writes;
     out->in_flight = c->slots.n;
     out->held = c->nheld;
 }

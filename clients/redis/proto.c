@@ -200,6 +200,12 @@ static size_t scan(rp_reader *r, const char *p, size_t n) {
                         return i - 1;
                     }
                     r->reply_bytes += i - start;
+                    if (r->reply_bytes > r->lim.max_reply) { /* a whole line in one feed, too */
+                        char b[32];
+                        fail(r, LL_ETOOLARGE, "redis reply: larger than the limit (%s)",
+                             human(r->lim.max_reply, b, sizeof b));
+                        return i;
+                    }
                     if (line_done(r)) return i;
                     goto next;
                 }

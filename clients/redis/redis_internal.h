@@ -170,7 +170,7 @@ struct ll_redis_conn {
     char *broken_msg;
     size_t n_abandoned;
     ll_time progress_at;     /* last byte read, or when the first abandoned slot appeared */
-    uint64_t reconnects, discarded;
+    uint64_t reconnects, discarded, commands, writes;
     bool rearm;              /* the pending fill was cancelled to re-read the stall limits */
     ll_future *wf;           /* the link's latest write */
     /* setup hooks (pub/sub resubscribe, client tracking): run after AUTH/SELECT/SETNAME */

@@ -119,6 +119,8 @@ LL_EXPORT size_t ll_redis_pending(const ll_redis_conn *c);
 typedef struct ll_redis_stats {
     uint64_t reconnects;      /* links re-made after a loss */
     uint64_t discarded;       /* replies read for abandoned commands and dropped */
+    uint64_t commands;        /* commands written (setup commands included) */
+    uint64_t writes;          /* writes that carried them: automatic pipelining makes this small */
     size_t in_flight;         /* slots awaiting a reply */
     size_t held;              /* commands waiting for the connection */
 } ll_redis_stats;

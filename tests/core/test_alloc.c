@@ -196,7 +196,7 @@ static void test_recycled_records(void **state) {
     static ll_future *fs[N];
     for (int i = 0; i < N; i++) assert_non_null(fs[i] = ll_future_new(loop));
     int ran = 0;
-    for (int i = 0; i < N; i++) assert_int_equal(ll_call_soon(loop, count_soon, &ran), 0);
+    for (int i = 0; i < N; i++) assert_int_equal(ll_loop_call_soon(loop, count_soon, &ran), 0);
     assert_int_equal(ll_loop_run(loop), 0);
     assert_int_equal(ran, N);
     long live_all = lt_track_live();
@@ -212,7 +212,7 @@ static void test_recycled_records(void **state) {
         assert_int_equal(ll_future_get_state(f), LL_FUTURE_PENDING);
         assert_null(ll_future_value(f));
         assert_string_equal(ll_future_label(f), "future");
-        assert_int_equal(ll_call_soon(loop, count_soon, &ran), 0);
+        assert_int_equal(ll_loop_call_soon(loop, count_soon, &ran), 0);
         assert_int_equal(ll_future_resolve(f, NULL, NULL), 0);
         assert_int_equal(ll_loop_run(loop), 0);
         ll_future_free(f);

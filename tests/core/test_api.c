@@ -4,6 +4,8 @@
  * given, a NULL argument named), and typed values that cannot be read as the wrong type.
  */
 #include <string.h>
+#include <unistd.h>
+#include "harness/faultproxy.h"
 #include "harness/harness.h"
 
 static void test_version(void **state) {
@@ -146,6 +148,60 @@ static void test_negative_timeouts(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- a timeout never fires early, even right after the loop was blocked ---- */
+
+/* libev measures timers from its cached time, which lags the clock after a blocking step: a
+ * timeout armed then would expire at once. Each timeout is checked against the clock, and printed
+ * as given. Tolerance: never early by more than 50 ms; late by up to 3 s (a loaded machine). */
+static bool timed_out_after_half_a_second(ll_future *f, ll_time t0) {
+    int rc = ll_await(f);
+    double took = ll_now() - t0;
+    snprintf(lt_last_err, sizeof lt_last_err, "%s (after %.3f s)", ll_future_errmsg(f), took);
+    bool ok = rc == LL_ETIMEDOUT && took >= 0.45 && took < 3.5 &&
+              strstr(ll_future_errmsg(f), "timed out after 0.5 s") != NULL;
+    ll_future_free(f);
+    return ok;
+}
+
+static int blocked_then_timeout_task(void *arg) {
+    (void)arg;
+    lt_proxy *px = lt_proxy_start("127.0.0.1", 9);
+    LT_CHECK(px != NULL);
+    lt_fault hole = {.kind = LT_FAULT_BLACKHOLE};
+    lt_proxy_set(px, &hole); /* connects hang */
+    usleep(1200 * 1000);
+    ll_stream_opts o = {.connect_timeout = 0.5};
+    ll_time t0 = ll_now();
+    ll_future *f = ll_stream_connect("127.0.0.1", (uint16_t)lt_proxy_port(px), &o);
+    LT_CHECK(timed_out_after_half_a_second(f, t0));
+    lt_proxy_stop(px);
+
+    ll_future *sf = ll_server_open("127.0.0.1", 0, silent_handler, NULL, NULL);
+    LT_CHECK(ll_await(sf) == 0);
+    ll_server *srv = ll_future_take(sf);
+    ll_future_free(sf);
+    f = ll_stream_connect("127.0.0.1", ll_server_port(srv), NULL);
+    LT_CHECK(ll_await(f) == 0);
+    ll_stream *st = ll_future_take(f);
+    ll_future_free(f);
+    usleep(1200 * 1000);
+    ll_tls_opts tls = {.handshake_timeout = 0.5, .insecure_skip_verify_DANGEROUS = true};
+    t0 = ll_now();
+    f = ll_stream_starttls(st, &tls); /* the silent server never answers the hello */
+    LT_CHECK(timed_out_after_half_a_second(f, t0));
+    ll_stream_close(st);
+    LT_CHECK(lt_await_free(ll_server_close(srv, 0)) == 0);
+    return 0;
+}
+
+static void test_timeouts_after_blocking(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    assert_int_equal(lt_run_checked(c.loop, blocked_then_timeout_task, NULL), 0);
+    lt_teardown(&c);
+}
+
 /* ---- LL_REQUIRE_ARG: a NULL argument is named, never reported as out of memory ---- */
 
 static ll_future *takes_pool(void *pool) {
@@ -199,6 +255,7 @@ int main(void) {
         cmocka_unit_test(test_null_future_means_out_of_memory),
         cmocka_unit_test(test_gather_timeout_message),
         cmocka_unit_test(test_negative_timeouts),
+        cmocka_unit_test(test_timeouts_after_blocking),
         cmocka_unit_test(test_require_arg),
         cmocka_unit_test(test_value_as),
     };

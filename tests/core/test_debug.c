@@ -88,7 +88,7 @@ static void test_slow_callbacks_warn(void **state) {
     lt_warnings w;
     lt_collect_warnings(c.loop, &w);
     ll_loop_set_debug(c.loop, true, 100);
-    ll_future *l = ll_call_later(c.loop, 0.001, blocking_callback, NULL);
+    ll_future *l = ll_loop_call_later(c.loop, 0.001, blocking_callback, NULL);
     assert_int_equal(ll_loop_run_until(c.loop, l), 0);
     ll_future_free(l);
     print_message("%s", w.text);
@@ -396,7 +396,9 @@ static void test_free_reports_alive(void **state) {
     print_message("%s", w.text);
     assert_non_null(strstr(w.text, "loop freed with 0 task(s), 1 future(s) and 0 handle(s) still"));
     assert_non_null(strstr(w.text, "alive: future 'smtp DATA' (pending)"));
-    assert_int_equal(lt_track_end(), 1); /* exactly the forgotten future */
+    /* exactly the forgotten future and the loop record it keeps alive (futures may outlive their
+     * loop: the record stays until the last of them is freed) */
+    assert_int_equal(lt_track_end(), 2);
 
     /* a clean loop says nothing */
     lt_track_begin();

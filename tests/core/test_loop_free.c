@@ -58,7 +58,7 @@ static void post_cb(void *arg) {
 }
 
 static void *poster(void *arg) {
-    for (int i = 0; i < POSTS; i++) assert_int_equal(ll_call_soon_threadsafe(arg, post_cb, NULL), 0);
+    for (int i = 0; i < POSTS; i++) assert_int_equal(ll_loop_call_soon_threadsafe(arg, post_cb, NULL), 0);
     return NULL;
 }
 

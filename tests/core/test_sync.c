@@ -897,7 +897,7 @@ static void test_handoff_to_destroyed_task(void **state) {
         ll_future *wait = ll_sleep_future(c.loop, 0.01);
         assert_int_equal(ll_loop_run_until(c.loop, wait), 0); /* the task waits now */
         ll_future_free(wait);
-        ll_future *timer = ll_call_later(c.loop, 0.03, hand_over_then_stall, &w);
+        ll_future *timer = ll_loop_call_later(c.loop, 0.03, hand_over_then_stall, &w);
         assert_int_equal(ll_loop_shutdown(c.loop, ll_deadline_in(0.1)), LL_ETIMEDOUT);
         assert_int_equal(ll_future_code(t), LL_ECANCELED);
         assert_int_equal(w.rc, 1); /* it never resumed */

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "harness/faultproxy.h"
 #include "pgtest.h"
 
 static bool msg_is(ll_future *f, int code, const char *msg) {
@@ -133,11 +134,47 @@ static void test_one_line_messages(void **state) {
     lt_teardown(&t);
 }
 
+/* A connect timeout is measured from the call, even right after the loop was blocked (libev's cached
+ * time then lags the clock: a timer armed on it would fire at once), and printed as given. */
+static int t_connect_timeout_after_blocking(void *arg) {
+    (void)arg;
+    lt_proxy *px = lt_proxy_start("127.0.0.1", pgt_server.port);
+    LT_CHECK(px != NULL);
+    lt_fault freeze = {.kind = LT_FAULT_FREEZE, .dir = 0};
+    lt_proxy_set(px, &freeze); /* the server never answers the startup packet */
+    char ci[256];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
+             lt_proxy_port(px));
+    usleep(1500 * 1000); /* block the loop, as a program starting a server synchronously does */
+    ll_pg_opts o = {.connect_timeout = 1};
+    ll_time t0 = ll_now();
+    ll_future *f = ll_pg_connect(ci, &o);
+    int rc = ll_await(f);
+    double took = ll_now() - t0;
+    snprintf(lt_last_err, sizeof lt_last_err, "%s (after %.3f s)", ll_future_errmsg(f), took);
+    LT_CHECK(rc == LL_ETIMEDOUT);
+    LT_CHECK(took >= 0.95); /* never early; the late side is generous: the machine is loaded */
+    LT_CHECK(took < 5);
+    LT_CHECK(strstr(ll_future_errmsg(f), "timed out after 1 s") != NULL);
+    ll_future_free(f);
+    lt_proxy_stop(px);
+    return 0;
+}
+
+static void test_connect_timeout_after_blocking(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    assert_int_equal(lt_run_checked(t.loop, t_connect_timeout_after_blocking, NULL), 0);
+    lt_teardown(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         PGT_TEST(test_null_args),
         PGT_TEST(test_result_of),
         PGT_TEST(test_one_line_messages),
+        PGT_TEST(test_connect_timeout_after_blocking),
     };
     return PGT_RUN(tests);
 }
