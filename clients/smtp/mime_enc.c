@@ -92,11 +92,11 @@ static bool is_atext_phrase(const char *s) {
 int ll__mime_mailbox(ll__sbuf *out, const char *name, const char *addr, size_t *col) {
     size_t start = out->len;
     if (name && *name) {
-        size_t nl = strlen(name);
-        bool fits = *col + nl + 2 <= 76;
-        if (fits && is_atext_phrase(name)) {
+        size_t nl = strlen(name), ql = nl + 2; /* as a quoted string, with its escapes */
+        for (const char *p = name; *p; p++) ql += *p == '"' || *p == '\\';
+        if (*col + nl <= 76 && is_atext_phrase(name)) {
             if (ll__sbuf_appends(out, name)) return LL_ENOMEM;
-        } else if (fits && plain_text_ok(name, 76)) {
+        } else if (*col + ql <= 76 && plain_text_ok(name, 76)) {
             if (ll__sbuf_putc(out, '"')) return LL_ENOMEM;
             for (const char *p = name; *p; p++) {
                 if ((*p == '"' || *p == '\\') && ll__sbuf_putc(out, '\\')) return LL_ENOMEM;
