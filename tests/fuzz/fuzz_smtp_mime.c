@@ -56,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(col <= 998);
         if (in_headers) FUZZ_CHECK(col <= 78);
     }
-    FUZZ_CHECK(!strstr(out, "hidden-bcc"));
+    /* (unless the input itself carries the text, as a name, a file name or a body) */
+    if (!memmem(data, size, "hidden-bcc", 10)) FUZZ_CHECK(!strstr(out, "hidden-bcc"));
     ll_free(out);
     ll_free(err);
     ll_smtp_mime_free(m);
