@@ -134,7 +134,11 @@ static int t_freeze_fanout(void *arg) {
     int cut = 0;
     for (int i = 0; b && i < NPATHS; i++) {
         int c = ll_http_batch_code(b, i);
-        if (c == LL_ECANCELED || c == LL_ETIMEDOUT) cut++;
+        if (c == LL_ECANCELED || c == LL_ETIMEDOUT) {
+            cut++;
+            /* not started or cut, each says so (a slot never started once had no message) */
+            LT_CHECKF(ll_http_batch_errmsg(b, i)[0], "%s: %s without a message", paths[i], ll_err_name(c));
+        }
         else LT_CHECKF(c == 0 && ll_http_batch_response(b, i), "%s: %s", paths[i], ll_err_name(c));
         if (c == 0 && i != 5)
             LT_CHECKF(ll_http_response_body_len(ll_http_batch_response(b, i)) == sizes[i], "%s", paths[i]);
