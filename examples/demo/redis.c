@@ -69,8 +69,8 @@ static int pipelined(ll_redis_conn *c) {
     double took = ll_now() - t0;
     ll_future_free(all);
     for (int i = 0; i < TASKS; i++) ll_future_free(fs[i]);
-    printf("%s   %ld commands in %.2f s = %.0f/s; wrong replies: %ld; SET+GET\n", tty ? "\r" : "",
-           done, took, done / took, wrong);
+    printf("%s   %ld commands in %.2f s = %.0f/s; wrong replies: %ld; per SET+GET pair:\n",
+           tty ? "\r" : "", done, took, done / took, wrong);
     demo_latency_report("   ", lat, (size_t)TASKS * ROUNDS);
     free(jobs);
     free(lat);
