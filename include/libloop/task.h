@@ -60,7 +60,9 @@ LL_EXPORT int ll_await_timeout(ll_future *f, double seconds);
 /* Sleep inside a task (negative: 0 s). 0, or LL_ECANCELED / LL_ETIMEDOUT / LL_ENOTASK /
  * LL_ENOMEM. */
 LL_EXPORT int ll_sleep(double seconds);
-/* Let every other runnable task and callback run once, then continue. */
+/* Let every other runnable task and callback run once, then continue. 0, or LL_ECANCELED when the
+ * task was cancelled, or LL_ETIMEDOUT once its deadline has passed (a task that only yields is bound
+ * by its deadline too; stop working when it says so), or LL_ENOTASK. */
 LL_EXPORT int ll_yield(void);
 
 /* Inside a task: the result for the task's future when fn returns 0. A previous value is
