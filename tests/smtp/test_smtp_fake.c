@@ -191,7 +191,7 @@ typedef struct run {
     const char *rcpt[60];
     size_t nrcpt;
     bool use_client;
-    unsigned retries;
+    int retries;
     double data_timeout;
     size_t big;
 } run;
@@ -321,6 +321,13 @@ static void test_drop_mid_data(void **st) {
     run r = {.fk.m = M_DROP_MID_DATA};
     go(&r);
     assert_true(r.send_rc == LL_EOF || r.send_rc == LL_ECONNRESET || r.send_rc == LL_EPIPE);
+    assert_int_equal(r.res.deferred, 1);
+    /* through the pool with retries off: one attempt, deferred */
+    r = (run){.fk.m = M_DROP_MID_DATA, .use_client = true, .retries = -1};
+    go(&r);
+    assert_true(r.send_rc == LL_EOF || r.send_rc == LL_ECONNRESET || r.send_rc == LL_EPIPE);
+    assert_int_equal(r.fk.conns, 1);
+    assert_int_equal(r.res.attempts, 1);
     assert_int_equal(r.res.deferred, 1);
     /* through the pool: retried on a new connection, delivered */
     r = (run){.fk.m = M_DROP_MID_DATA, .use_client = true, .retries = 2};
