@@ -7,8 +7,8 @@
  * \n" then header lines "name: value" separated by '\n' (any byte, CR included, may appear in
  * them). Invariants: the header list accepts only token names and values without a control
  * byte (HTAB aside), and stores them trimmed; a request head written without error is exactly:
- * one request line (method, target, version), a Host line, then "name: value" lines whose names are tokens, each
- * ended by CRLF, then an empty line; no CR or LF anywhere else; framing headers (Host,
+ * one request line (method, target, version), a Host line, then "name: value" lines whose names
+ * are tokens, each ended by CRLF, then an empty line; no CR or LF anywhere else; framing headers (Host,
  * Content-Length, Transfer-Encoding) appear once each at most, as the body mode says, never from
  * the caller; Basic credentials decode back to "user:password".
  */
