@@ -61,7 +61,7 @@ LIBS_pg := -lpq
 CFLAGS_pg := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LIBS_redis := -lhiredis
 LIBS_http := -luriparser -lz -lpsl
-LIBS_smtp :=
+LIBS_smtp := -luriparser
 # llhttp: a system library found by pkg-config where one exists, else Debian's node-llhttp sources
 LLHTTP_PC := $(shell pkg-config --exists libllhttp 2>/dev/null && echo yes)
 ifeq ($(LLHTTP_PC),yes)
@@ -101,6 +101,36 @@ TEST_BIN += $$(patsubst tests/%.c,$$(BUILD)/tests/%,$$(sort $$(wildcard tests/$(
 endef
 $(foreach c,$(CLIENTS),$(eval $(call CLIENT_template,$(c))))
 
+# ---- fuzzing (tests/fuzz, docs/reliability.md) ----
+# tests/fuzz/fuzz_<client>_<what>.c is one target against libloop-<client>. Every build makes
+# $(BUILD)/tests/fuzz/replay_<client>_<what>, which runs the target once over each file of
+# tests/fuzz/corpus/<client>_<what>/ (make check runs it like any test). make fuzz builds the
+# targets with libFuzzer (clang, ASan+UBSan) and runs each for FUZZ_SECONDS, one at a time.
+FUZZ_SRC := $(sort $(wildcard $(foreach c,$(CLIENTS),tests/fuzz/fuzz_$(c)_*.c)))
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_SECONDS ?= 60
+define FUZZ_template
+$$(BUILD)/tests/fuzz/replay_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
+  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_BASE) -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic \
+	  -DFUZZ_CORPUS='"$$(CURDIR)/tests/fuzz/corpus/$(1)_$$*"' -o $$@ $$< tests/fuzz/replay.c \
+	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
+$$(BUILD)/fuzz/fuzz_$(1)_%: tests/fuzz/fuzz_$(1)_%.c tests/fuzz/fuzz.h $$(BUILD)/libloop-$(1).a \
+  $$(BUILD)/libloop.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_BASE) -fsanitize=fuzzer -Itests/fuzz -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic -o $$@ $$< \
+	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a -fsanitize=fuzzer $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS)
+endef
+$(foreach c,$(CLIENTS),$(eval $(call FUZZ_template,$(c))))
+TEST_BIN += $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/replay_%)
+FUZZ_BUILD := build/fuzz
+fuzz:
+	scripts/deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SAN=1 OPT="-O1 -g" EXTRA_CFLAGS=-fsanitize=fuzzer-no-link \
+	  $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+	scripts/fuzz-run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
 # examples link every client library that exists
 EXAMPLE_LIBS := $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).a) $(BUILD)/libloop.a
 EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
@@ -108,7 +138,8 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg demo \
+.PHONY: fuzz check-tsan bench-smtp
+.PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
 all: lib
@@ -245,14 +276,22 @@ check-aarch64:
 clang:
 	$(MAKE) BUILD=build/clang CC=clang tests
 
-bench: bench-core bench-io bench-http bench-pg
+bench: bench-core bench-io bench-http bench-pg bench-redis bench-smtp
 
+# BASELINE=path/to/an/older/bench_core runs it in the same rounds, for before/after figures
 bench-core: $(BUILD)/bench/bench_core
-	bench/run-core $(BUILD)/bench/bench_core
+	scripts/deps bench
+	bench/run-core $(BUILD)/bench/bench_core $(BASELINE)
 
-# I/O: loopback echo, libloop next to asyncio streams (and uvloop) and a plain blocking C client
-bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
-	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking
+# I/O: loopback echo, libloop next to libuv, asyncio streams (and uvloop) and a plain blocking C client
+bench-io: $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+	scripts/deps bench
+	bench/run-io $(BUILD)/bench/bench_io $(BUILD)/bench/bench_io_blocking $(BUILD)/bench/bench_io_libuv
+
+# the same echo pair on libuv, the C anchor (scripts/deps bench installs libuv1-dev)
+$(BUILD)/bench/bench_io_libuv: bench/bench_io_libuv.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< -luv
 
 # HTTP: libloop next to wrk, a libcurl multi program and aiohttp (scripts/deps bench installs them)
 $(BUILD)/bench/bench_http: bench/bench_http.c $(BUILD)/libloop-http.a $(BUILD)/libloop.a
@@ -274,6 +313,24 @@ bench-pg:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_pg
 	bench/run-pg $(BUILD)/bench/bench_pg
+
+# Redis: libloop next to redis-benchmark (-P 1 and -P 16) and redis-py (asyncio, uvloop)
+$(BUILD)/bench/bench_redis: bench/bench_redis.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-redis:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_redis
+	bench/run-redis $(BUILD)/bench/bench_redis
+
+# SMTP: libloop next to Postfix's smtp-source and aiosmtplib (asyncio, uvloop), against smtp-sink
+$(BUILD)/bench/bench_smtp: bench/bench_smtp.c $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a $(LIBS_smtp) $(LIBS)
+bench-smtp:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_smtp
+	bench/run-smtp $(BUILD)/bench/bench_smtp
 
 demo:
 	scripts/deps

@@ -161,7 +161,10 @@ static int throughput(const char *name, int (*work)(long), long quantum, long n)
     ll_loop *loop = ll_loop_new();
     if (!loop) die("ll_loop_new", LL_ENOMEM);
     if (n <= 0) {
-        /* calibrate: grow until a run takes a tenth of the target, then scale to the target */
+        /* calibrate: grow until a run takes a tenth of the target, then scale to the target. A
+         * warm-up first: the very first run maps and faults in fresh stacks, and a calibration that
+         * saw that cost chose a count too small to measure anything. */
+        measure(loop, work, quantum * 10, name);
         double secs;
         for (n = quantum; (secs = measure(loop, work, n, name)) < TARGET_SECS / 10;) n *= 4;
         n = (long)((double)n * TARGET_SECS / secs);

@@ -9,8 +9,12 @@
  * then status counts, bytes, latency percentiles and requests/s. Without a URL file it starts a
  * throwaway nginx on a free loopback port (the test suite's harness) and fetches from it.
  *
+ * Redis: a few thousand tasks sharing one auto-pipelined connection, a pub/sub fan-in, a burst of
+ * cancelled commands (examples/demo/redis.c). Without --redis or LL_REDIS_URL it starts a
+ * throwaway redis-server.
+ *
  * Usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N]
- *             [--concurrency N]
+ *             [--concurrency N] [--redis URL] [--smtp URL]
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -23,6 +27,7 @@
 #include "harness/pgserver.h"
 #include "harness/nginxserver.h"
 #include "demo/sections.h"
+#include "demo/latency.h"
 
 typedef struct {
     int tasks;
@@ -31,6 +36,8 @@ typedef struct {
     int queries;
     int requests;
     int concurrency;
+    const char *redis_url;
+    const char *smtp_url;
 } demo_opts;
 
 typedef struct {
@@ -131,7 +138,7 @@ static int section_executor(void) {
     printf("== blocking getaddrinfo in the executor while the loop keeps ticking\n");
     int ticks = 0;
     ll_future *t = ll_spawn(ticker, &ticks);
-    ll_future *f = ll_run_in_executor(blocking_lookup, "localhost", NULL);
+    ll_future *f = ll_executor_run(blocking_lookup, "localhost", NULL, NULL, NULL);
     int rc = ll_await(f);
     ll_await(t);
     printf("   getaddrinfo(localhost): %s, %lu result(s); ticker ran %d times meanwhile\n\n",
@@ -183,11 +190,6 @@ static void on_fetched(void *arg, size_t index, int code, const ll_http_response
                width - filled, "", p->done, p->n, (double)p->done / (ll_now() - p->t0));
         fflush(stdout);
     }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static char **read_urls(const char *file, size_t *n) {
@@ -247,7 +249,7 @@ static int section_http(const demo_opts *o) {
     double took = ll_now() - p.t0;
     if (p.tty) printf("\n");
     if (rc == 0) {
-        const ll_http_batch *b = ll_future_value(f);
+        const ll_http_batch *b = ll_http_batch_of(f);
         int by_class[6] = {0}, failed = 0;
         uint64_t bytes = 0;
         double *lat = calloc(n, sizeof *lat);
@@ -267,15 +269,11 @@ static int section_http(const demo_opts *o) {
             ll_http_response_timings(r, &t);
             if (lat) lat[nl++] = t.total;
         }
-        if (lat) qsort(lat, nl, sizeof *lat, cmp_double);
         printf("   statuses: %d 2xx, %d 3xx, %d 4xx, %d 5xx; %d failed%s%s\n", by_class[2], by_class[3],
                by_class[4], by_class[5], failed, first_error ? " (first: " : "",
                first_error ? first_error : "");
         if (first_error) printf(")\n");
-        if (nl)
-            printf("   latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-                   lat[nl / 2] * 1e3, lat[nl * 9 / 10] * 1e3, lat[nl * 99 / 100] * 1e3,
-                   lat[nl - 1] * 1e3);
+        if (lat) demo_latency_report("   ", lat, nl);
         printf("   %.1f MB in %.2f s: %.0f requests/s\n\n", (double)bytes / 1e6, took, (double)n / took);
         free(lat);
     } else {
@@ -295,16 +293,19 @@ typedef struct {
     ll_pg_pool *pool;
     int i;
     int *wrong;
+    double latency; /* seconds, from the query call to its result */
 } pg_job;
 
 static int pg_worker(void *arg) {
     pg_job *j = arg;
     char param[16];
     snprintf(param, sizeof param, "%d", j->i);
+    ll_time t0 = ll_now();
     ll_future *q = ll_pg_pool_query(j->pool, "SELECT $1::int * 2", 1, param);
     int rc = ll_await(q);
+    j->latency = ll_now() - t0;
     int64_t v = -1;
-    if (rc == 0 && (ll_pg_int64(ll_future_value(q), 0, 0, &v) != 0 || v != 2 * j->i)) (*j->wrong)++;
+    if (rc == 0 && (ll_pg_int64(ll_pg_result_of(q), 0, 0, &v) != 0 || v != 2 * j->i)) (*j->wrong)++;
     if (rc) rc = ll_task_fail_from(q);
     ll_future_free(q);
     return rc;
@@ -333,7 +334,7 @@ static int section_pg(const demo_opts *o) {
     int rc = (pool && jobs && fs) ? 0 : LL_ENOMEM;
     ll_time t0 = ll_now();
     for (int i = 0; rc == 0 && i < n; i++) {
-        jobs[i] = (pg_job){pool, i, &wrong};
+        jobs[i] = (pg_job){pool, i, &wrong, 0};
         fs[i] = ll_spawn(pg_worker, &jobs[i]);
     }
     ll_future *all = rc == 0 ? ll_gather(fs, (size_t)n, LL_GATHER_COLLECT) : NULL;
@@ -351,6 +352,12 @@ static int section_pg(const demo_opts *o) {
     printf("   %d ok, %d failed%s%s%s, %d wrong answers in %.2f s: %.0f queries/s over %llu connections\n",
            n - failed, failed, first_error ? " (first: " : "", first_error ? first_error : "",
            first_error ? ")" : "", wrong, took, n / took, (unsigned long long)st.created);
+    double *lat = calloc((size_t)n, sizeof *lat);
+    size_t nl = 0;
+    for (int i = 0; lat && fs && i < n; i++)
+        if (ll_future_code(fs[i]) == 0) lat[nl++] = jobs[i].latency;
+    if (lat) demo_latency_report("   ", lat, nl);
+    free(lat);
 
     /* one budget for a slow query: the deadline cancels it on the server too */
     ll_scope s;
@@ -365,7 +372,7 @@ static int section_pg(const demo_opts *o) {
     ll_future *left = ll_pg_pool_query(pool, "SELECT count(*) FROM pg_stat_activity "
                                              "WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'", 0);
     int64_t still = -1;
-    if (ll_await(left) == 0) ll_pg_int64(ll_future_value(left), 0, 0, &still);
+    if (ll_await(left) == 0) ll_pg_int64(ll_pg_result_of(left), 0, 0, &still);
     ll_future_free(left);
     printf("   SELECT pg_sleep(30) under a 200 ms deadline: %s after %.0f ms; still running on the "
            "server: %lld\n\n", ll_err_name(src), cut_ms, (long long)still);
@@ -386,6 +393,8 @@ static int main_task(void *arg) {
     if (rc == 0) rc = section_executor();
     if (rc == 0) rc = section_dump();
     if (rc == 0) rc = section_pg(o);
+    if (rc == 0) rc = demo_redis(o->redis_url);
+    if (rc == 0) rc = demo_smtp(o->smtp_url);
     if (rc == 0) rc = section_http(o);
     return rc;
 }
@@ -399,8 +408,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--queries") && i + 1 < argc) o.queries = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--requests") && i + 1 < argc) o.requests = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) o.concurrency = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--redis") && i + 1 < argc) o.redis_url = argv[++i];
+        else if (!strcmp(argv[i], "--smtp") && i + 1 < argc) o.smtp_url = argv[++i];
         else {
-            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N]\n");
+            fprintf(stderr, "usage: demo [--tasks N] [--pg CONNINFO] [--queries N] [--urls FILE] [--requests N] [--concurrency N] [--redis URL] [--smtp URL]\n");
             return 2;
         }
     }

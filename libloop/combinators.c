@@ -5,7 +5,7 @@
  * - Every combinator is a small state record that holds its own reference on each input and on its
  *   result future, and one done callback per input whose argument is the input's slot. The record
  *   is freed by whoever settles the result last: normally the callback of the last input; when the
- *   result settles early (a fail-fast gather, a satisfied wait, a cancelled shield) the callbacks
+ *   result settles early (a satisfied wait, a cancelled shield) the callbacks
  *   still registered are removed with ll_future_remove_done() and their references dropped at
  *   once, so nothing points at freed memory and no input is kept alive longer than needed. Inputs
  *   may therefore outlive the combinator and the combinator may outlive the caller's references.
@@ -13,9 +13,9 @@
  *   may settle, cancel and free freely. Cancel hooks do run synchronously inside
  *   ll_future_cancel(); they never run our callbacks, so a record is never freed under a hook's
  *   feet.
- * - A combinator whose result is cancelled and that owns its inputs' fate (gather, wait_for)
- *   cancels them and settles only once they have all stopped, as ll_await does: the awaiter never
- *   resumes while work it started is still running. wait and shield never cancel their input, so
+ * - A combinator whose result is cancelled or fails fast and that owns its inputs' fate (gather,
+ *   wait_for) cancels them and settles only once they have all stopped, as ll_await does: the
+ *   awaiter never resumes while work it started is still running (promise 1, docs/design.md). wait and shield never cancel their input, so
  *   they settle at once when cancelled.
  * - Timeouts are plain sleep futures, watched with a done callback like any other input.
  * - A NULL input (a future-returning call that ran out of memory) counts as failed with LL_ENOMEM,
@@ -64,60 +64,64 @@ struct gather {
     size_t n, remaining, nfailed;
     int mode;
     bool cancelling; /* the gather was cancelled: wait for every input, then settle cancelled */
+    int fail_code;   /* fail-fast: the first failure; settled with once every input has stopped */
+    char *fail_msg;  /* its message (NULL: ll_strerror(fail_code)) */
     gslot slots[];
 };
 
 static void gather_done(ll_future *f, void *arg);
 
-/* Remove the callbacks still registered, optionally cancel those inputs, drop every reference. */
-static void gather_release(gather *g, bool cancel_inputs) {
+/* Remove the callbacks still registered and drop every reference. */
+static void gather_release(gather *g) {
     for (size_t i = 0; i < g->n; i++) {
         gslot *s = &g->slots[i];
         if (!s->f) continue;
         ll_future_remove_done(s->f, gather_done, s);
-        if (cancel_inputs) ll_future_cancel(s->f);
         ll_future_free(s->f);
         s->f = NULL;
     }
     ll_future_free(g->out);
+    ll__free(g->fail_msg);
     ll__free(g);
 }
 
-/* Fail-fast: the input at `index` failed first; the gather takes its code and message. */
+/* Fail-fast: the input at `index` failed first. The gather takes its code and message, but
+ * settles only when the inputs it cancels have stopped (as a task group does), so a sibling's
+ * cleanup never runs after the awaiter has moved on and freed what they share. */
 static void gather_fail_fast(gather *g, size_t index, ll_future *f) {
-    int code = f ? ll__future_retrieve(f) : LL_ENOMEM;
-    ll_future_fail(g->out, code, "gather: item %zu: %s", index, ll_future_errmsg(f));
-    gather_release(g, true);
+    g->fail_code = f ? ll__future_retrieve(f) : LL_ENOMEM;
+    g->fail_msg = ll__format("gather: item %zu: %s", index, ll_future_errmsg(f));
+    for (size_t i = 0; i < g->n; i++)
+        if (g->slots[i].f && g->slots[i].f != f) ll_future_cancel(g->slots[i].f);
 }
 
 static void gather_finish(gather *g) {
-    if (g->cancelling) ll_future_set_cancelled(g->out);
+    if (g->fail_code) ll_future_fail(g->out, g->fail_code, g->fail_msg ? "%s" : NULL, g->fail_msg);
+    else if (g->cancelling) ll_future_set_cancelled(g->out);
     else ll_future_resolve(g->out, (void *)(uintptr_t)g->nfailed, NULL);
-    gather_release(g, false);
+    gather_release(g);
 }
 
 static void gather_done(ll_future *f, void *arg) {
     gslot *s = arg;
     gather *g = s->g;
     bool failed = f->state != LL_FUTURE_RESOLVED;
+    LL_ASSERT(g->remaining > 0 && s->f == f);
     g->remaining--;
     if (failed) g->nfailed++;
-    if (failed && !g->cancelling && g->mode == LL_GATHER_FAIL_FAST) {
-        /* the slot keeps its reference until gather_release: the message is read from f first */
+    if (failed && !g->cancelling && !g->fail_code && g->mode == LL_GATHER_FAIL_FAST)
         gather_fail_fast(g, s->index, f);
-        return;
-    }
     ll_future_free(s->f);
     s->f = NULL;
     if (g->remaining == 0) gather_finish(g);
 }
 
 static void gather_cancel(ll_future *out, void *arg) {
-    (void)out;
     gather *g = arg;
     g->cancelling = true;
+    /* the inputs are cancelled for the gather's reason ("timed out after 1 s"), if it has one */
     for (size_t i = 0; i < g->n; i++)
-        if (g->slots[i].f) ll_future_cancel(g->slots[i].f);
+        if (g->slots[i].f) ll__future_cancel_msg(g->slots[i].f, out->cancel_msg);
     /* every input is still running or its callback is queued: the last callback settles us */
 }
 
@@ -162,14 +166,14 @@ ll_future *ll_gather(ll_future *const *fs, size_t n, int mode) {
         if (ll_future_add_done(s->f, gather_done, s) != 0) {
             ll_future_free(s->f);
             s->f = NULL;
-            gather_release(g, false); /* nothing cancelled: the caller still owns its inputs */
+            gather_release(g); /* nothing cancelled: the caller still owns its inputs */
             ll_future_free(out);
             return NULL;
         }
     }
     ll_future_on_cancel(out, gather_cancel, g);
     if (first_null < n && mode == LL_GATHER_FAIL_FAST) gather_fail_fast(g, first_null, NULL);
-    else if (g->remaining == 0) gather_finish(g);
+    if (g->remaining == 0) gather_finish(g);
     return out;
 }
 
@@ -570,8 +574,11 @@ static void child_done(ll_future *f, void *arg) {
         child_unlink(g, c);
     }
     if (g->running == 0 && g->waiter) {
-        if (g->cancelling) ll_future_set_cancelled(g->waiter);
-        else ll_future_resolve(g->waiter, NULL, NULL);
+        /* the waiter is private to ll_taskgroup_wait: only this settles it */
+        int rc = g->cancelling ? ll_future_set_cancelled(g->waiter)
+                               : ll_future_resolve(g->waiter, NULL, NULL);
+        LL_ASSERT(rc == 0);
+        (void)rc;
     }
 }
 

@@ -10,7 +10,7 @@
  *   first); the next attempt starts when one fails or after attempt_delay while it is pending; the
  *   first socket to connect wins and the others are closed.
  * - One timer covers the connect timeout and the calling task's deadline, whichever is earlier, so
- *   the failure says what timed out ("connect to db:5432: timed out after 2.0 s while connecting")
+ *   the failure says what timed out ("connect to db:5432: timed out after 2 s while connecting")
  *   instead of a bare cancellation.
  * - Every failure names the host and each address tried with its own reason.
  * - Cancelling (the caller's cancel or deadline) removes our done callbacks before cancelling the
@@ -27,6 +27,7 @@
 #include "io_internal.h"
 
 #define MAX_ATTEMPTS 8 /* sockets in flight at once */
+#define DEFAULT_CONNECT_TIMEOUT 30.0 /* ll_stream_opts.connect_timeout 0; as the pool's */
 
 typedef struct conn conn;
 
@@ -130,11 +131,12 @@ static void on_cancel(ll_future *f, void *arg) {
 }
 
 static void on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     conn *c = w->data;
+    if (ll__timer_early(ev, w, c->t_start + c->timeout_len)) return; /* the absolute deadline */
     char name[300];
     conn_name(c, name, sizeof name);
-    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.1f s %s%s%s", name,
+    conn_fail(c, LL_ETIMEDOUT, "connect to %s: timed out after %.3g s %s%s%s", name,
               c->timeout_len, phase_name(c), c->errs ? " (" : "", c->errs ? c->errs : "");
 }
 
@@ -210,10 +212,8 @@ static void connected(conn *c, attempt *a) {
     /* connect_timeout is over; the TLS handshake has its own, the caller's deadline goes on */
     ev_timer_stop(c->loop->ev, &c->timeout);
     if (c->task_deadline < LL_NEVER) {
-        double left = c->task_deadline - ll_now();
         c->timeout_len = c->task_deadline - c->t_start;
-        ev_timer_set(&c->timeout, left > 0 ? left : 0, 0.);
-        ev_timer_start(c->loop->ev, &c->timeout);
+        ll__timer_start_at(c->loop->ev, &c->timeout, c->task_deadline);
     }
     /* the name dialled: what TLS, now or after STARTTLS, verifies */
     if (!c->is_unix && !(s->host = ll__strdup(c->host))) {
@@ -367,13 +367,12 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_stream_o
                               bool is_unix) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!host || !*host)
+        return ll_future_failed(loop, LL_EINVAL, "connect: no %s given",
+                                is_unix ? "socket path" : "host");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "connect");
-    if (!host || !*host) {
-        ll_future_fail(f, LL_EINVAL, "connect: no %s given", is_unix ? "socket path" : "host");
-        return f;
-    }
     conn *c = ll__calloc(1, sizeof *c);
     if (!c || !(c->host = ll__strdup(host))) {
         ll__free(c);
@@ -398,13 +397,15 @@ static ll_future *open_common(const char *host, uint16_t port, const ll_stream_o
         conn_fail(c, LL_ENOMEM, "connect to %s: out of memory", host);
         return f;
     }
-    double limit = c->o.connect_timeout > 0 ? c->o.connect_timeout : LL_NEVER;
+    /* 0: the default; negative: no limit of its own (the task's deadline still applies) */
+    double limit = c->o.connect_timeout > 0   ? c->o.connect_timeout
+                   : c->o.connect_timeout < 0 ? LL_NEVER
+                                              : DEFAULT_CONNECT_TIMEOUT;
     ll_time dl = c->task_deadline = ll_task_deadline();
     if (dl < LL_NEVER && dl - c->t_start < limit) limit = dl - c->t_start;
     if (limit < LL_NEVER) {
         c->timeout_len = limit > 0 ? limit : 0;
-        ev_timer_set(&c->timeout, c->timeout_len, 0.);
-        ev_timer_start(loop->ev, &c->timeout);
+        ll__timer_start_at(loop->ev, &c->timeout, c->t_start + c->timeout_len);
     }
     if (is_unix) {
         struct sockaddr_un *un = (struct sockaddr_un *)&c->unix_addr.sa;

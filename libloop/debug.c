@@ -6,11 +6,19 @@
  * only place libloop writes anything on its own, and only in debug mode.
  */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include "internal.h"
+/* after ev.h: <elf.h> defines EV_NONE (the ELF version), which ev.h uses as an enum constant */
+#include <elf.h>
+#include <link.h>
 
 double ll__mono_ms(void) {
     struct timespec ts;
@@ -18,17 +26,98 @@ double ll__mono_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
+/* ---- naming functions ----
+ *
+ * dladdr() knows only the dynamic symbol table, which holds exported functions; a task function is
+ * usually static. So when dladdr finds no name, the full symbol table (.symtab) of the object that
+ * holds the address is read: the executable (/proc/self/exe) or the shared library dladdr names.
+ * Each object is mapped once, on first use, and kept mapped (debug mode only; never unmapped).
+ * A stripped object has no .symtab: then "object+offset" is what can be said. */
+
+typedef struct symfile {
+    char path[256];
+    const unsigned char *map;
+    size_t len;
+    struct symfile *next;
+} symfile;
+
+static symfile *symfiles;
+static pthread_mutex_t sym_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const symfile *symfile_get(const char *path) {
+    for (symfile *f = symfiles; f; f = f->next)
+        if (strcmp(f->path, path) == 0) return f;
+    symfile *f = calloc(1, sizeof *f); /* not ll__calloc: kept for the life of the process */
+    if (!f) return NULL;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > (off_t)sizeof(ElfW(Ehdr))) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            f->map = m;
+            f->len = (size_t)st.st_size;
+        }
+    }
+    if (fd >= 0) close(fd);
+    f->next = symfiles; /* remembered even if unreadable: tried once */
+    symfiles = f;
+    return f;
+}
+
+/* The name of the function symbol covering `addr` (a link-time address) in an ELF image. */
+static bool symtab_find(const symfile *f, uintptr_t addr, char *buf, size_t n) {
+    if (!f || !f->map) return false;
+    const ElfW(Ehdr) *eh = (const void *)f->map;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shentsize != sizeof(ElfW(Shdr)) ||
+        eh->e_shoff == 0 || eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) > f->len)
+        return false;
+    const ElfW(Shdr) *sh = (const void *)(f->map + eh->e_shoff);
+    for (unsigned i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+        const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
+        if (sh[i].sh_offset + sh[i].sh_size > f->len || strs->sh_offset + strs->sh_size > f->len)
+            return false;
+        const ElfW(Sym) *sym = (const void *)(f->map + sh[i].sh_offset);
+        size_t count = sh[i].sh_size / sizeof *sym;
+        const char *names = (const char *)f->map + strs->sh_offset;
+        for (size_t k = 0; k < count; k++) {
+            if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_value == 0) continue;
+            if (addr < sym[k].st_value || addr >= sym[k].st_value + (sym[k].st_size ? sym[k].st_size : 1))
+                continue;
+            if (sym[k].st_name >= strs->sh_size) return false;
+            snprintf(buf, n, "%s", names + sym[k].st_name);
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *ll__fn_name(const void *fn, char *buf, size_t n) {
     Dl_info info;
-    if (dladdr(fn, &info) && info.dli_sname) {
-        snprintf(buf, n, "%s", info.dli_sname);
-    } else if (dladdr(fn, &info) && info.dli_fname) {
-        const char *base = strrchr(info.dli_fname, '/');
-        snprintf(buf, n, "%s+%#lx", base ? base + 1 : info.dli_fname,
-                 (unsigned long)((const char *)fn - (const char *)info.dli_fbase));
-    } else {
+    struct link_map *lm = NULL;
+    if (!dladdr1(fn, &info, (void **)&lm, RTLD_DL_LINKMAP)) {
         snprintf(buf, n, "%p", fn);
+        return buf;
     }
+    if (info.dli_sname) {
+        snprintf(buf, n, "%s", info.dli_sname);
+        return buf;
+    }
+    /* The executable's link map has an empty name; /proc/self/exe is its file. */
+    bool found = false;
+    if (lm) {
+        const char *path = lm->l_name && *lm->l_name ? lm->l_name : "/proc/self/exe";
+        pthread_mutex_lock(&sym_lock);
+        const symfile *f = symfile_get(path);
+        /* symbol values are link-time addresses: take the load bias off (0 for a non-PIE exe) */
+        found = symtab_find(f, (uintptr_t)fn - (uintptr_t)lm->l_addr, buf, n);
+        pthread_mutex_unlock(&sym_lock);
+    }
+    if (found) return buf;
+    const char *base = info.dli_fname ? strrchr(info.dli_fname, '/') : NULL;
+    snprintf(buf, n, "%s+%#lx", base ? base + 1 : info.dli_fname ? info.dli_fname : "?",
+             (unsigned long)((const char *)fn - (const char *)info.dli_fbase));
     return buf;
 }
 
@@ -48,6 +137,16 @@ void ll__debug_slow(ll_loop *loop, double ms, const char *what) {
              what, ms, loop->slow_ms);
 }
 
+void ll__debug_after_cb(ll_loop *loop, double t0, const char *kind, const void *fn,
+                        const char *of) {
+    double ms = ll__mono_ms() - t0;
+    if (ms < loop->slow_ms) return;
+    char name[128], what[384];
+    snprintf(what, sizeof what, "%s %s%s%s%s", kind, ll__fn_name(fn, name, sizeof name),
+             of ? " (of " : "", of ? of : "", of ? ")" : "");
+    ll__debug_slow(loop, ms, what);
+}
+
 void ll_loop_set_debug(ll_loop *loop, bool on, double slow_ms) {
     if (!loop) return;
     loop->debug = on;
@@ -55,11 +154,7 @@ void ll_loop_set_debug(ll_loop *loop, bool on, double slow_ms) {
     if (!on) {
         while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
     }
-    if (loop->signals_on && on && !loop->usr1_on) {
-        ev_signal_start(loop->ev, &loop->sig_usr1);
-        ev_unref(loop->ev);
-        loop->usr1_on = true;
-    }
+    ll__debug_usr1_update(loop);
 }
 
 bool ll_loop_get_debug(const ll_loop *loop) {

@@ -470,18 +470,21 @@ ll_future *ll_resolve(const char *host, uint16_t port, const ll_resolve_opts *op
     ll_loop *loop = ll__loop_or_current(opts ? opts->loop : NULL);
     int family = opts ? opts->family : AF_UNSPEC;
     if (!loop) return NULL;
+    if (!host || !*host) return ll_future_failed(loop, LL_EINVAL, "resolve: empty host name");
+    /* no DNS name holds a space or a control character; refuse before it reaches a message (a
+     * newline would forge a log line) or the wire (fuzz_pg_conninfo: a host from a conninfo) */
+    for (const unsigned char *c = (const unsigned char *)host; *c; c++)
+        if (*c <= ' ' || *c == 0x7f)
+            return ll_future_failed(loop, LL_EINVAL,
+                                    "resolve: host name contains a space or control character "
+                                    "(byte 0x%02x at offset %zu)", *c,
+                                    (size_t)(c - (const unsigned char *)host));
+    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
+        return ll_future_failed(loop, LL_EAFNOSUPPORT, "resolve %s: unsupported address family %d",
+                                host, family);
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "resolve");
-    if (!host || !*host) {
-        ll_future_fail(f, LL_EINVAL, "resolve: empty host name");
-        return f;
-    }
-    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
-        ll_future_fail(f, LL_EAFNOSUPPORT, "resolve %s: unsupported address family %d", host,
-                       family);
-        return f;
-    }
     ll_addr a;
     if (ll__addr_parse_numeric(host, &a)) {
         if (family != AF_UNSPEC && a.sa.ss_family != family)

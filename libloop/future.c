@@ -9,15 +9,38 @@
  *   await allocates nothing.
  * - The queue holds a reference while the future is queued, so dropping the last user reference
  *   between settle and dispatch is safe.
+ * - Freed futures go to the loop's bounded recycler (alloc.c) and are handed out again.
+ * - Debug builds (without NDEBUG, as the tests are built) poison a freed future's state: using it
+ *   again (free, ref, settle, await, read) prints what it was and aborts, instead of corrupting a
+ *   recycled future that now belongs to someone else. ASan and valgrind see recycled futures as
+ *   freed memory too.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "internal.h"
+
+#if !defined(NDEBUG) || defined(LL_ASSERTS)
+#define FUTURE_POISON 0xDD /* the state of a freed future */
+static void use_after_free(const ll_future *f, const char *func) {
+    fprintf(stderr, "libloop: %s: future %p (label '%s') used after it was freed: the last "
+                    "ll_future_free() of a future ends it, and it may already belong to someone "
+                    "else\n",
+            func, (const void *)f, f->label ? f->label : "future");
+    abort();
+}
+#define CHECK_LIVE(f) \
+    do { \
+        if ((f)->state == FUTURE_POISON) use_after_free(f, __func__); \
+    } while (0)
+#else
+#define CHECK_LIVE(f) ((void)0)
+#endif
 
 ll_future *ll_future_new(ll_loop *loop) {
     loop = ll__loop_or_current(loop);
     if (!loop) return NULL;
-    ll_future *f = ll__calloc(1, sizeof *f);
+    ll_future *f = ll__recycled_calloc(&loop->free_futures, sizeof *f);
     if (!f) return NULL;
     f->loop = loop;
     f->refs = 1;
@@ -35,7 +58,10 @@ ll_future *ll_future_new(ll_loop *loop) {
 }
 
 ll_future *ll_future_ref(ll_future *f) {
-    if (f) f->refs++;
+    if (f) {
+        CHECK_LIVE(f);
+        f->refs++;
+    }
     return f;
 }
 
@@ -49,41 +75,67 @@ void ll__future_debug_unlink(ll_future *f) {
 
 static void destroy(ll_future *f) {
     ll_loop *loop = f->loop;
-    if (loop->debug && f->state == LL_FUTURE_FAILED && !f->retrieved) {
+    if (loop->debug && !loop->freed && f->state == LL_FUTURE_FAILED && !f->retrieved) {
         ll__warn(loop, "future '%s'%s%s failed with %s (%s) and was freed without anyone "
                        "retrieving its error",
                  f->label ? f->label : "future", f->creator ? " created by task " : "",
                  f->creator ? f->creator : "", ll_err_name(f->code),
                  f->msg ? f->msg : ll_strerror(f->code));
     }
-    ll__future_debug_unlink(f);
+    if (f->dbg_prev || loop->dbg_futures == f) ll__future_debug_unlink(f);
     if (f->value_free && f->value) f->value_free(f->value);
     if (f->borrowed) ll_future_free(f->borrowed);
-    ll__free(f->msg);
-    ll__free(f->cbs);
-    ll__free(f->creator);
+    if (f->msg) ll__free(f->msg); /* (tested here: the common future has none of these) */
+    if (f->cancel_msg) ll__free(f->cancel_msg);
+    if (f->cbs) ll__free(f->cbs);
+    if (f->creator) ll__free(f->creator);
     loop->nfutures--;
-    ll__free(f);
+#ifdef FUTURE_POISON
+    f->state = FUTURE_POISON;
+#endif
+    if (loop->freed) { /* outlived its loop: the loop's recycler is gone */
+        ll__free(f);
+        if (loop->nfutures == 0) ll__free(loop); /* the last future outliving it */
+        return;
+    }
+    ll__recycled_free(&loop->free_futures, f, sizeof *f);
 }
 
 void ll_future_free(ll_future *f) {
     if (!f) return;
+    CHECK_LIVE(f);
     if (--f->refs == 0) destroy(f);
+}
+
+/* Debug mode times each done callback; a task's wake is timed as the task's step instead. */
+__attribute__((noinline)) static void run_cb_timed(ll_future *f, ll__cb c) {
+    ll_loop *loop = f->loop;
+    char of[160];
+    snprintf(of, sizeof of, "future '%s'", ll_future_label(f));
+    double t0 = ll__mono_ms();
+    c.cb(f, c.arg); /* f stays alive: the queue holds a reference during dispatch */
+    ll__debug_after_cb(loop, t0, "done callback", (const void *)c.cb, of);
+}
+
+static inline void run_cb(ll_future *f, ll__cb c) {
+    if (__builtin_expect(f->loop->debug, 0) && c.cb != ll__task_wake_cb) run_cb_timed(f, c);
+    else c.cb(f, c.arg);
 }
 
 static void dispatch(ll__work *w) {
     ll_future *f = (ll_future *)w;
+    LL_ASSERT(f->queued && f->state != LL_FUTURE_PENDING);
     f->queued = false;
     /* Callbacks may add or remove callbacks (on this future too): walk by index and re-read. */
     if (f->has_cb0) {
         ll__cb c = f->cb0;
         f->has_cb0 = false;
-        if (c.cb) c.cb(f, c.arg);
+        if (c.cb) run_cb(f, c);
     }
     for (uint32_t i = 0; i < f->ncbs; i++) {
         ll__cb c = f->cbs[i];
         f->cbs[i].cb = NULL;
-        if (c.cb) c.cb(f, c.arg);
+        if (c.cb) run_cb(f, c);
     }
     f->ncbs = 0;
     ll_future_free(f); /* the queue's reference */
@@ -91,6 +143,7 @@ static void dispatch(ll__work *w) {
 
 static void enqueue(ll_future *f) {
     if (f->queued) return;
+    if (f->loop->freed) return; /* outlived its loop: nothing can run its callbacks any more */
     if (!f->has_cb0 && f->ncbs == 0) return;
     f->queued = true;
     f->refs++;
@@ -100,15 +153,21 @@ static void enqueue(ll_future *f) {
 
 static int settle(ll_future *f, int state, int code) {
     if (!f) return LL_EINVAL;
+    CHECK_LIVE(f);
     if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
     f->state = (uint8_t)state;
     f->code = code;
     f->cancel_hook = NULL;
+    if (state == LL_FUTURE_CANCELLED && !f->msg && f->cancel_msg) {
+        f->msg = f->cancel_msg; /* say why it was cancelled, not just "operation canceled" */
+        f->cancel_msg = NULL;
+    }
     enqueue(f);
     return 0;
 }
 
 int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free) {
+    if (f) CHECK_LIVE(f);
     if (!f || f->state != LL_FUTURE_PENDING) return f ? LL_ESTATE : LL_EINVAL;
     f->value = value;
     f->value_free = value_free;
@@ -118,6 +177,7 @@ int ll_future_resolve(ll_future *f, void *value, ll_value_free value_free) {
 /* A failed future's detail lives in the value slot, which only a resolved future exposes. */
 static int fail_v(ll_future *f, int code, void *detail, ll_value_free detail_free, const char *fmt,
                   va_list ap) {
+    if (f) CHECK_LIVE(f);
     if (!f) return LL_EINVAL;
     if (f->state != LL_FUTURE_PENDING) return LL_ESTATE;
     if (code >= 0) code = LL_EINVAL;
@@ -192,17 +252,51 @@ int ll_future_copy_outcome(ll_future *dst, ll_future *src) {
     return settle(dst, src->state, src->code);
 }
 
+/* Cancel hooks cancel what they wait for (a task the future it awaits, a gather its inputs), so
+ * running them recursively would take one stack frame per link: a chain of 10,000 tasks each
+ * awaiting the next overflows the canceller's stack. Instead a cancel requested while a hook runs
+ * on this thread is queued, and the outermost ll_future_cancel() runs the queue before it returns:
+ * the same hooks, in breadth-first order, on a flat stack. Each queued future holds a reference. */
+static _Thread_local ll_future *cancel_head, *cancel_tail;
+static _Thread_local bool cancel_running;
+
+static void run_cancel_hook(ll_future *f) {
+    /* it may have settled, or lost its hook, since it was queued */
+    if (f->state == LL_FUTURE_PENDING && f->cancel_hook) f->cancel_hook(f, f->cancel_arg);
+    ll_future_free(f);
+}
+
 int ll_future_cancel(ll_future *f) {
     if (!f) return LL_EINVAL;
+    CHECK_LIVE(f);
     if (f->state != LL_FUTURE_PENDING) return LL_EALREADY;
     if (f->cancel_requested) return 0;
     f->cancel_requested = true;
-    ll_cancel_hook hook = f->cancel_hook;
-    if (!hook) return ll_future_set_cancelled(f);
+    if (!f->cancel_hook) return ll_future_set_cancelled(f);
     f->refs++; /* the hook may drop the producer's reference */
-    hook(f, f->cancel_arg);
-    ll_future_free(f);
+    f->cancel_next = NULL;
+    if (cancel_running) { /* inside a hook: queue it, the outermost call runs it */
+        if (cancel_tail) cancel_tail->cancel_next = f;
+        else cancel_head = f;
+        cancel_tail = f;
+        return 0;
+    }
+    cancel_running = true;
+    run_cancel_hook(f);
+    while (cancel_head) {
+        ll_future *next = cancel_head;
+        cancel_head = next->cancel_next;
+        if (!cancel_head) cancel_tail = NULL;
+        run_cancel_hook(next);
+    }
+    cancel_running = false;
     return 0;
+}
+
+int ll__future_cancel_msg(ll_future *f, const char *msg) {
+    if (f && msg && f->state == LL_FUTURE_PENDING && !f->cancel_msg)
+        f->cancel_msg = ll__strdup(msg); /* on out of memory: plain "operation canceled" */
+    return ll_future_cancel(f);
 }
 
 void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {
@@ -213,6 +307,7 @@ void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {
 
 int ll_future_add_done(ll_future *f, ll_done_cb cb, void *arg) {
     if (!f || !cb) return LL_EINVAL;
+    CHECK_LIVE(f);
     if (!f->has_cb0 && f->ncbs == 0) {
         f->cb0 = (ll__cb){cb, arg};
         f->has_cb0 = true;
@@ -256,6 +351,7 @@ bool ll_future_done(const ll_future *f) {
 
 int ll__future_retrieve(ll_future *f) {
     if (!f) return LL_ENOMEM;
+    CHECK_LIVE(f);
     if (f->state == LL_FUTURE_PENDING) return LL_EAGAIN;
     f->retrieved = true;
     return f->code;
@@ -267,6 +363,7 @@ int ll_future_code(ll_future *f) {
 
 const char *ll_future_errmsg(ll_future *f) {
     if (!f) return "out of memory";
+    CHECK_LIVE(f);
     if (f->state == LL_FUTURE_PENDING || f->state == LL_FUTURE_RESOLVED) return "";
     f->retrieved = true;
     return f->msg ? f->msg : ll_strerror(f->code);

@@ -14,6 +14,18 @@
 #include "libloop.h"
 #include "switch.h"
 
+/* Debug assertions: the invariants the core relies on (a producer settling only once where it
+ * must, list membership, state transitions). Compiled in unless NDEBUG is defined (the default
+ * builds, tests included, keep them; LL_ASSERTS forces them on under NDEBUG). A failure prints the
+ * condition and where, then aborts: memory is already inconsistent. */
+#if !defined(NDEBUG) || defined(LL_ASSERTS)
+#define LL_ASSERT(c) ((c) ? (void)0 : ll__assert_fail(#c, __FILE__, __LINE__, __func__))
+#else
+#define LL_ASSERT(c) ((void)0)
+#endif
+void ll__assert_fail(const char *cond, const char *file, int line,
+                     const char *func) __attribute__((noreturn));
+
 /* Memory, through the allocator hook. */
 /* The allocator hook's functions are public (common.h) so client libraries share them; inside the
  * core they keep their ll__ names. */
@@ -24,6 +36,42 @@
 #define ll__strdup ll_strdup
 #define ll__vformat ll_vformat
 #define ll__format ll_format
+
+/* alloc.c: a loop's bounded list of freed records of one size, handed out again (futures,
+ * call_soon records), inline because they are the hottest allocations. Released by ll_loop_free.
+ * The first word of a waiting record is the link; the record is poisoned for ASan and valgrind
+ * while it waits (ll__recycled_take / _give_back, no-ops in plain builds). */
+typedef struct ll__recycler {
+    void *head;
+    size_t n;
+} ll__recycler;
+#define LL__RECYCLE_MAX 1024
+void ll__recycled_take(ll__recycler *r, void *p, size_t size);
+void ll__recycled_give_back(ll__recycler *r, void *p, size_t size);
+void ll__recycler_release(ll__recycler *r, size_t size);
+/* true under ASan or valgrind (set when the first loop is made) */
+extern bool ll__recycle_annotate;
+void ll__recycle_init(void);
+/* zeroed, like calloc */
+static inline void *ll__recycled_calloc(ll__recycler *r, size_t size) {
+    void *p = r->head;
+    if (!p) return ll_calloc(1, size);
+    if (ll__recycle_annotate) ll__recycled_give_back(r, p, size);
+    r->head = *(void **)p;
+    r->n--;
+    __builtin_memset(p, 0, size);
+    return p;
+}
+static inline void ll__recycled_free(ll__recycler *r, void *p, size_t size) {
+    if (r->n >= LL__RECYCLE_MAX) {
+        ll_free(p);
+        return;
+    }
+    *(void **)p = r->head;
+    r->head = p;
+    r->n++;
+    if (ll__recycle_annotate) ll__recycled_take(r, p, size);
+}
 
 /* A unit of work on the loop's ready queue. Embedded in futures, tasks and call_soon records so
  * that scheduling never allocates. */
@@ -47,6 +95,8 @@ struct ll_future {
     bool cancel_requested;
     int code;
     char *msg;           /* owned; NULL means ll_strerror(code) */
+    char *cancel_msg;    /* owned: why it is being cancelled ("timed out after 1 s"), which becomes
+                          * msg if it settles cancelled without a message of its own */
     void *value;
     ll_value_free value_free;
     ll_future *borrowed; /* copy_outcome: the future whose value we show */
@@ -56,6 +106,7 @@ struct ll_future {
     ll__cb *cbs;         /* further callbacks */
     uint32_t ncbs, capcbs;
     bool has_cb0;
+    ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
     ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
@@ -103,11 +154,18 @@ struct ll_task {
     ll_future *awaiting;  /* reference held while suspended */
     ll_scope root;        /* the deadline inherited or given at spawn */
     ll_scope *scope;      /* innermost scope */
+    const ll_scope *timeout_scope; /* ll_await_timeout's scope while it awaits, with its seconds: */
+    double timeout_secs;           /* the timeout as given, for the message */
     ev_timer timer;       /* the deadline of the current await */
     void *ret_value;
     ll_value_free ret_free;
     char *fail_msg;
     ll__ctxnode *ctx_vars;
+    /* Set by a producer that keeps a record on this task's stack while it waits (sync.c): run if
+     * the task is destroyed at shutdown, so the record is unlinked and what was handed to it
+     * passed on. */
+    void (*on_destroy)(void *arg);
+    void *on_destroy_arg;
     ll_task *prev, *next; /* the loop's list of live tasks */
     void *asan_fake_stack;
 };
@@ -123,11 +181,13 @@ struct ll_loop {
     ll_future *until;     /* the future ll_loop_run_until waits for */
     struct ll__closer *closers; /* handles ll_loop_free closes if the application did not */
     bool closing;
+    bool freed;           /* ll_loop_free ran; the record stays while futures outlive the loop */
     ev_prepare prepare;
     ev_idle idle;
     ev_async async;
     ev_signal sig_int, sig_term, sig_usr1;
     bool signals_on, usr1_on;
+    bool freeing;         /* inside ll_loop_free, past the point of no return */
     /* the ready queue */
     ll__work *rq_head, **rq_tail;
     /* work handed over by other threads */
@@ -145,6 +205,7 @@ struct ll_loop {
     ll__ctxnode *root_ctx;
     ll__executor *executor;
     unsigned executor_threads;
+    bool executor_closed; /* ll_loop_free has stopped the executor: no new one is started */
     void *dns;            /* dns.c: the c-ares channel, its watchers and the cache (lazily made) */
     void *tls;            /* tls.c: SSL_CTX cache (lazily made) */
     /* debug mode */
@@ -157,6 +218,7 @@ struct ll_loop {
     const void *main_stack_bottom;
     size_t main_stack_size;
     ll_loop *thread_prev;  /* the thread's list of loops, newest first */
+    ll__recycler free_futures, free_soon; /* alloc.c: freed records kept for reuse */
 };
 
 /* A handle the loop closes when it is freed while the application still has it open (a
@@ -180,14 +242,24 @@ static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
 /* count an open handle (stats, leak checks); clients use the public ll_loop_track_handle() */
 static inline void ll__handle_ref(ll_loop *loop) { loop->nhandles++; }
 static inline void ll__handle_unref(ll_loop *loop) { loop->nhandles--; }
+/* Deadline timers. libev times an ev_timer from the time it cached at the start of the current
+ * iteration, which is stale after a busy iteration, so a timer may fire before its absolute
+ * deadline. Every timer that enforces a deadline starts with ll__timer_start_at and begins its
+ * callback with `if (ll__timer_early(ev, w, deadline)) return;`, which re-arms it for what is left. */
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline);
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline);
 /* Move work handed over by other threads onto the ready queue. */
 void ll__loop_pull_threadsafe(ll_loop *loop);
 
 /* future.c */
 void ll__future_debug_unlink(ll_future *f);
 int ll__future_retrieve(ll_future *f);
+/* ll_future_cancel, recording why (copied): the message the future gets if it settles cancelled
+ * without one of its own. */
+int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
+extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */
 void ll__task_destroy_all(ll_loop *loop);
 void ll__task_cancel_all(ll_loop *loop);
 const char *ll__task_label(const ll_task *t, char *buf, size_t n);
@@ -195,23 +267,33 @@ const char *ll__task_label(const ll_task *t, char *buf, size_t n);
 /* stack.c */
 struct ll__stack {
     char *lo;             /* lowest usable address */
-    size_t size;
-    bool guarded;
     char *canary;         /* unguarded: the zero zone just below lo, checked at switches */
     struct ll__stack *next_free;
     struct ll__stackpool *pool;
     ll_task *owner;
+    uint32_t size;        /* usable bytes (stacks are at most 1 GiB) */
+    bool guarded;
 };
 ll__stack *ll__stack_get(ll_loop *loop, size_t size);
 void ll__stack_put(ll_loop *loop, ll__stack *s);
 void ll__stack_pools_free(ll_loop *loop);
-/* False if the canary at the bottom of an unguarded stack was overwritten. */
-bool ll__stack_intact(const ll__stack *s);
+/* False if the canary just below an unguarded stack was overwritten (checked at every switch:
+ * inline, since guarded stacks have none). */
+bool ll__stack_canary_ok(const ll__stack *s);
+static inline bool ll__stack_intact(const ll__stack *s) {
+    return !s->canary || ll__stack_canary_ok(s);
+}
 void ll__stack_thread_init(void);
 
 /* debug.c */
 void ll__warn(ll_loop *loop, const char *fmt, ...) LL_PRINTF(2, 3);
 void ll__debug_slow(ll_loop *loop, double ms, const char *what);
+/* Debug mode: warn if the callback fn, started at t0 (ll__mono_ms), ran for slow_ms or more;
+ * kind says what it is ("call_soon callback"), `of` what it belongs to (may be NULL). */
+void ll__debug_after_cb(ll_loop *loop, double t0, const char *kind, const void *fn,
+                        const char *of);
+/* SIGUSR1 prints the task dump while a loop is in debug mode (loop.c) */
+void ll__debug_usr1_update(ll_loop *loop);
 void ll__debug_report_alive(ll_loop *loop);
 const char *ll__fn_name(const void *fn, char *buf, size_t n);
 double ll__mono_ms(void);

@@ -39,7 +39,7 @@ ll_time ll_now(void) {
 }
 
 ll_time ll_deadline_in(double seconds) {
-    return seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
+    return seconds < 0 || seconds >= LL_NEVER ? LL_NEVER : ll_now() + seconds;
 }
 
 ll_loop *ll_loop_current(void) {
@@ -104,18 +104,15 @@ typedef struct soon {
 
 static void run_soon(ll__work *w) {
     soon *s = (soon *)w;
-    ll_loop *loop = ll__tls_loop;
+    ll_loop *loop = ll__tls_loop; /* drain() sets it: the record's own loop */
     ll_callback cb = s->cb;
     void *arg = s->arg;
-    ll__free(s);
+    if (loop) ll__recycled_free(&loop->free_soon, s, sizeof *s);
+    else ll__free(s);
     if (loop && loop->debug) {
         double t0 = ll__mono_ms();
         cb(arg);
-        double ms = ll__mono_ms() - t0;
-        if (ms >= loop->slow_ms) {
-            char name[128];
-            ll__debug_slow(loop, ms, ll__fn_name((const void *)cb, name, sizeof name));
-        }
+        ll__debug_after_cb(loop, t0, "call_soon callback", (const void *)cb, NULL);
     } else {
         cb(arg);
     }
@@ -124,7 +121,7 @@ static void run_soon(ll__work *w) {
 int ll_loop_call_soon(ll_loop *loop, ll_callback cb, void *arg) {
     loop = ll__loop_or_current(loop);
     if (!loop || !cb) return LL_EINVAL;
-    soon *s = ll__malloc(sizeof *s);
+    soon *s = ll__recycled_calloc(&loop->free_soon, sizeof *s);
     if (!s) return LL_ENOMEM;
     s->work.run = run_soon;
     s->cb = cb;
@@ -191,12 +188,27 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c) {
     c->prev = c->next = NULL;
 }
 
+/* ---- deadline timers ---- */
+
+void ll__timer_start_at(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    double left = deadline - ll_now();
+    ev_timer_stop(ev, w);
+    ev_timer_set(w, left > 0 ? left : 0., 0.);
+    ev_timer_start(ev, w);
+}
+
+bool ll__timer_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
+    if (deadline - ll_now() <= 0) return false;
+    ll__timer_start_at(ev, w, deadline);
+    return true;
+}
+
 /* ---- call_later and sleep ---- */
 
+/* One per sleeping task: kept small (its loop is its future's). */
 typedef struct later {
     ev_timer timer;
     ll__closer closer;   /* a timer still pending at ll_loop_free is cancelled there */
-    ll_loop *loop;
     ll_time deadline;
     ll_future *f;
     ll_callback cb;
@@ -204,9 +216,10 @@ typedef struct later {
 } later;
 
 static void later_end(later *l) {
-    ev_timer_stop(l->loop->ev, &l->timer);
-    ll__closer_remove(l->loop, &l->closer);
-    ll__handle_unref(l->loop);
+    ll_loop *loop = l->f->loop;
+    ev_timer_stop(loop->ev, &l->timer);
+    ll__closer_remove(loop, &l->closer);
+    ll__handle_unref(loop);
     ll_future_free(l->f);
     ll__free(l);
 }
@@ -220,9 +233,15 @@ static void on_later(struct ev_loop *ev, ev_timer *w, int revents) {
         ev_timer_start(ev, w);
         return;
     }
-    ll_loop *saved = ll__tls_loop;
-    ll__tls_loop = l->loop;
-    if (l->cb) l->cb(l->arg);
+    ll_loop *saved = ll__tls_loop, *loop = l->f->loop;
+    ll__tls_loop = loop;
+    if (l->cb && loop->debug) {
+        double t0 = ll__mono_ms();
+        l->cb(l->arg);
+        ll__debug_after_cb(loop, t0, "call_later callback", (const void *)l->cb, NULL);
+    } else if (l->cb) {
+        l->cb(l->arg);
+    }
     ll_future_resolve(l->f, NULL, NULL);
     ll__tls_loop = saved;
     later_end(l);
@@ -250,7 +269,6 @@ ll_future *ll_loop_call_later(ll_loop *loop, double delay, ll_callback cb, void 
         return NULL;
     }
     if (delay < 0) delay = 0;
-    l->loop = loop;
     l->deadline = ll_now() + delay;
     l->f = ll_future_ref(f);
     l->cb = cb;
@@ -292,6 +310,30 @@ static void on_usr1(struct ev_loop *ev, ev_signal *w, int revents) {
     ll_loop_dump_tasks(w->data, stderr);
 }
 
+/* Debug mode: SIGUSR1 prints the task dump, for any loop (ll_loop_new or ll_run). libev lets one
+ * loop watch a given signal, so the first loop in debug mode owns SIGUSR1 until it leaves debug
+ * mode or is freed; a later debug loop takes it over then (checked whenever debug mode is set).
+ * The watcher is unreferenced: it never keeps the loop alive. */
+static ll_loop *usr1_owner;
+
+void ll__debug_usr1_update(ll_loop *loop) {
+    bool want = loop->debug && !loop->freeing;
+    if (want && !loop->usr1_on) {
+        ll_loop *expected = NULL;
+        if (!__atomic_compare_exchange_n(&usr1_owner, &expected, loop, false, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+            return; /* another loop prints its dump */
+        ev_signal_start(loop->ev, &loop->sig_usr1);
+        ev_unref(loop->ev);
+        loop->usr1_on = true;
+    } else if (!want && loop->usr1_on) {
+        ev_ref(loop->ev);
+        ev_signal_stop(loop->ev, &loop->sig_usr1);
+        loop->usr1_on = false;
+        __atomic_store_n(&usr1_owner, NULL, __ATOMIC_SEQ_CST);
+    }
+}
+
 int ll_loop_handle_signals(ll_loop *loop, bool on) {
     if (!loop) return LL_EINVAL;
     if (on == loop->signals_on) return 0;
@@ -304,21 +346,11 @@ int ll_loop_handle_signals(ll_loop *loop, bool on) {
         ev_signal_start(loop->ev, &loop->sig_term);
         ev_unref(loop->ev);
         ev_unref(loop->ev);
-        if (loop->debug) {
-            ev_signal_start(loop->ev, &loop->sig_usr1);
-            ev_unref(loop->ev);
-            loop->usr1_on = true;
-        }
     } else {
         ev_ref(loop->ev);
         ev_ref(loop->ev);
         ev_signal_stop(loop->ev, &loop->sig_int);
         ev_signal_stop(loop->ev, &loop->sig_term);
-        if (loop->usr1_on) {
-            ev_ref(loop->ev);
-            ev_signal_stop(loop->ev, &loop->sig_usr1);
-            loop->usr1_on = false;
-        }
         __atomic_store_n(&signal_owner, NULL, __ATOMIC_SEQ_CST);
     }
     loop->signals_on = on;
@@ -368,8 +400,10 @@ static ll_loop *loop_init(struct ev_loop *ev, bool owns) {
     loop->sig_term.data = loop;
     ev_signal_init(&loop->sig_usr1, on_usr1, SIGUSR1);
     loop->sig_usr1.data = loop;
+    ll__debug_usr1_update(loop);
 
     ll__stack_thread_init();
+    ll__recycle_init();
     loop->thread_prev = thread_loops;
     thread_loops = loop;
     return loop;
@@ -503,7 +537,11 @@ int ll_loop_free(ll_loop *loop) {
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     if (loop->debug) ll__debug_report_alive(loop);
     ll_loop_handle_signals(loop, false);
-    /* Work still queued now belongs to nobody: run it so its memory is released. */
+    loop->freeing = true;
+    ll__debug_usr1_update(loop);
+    /* Work still queued now belongs to nobody: run it so its memory is released. That includes
+     * posts from other threads not yet pulled (ll_loop_call_soon_threadsafe): their callbacks run. */
+    ll__loop_pull_threadsafe(loop);
     while (loop->rq_head) drain(loop);
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
@@ -516,10 +554,19 @@ int ll_loop_free(ll_loop *loop) {
     while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
     if (loop->owns_ev) ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
+    ll__recycler_release(&loop->free_futures, sizeof(ll_future));
+    ll__recycler_release(&loop->free_soon, sizeof(soon));
     ll_loop **pp = &thread_loops;
     while (*pp && *pp != loop) pp = &(*pp)->thread_prev;
     if (*pp) *pp = loop->thread_prev;
     if (ll__tls_loop == loop) ll__tls_loop = NULL;
+    if (loop->nfutures > 0) {
+        /* Futures the application still holds point at this record: keep it (and nothing else)
+         * until the last of them is freed (future.c), rather than let them read freed memory. */
+        loop->freed = true;
+        loop->ev = NULL;
+        return rc;
+    }
     ll__free(loop);
     return rc;
 }

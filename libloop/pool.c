@@ -53,6 +53,7 @@ typedef struct pconn {
     ll__dlink gidle;          /* the pool's idle list */
     ll_future *reset_f;  /* while resetting */
     ev_timer reset_timer;
+    ll_time reset_deadline;
     bool reset_timed_out;
 } pconn;
 
@@ -257,15 +258,6 @@ static ll_future *detached_reset(ll_pool *p, void *conn) {
     return f;
 }
 
-/* A timer callback may run early by libev's cached time: re-arm until the deadline has passed. */
-static bool rearm_if_early(struct ev_loop *ev, ev_timer *w, ll_time deadline) {
-    double left = deadline - ll_now();
-    if (left <= 0) return false;
-    ev_timer_set(w, left, 0.);
-    ev_timer_start(ev, w);
-    return true;
-}
-
 /* ---- waiters ---- */
 
 static void waiter_unlink(ll_pool *p, waiter *w) {
@@ -305,7 +297,7 @@ static bool waiter_abandoned(const waiter *w) {
 static void on_waiter_timeout(struct ev_loop *ev, ev_timer *t, int revents) {
     (void)revents;
     waiter *w = CONTAINER(t, waiter, timer);
-    if (rearm_if_early(ev, t, w->deadline)) return;
+    if (ll__timer_early(ev, t, w->deadline)) return;
     w->timer_on = false;
     ll_pool *p = w->pool;
     pkey *k = w->key;
@@ -404,7 +396,7 @@ static void on_connect_done(ll_future *f, void *arg) {
 static void on_connect_timeout(struct ev_loop *ev, ev_timer *t, int revents) {
     (void)revents;
     pconnect *pc = CONTAINER(t, pconnect, timer);
-    if (rearm_if_early(ev, t, pc->deadline)) return;
+    if (ll__timer_early(ev, t, pc->deadline)) return;
     pc->timer_on = false;
     pc->timed_out = true;
     ll_loop *saved = ll__tls_loop;
@@ -444,7 +436,7 @@ static int connect_start(ll_pool *p, pkey *k, bool for_waiter, const char **msg)
     if (p->connect_timeout > 0 && !ll_future_done(f)) {
         pc->deadline = ll_now() + p->connect_timeout;
         ev_timer_init(&pc->timer, on_connect_timeout, p->connect_timeout, 0.);
-        ev_timer_start(p->loop->ev, &pc->timer);
+        ll__timer_start_at(p->loop->ev, &pc->timer, pc->deadline);
         pc->timer_on = true;
     }
     return 0;
@@ -544,8 +536,9 @@ static void on_reset_done(ll_future *f, void *arg) {
 }
 
 static void on_reset_timeout(struct ev_loop *ev, ev_timer *t, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     pconn *c = CONTAINER(t, pconn, reset_timer);
+    if (ll__timer_early(ev, t, c->reset_deadline)) return;
     c->reset_timed_out = true;
     ll_loop *saved = ll__tls_loop;
     ll__tls_loop = c->pool->loop;
@@ -569,7 +562,8 @@ static bool reset_start(ll_pool *p, pconn *c) {
     c->key->resetting++;
     p->resetting++;
     ev_timer_init(&c->reset_timer, on_reset_timeout, p->reset_timeout, 0.);
-    if (p->reset_timeout > 0) ev_timer_start(p->loop->ev, &c->reset_timer);
+    c->reset_deadline = ll_now() + p->reset_timeout;
+    if (p->reset_timeout > 0) ll__timer_start_at(p->loop->ev, &c->reset_timer, c->reset_deadline);
     return true;
 }
 
@@ -757,7 +751,7 @@ ll_future *ll_pool_acquire(ll_pool *p, const char *key) {
     if (p->acquire_timeout > 0) {
         w->deadline = ll_now() + p->acquire_timeout;
         ev_timer_init(&w->timer, on_waiter_timeout, p->acquire_timeout, 0.);
-        ev_timer_start(p->loop->ev, &w->timer);
+        ll__timer_start_at(p->loop->ev, &w->timer, w->deadline);
         w->timer_on = true;
     }
     ll_future_on_cancel(f, on_waiter_cancel, w);

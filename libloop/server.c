@@ -44,6 +44,7 @@ struct ll_server {
     ev_io io;
     ev_timer pause;       /* accepting paused after EMFILE */
     ev_timer grace;       /* closing: handlers' time to finish */
+    ll_time grace_end;
     ll_server_handler handler;
     void *arg;
     ll_tls_opts *tls;     /* deep copy */
@@ -257,7 +258,8 @@ static ll_server *server_new(ll_loop *loop, ll_server_handler handler, void *arg
     srv->arg = arg;
     srv->backlog = opts && opts->backlog > 0 ? opts->backlog : SOMAXCONN;
     srv->stack_size = opts ? opts->stack_size : 0;
-    srv->linger = opts && opts->linger > 0 ? opts->linger : DEFAULT_LINGER;
+    /* 0: the default; negative: no limit (ll_deadline_in gives LL_NEVER) */
+    srv->linger = opts && opts->linger != 0 ? opts->linger : DEFAULT_LINGER;
     srv->name = ll__strdup(opts && opts->name ? opts->name : "server");
     bool fail = !srv->name;
     if (opts && opts->tls && !(srv->tls = ll__tls_opts_dup(opts->tls))) fail = true;
@@ -319,13 +321,10 @@ ll_future *ll_server_open(const char *host, uint16_t port, ll_server_handler han
                            const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
+    if (!handler) return ll_future_failed(loop, LL_EINVAL, "listen: no handler");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "start server");
-    if (!handler) {
-        ll_future_fail(f, LL_EINVAL, "listen: no handler");
-        return f;
-    }
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv) {
         ll_future_fail(f, LL_ENOMEM, "listen on %s:%u: out of memory", host ? host : "*", port);
@@ -371,18 +370,16 @@ ll_future *ll_server_open_unix(const char *path, ll_server_handler handler, void
                                 const ll_server_opts *opts) {
     ll_loop *loop = ll_loop_current();
     if (!loop) return NULL;
-    ll_future *f = ll_future_new(loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "start server");
     ll_addr a;
     memset(&a, 0, sizeof a);
     struct sockaddr_un *un = (struct sockaddr_un *)&a.sa;
     size_t n = path ? strlen(path) : 0;
-    if (!handler || n == 0 || n >= sizeof un->sun_path) {
-        ll_future_fail(f, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
-                       !handler ? "no handler" : "bad socket path");
-        return f;
-    }
+    if (!handler || n == 0 || n >= sizeof un->sun_path)
+        return ll_future_failed(loop, LL_EINVAL, "listen on %s: %s", path ? path : "(null)",
+                                !handler ? "no handler" : "bad socket path");
+    ll_future *f = ll_future_new(loop);
+    if (!f) return NULL;
+    ll_future_set_label(f, "start server");
     ll_server *srv = server_new(loop, handler, arg, opts);
     if (!srv || !(srv->unix_path = ll__strdup(path))) {
         if (srv) server_free(srv);
@@ -417,8 +414,10 @@ static void cancel_all(ll_server *srv) {
 }
 
 static void on_grace_end(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
-    cancel_all(w->data);
+    (void)revents;
+    ll_server *srv = w->data;
+    if (ll__timer_early(ev, w, srv->grace_end)) return; /* the absolute deadline */
+    cancel_all(srv);
 }
 
 ll_future *ll_server_close(ll_server *srv, double grace) {
@@ -434,9 +433,11 @@ ll_future *ll_server_close(ll_server *srv, double grace) {
     if (srv->fd >= 0) close(srv->fd);
     srv->fd = -1;
     if (srv->unix_path && srv->unix_path[0] != '@') unlink(srv->unix_path);
-    if (srv->nconns && grace > 0) {
-        ev_timer_set(&srv->grace, grace, 0.);
-        ev_timer_start(srv->loop->ev, &srv->grace);
+    if (srv->nconns && grace != 0) {
+        if (grace > 0) { /* negative: the handlers may take as long as they need */
+            srv->grace_end = ll_now() + grace;
+            ll__timer_start_at(srv->loop->ev, &srv->grace, srv->grace_end);
+        }
     } else {
         cancel_all(srv);
     }

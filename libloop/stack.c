@@ -31,6 +31,8 @@
  * - On a fault in a guard region, or a fault while the running task's stack pointer lies outside
  *   its stack, a SIGSEGV handler on an alternate signal stack names the task whose stack
  *   overflowed, then lets the default action kill the process (an overflow cannot be undone).
+ * - Under an address-space limit (RLIMIT_AS), or once a mapping with large guards has failed, guards
+ *   are one page, as they used to be: large guards would cost stacks there.
  * - Test knob: LIBLOOP_STACK_GUARDS=0 in the environment makes every new slab unguarded (canary
  *   path), so tests can reach it without creating ~8,000 stacks first. Read at each slab creation.
  * - A new slab's task-header pages (the top page of every stack) are populated with one
@@ -54,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <ucontext.h>
@@ -79,6 +82,7 @@
 #define UNGUARDED_STACKS 64
 #define GUARD_MIN ((size_t)1 << 20)
 #define CANARY_BYTES 256
+#define MAX_STACK ((size_t)1 << 30)
 #define CACHE_STACKS 64
 #define TRIM_SECS 1.0
 
@@ -114,6 +118,7 @@ static slab *all_slabs;
 static pthread_mutex_t slabs_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t page_size;
 static long guard_budget = -1;   /* guarded stacks we may still create */
+static bool small_guards; /* address space is limited or ran short once: one-page guards */
 static struct sigaction prev_segv; /* the handler ours hands faults on to */
 #define ALTSTACK_SIZE (64 * 1024)
 static pthread_key_t altstack_key; /* releases a thread's alternate signal stack when it exits */
@@ -140,6 +145,9 @@ static void global_init(void) {
         fclose(f);
     }
     guard_budget = maxmap / 8; /* two VMAs each: a quarter of the limit */
+    /* Under an address-space limit (ulimit -v) large guards would cost stacks: one page each. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) small_guards = true;
     altstack_key_ok = pthread_key_create(&altstack_key, altstack_release) == 0;
 }
 
@@ -314,11 +322,17 @@ static void populate(struct iovec *iov, size_t n) {
 #endif
 }
 
-static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
+/* How a slab is laid out: large guards, one-page guards, or unguarded. A guarded slab with large
+ * guards needs ~18 MiB of address space; where that fails (an RLIMIT_AS), the caller retries with
+ * one-page guards, and from then on starts there (small_guards); where that fails too (a process near
+ * vm.max_map_count), with an unguarded slab. */
+typedef enum { SLAB_LARGE_GUARDS, SLAB_PAGE_GUARDS, SLAB_UNGUARDED } slab_kind;
+
+static slab *slab_new(ll_loop *loop, ll__stackpool *pool, slab_kind kind) {
     size_t size = pool->size;
     bool guarded = false;
     const char *knob = getenv("LIBLOOP_STACK_GUARDS"); /* test knob, see the top of this file */
-    bool allow_guards = !(knob && strcmp(knob, "0") == 0);
+    bool allow_guards = kind != SLAB_UNGUARDED && !(knob && strcmp(knob, "0") == 0);
     pthread_mutex_lock(&slabs_lock);
     if (allow_guards && guard_budget >= GUARDED_STACKS) {
         guard_budget -= GUARDED_STACKS;
@@ -327,12 +341,15 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
     pthread_mutex_unlock(&slabs_lock);
     int n = guarded ? GUARDED_STACKS : UNGUARDED_STACKS;
     size_t guard = size > GUARD_MIN ? size : GUARD_MIN;
+    if (kind != SLAB_LARGE_GUARDS && __atomic_load_n(&small_guards, __ATOMIC_RELAXED))
+        guard = page_size;
     size_t slot = guarded ? guard + size : size;
     size_t len = slot * (size_t)n + (guarded ? 0 : guard);
     char *base = MAP_FAILED;
     slab *sl = ll__calloc(1, sizeof *sl + (size_t)n * sizeof(ll__stack));
-    unsigned *vg = sl ? ll__calloc((size_t)n, sizeof *vg) : NULL;
-    if (!vg) goto fail;
+    /* valgrind's stack ids, kept only when running under it (4 bytes a task otherwise wasted) */
+    unsigned *vg = sl && RUNNING_ON_VALGRIND ? ll__calloc((size_t)n, sizeof *vg) : NULL;
+    if (!sl || (RUNNING_ON_VALGRIND && !vg)) goto fail;
     /* Everything PROT_NONE first: the guards are never charged as committed memory. */
     base = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
                 0);
@@ -358,16 +375,16 @@ static slab *slab_new(ll_loop *loop, ll__stackpool *pool) {
         ll__stack *s = &sl->stacks[i];
         if (guarded) {
             s->lo = base + (size_t)i * slot + guard;
-            s->size = size;
+            s->size = (uint32_t)size;
         } else {
             /* The top CANARY_BYTES of each slot are the canary zone of the stack above it. */
             s->lo = base + guard + (size_t)i * slot;
-            s->size = size - CANARY_BYTES;
+            s->size = (uint32_t)(size - CANARY_BYTES);
             s->canary = i > 0 ? s->lo - CANARY_BYTES : NULL; /* slot 0 sits on the guard */
         }
         s->guarded = guarded;
         s->pool = pool;
-        vg[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size);
+        if (vg) vg[i] = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size);
         iov[i].iov_base = s->lo + size - page_size; /* the slot's top page: the task header */
         iov[i].iov_len = page_size;
         s->next_free = pool->free;
@@ -425,6 +442,7 @@ static void on_trim(struct ev_loop *ev, ev_timer *w, int revents) {
 }
 
 ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
+    if (size > MAX_STACK) return NULL; /* reported as a stack that cannot be mapped */
     size = round_size(size);
     ll__stackpool *pool = loop->stackpools;
     while (pool && pool->size != size) pool = pool->next;
@@ -437,7 +455,16 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
         pool->next = loop->stackpools;
         loop->stackpools = pool;
     }
-    if (!pool->free && !slab_new(loop, pool)) return NULL;
+    if (!pool->free) {
+        slab *sl = NULL;
+        if (!__atomic_load_n(&small_guards, __ATOMIC_RELAXED)) {
+            sl = slab_new(loop, pool, SLAB_LARGE_GUARDS);
+            if (!sl) __atomic_store_n(&small_guards, true, __ATOMIC_RELAXED);
+        }
+        if (!sl) sl = slab_new(loop, pool, SLAB_PAGE_GUARDS);
+        if (!sl) sl = slab_new(loop, pool, SLAB_UNGUARDED);
+        if (!sl) return NULL;
+    }
     ll__stack *s = pool->free;
     pool->free = s->next_free;
     pool->nfree--;
@@ -449,8 +476,7 @@ ll__stack *ll__stack_get(ll_loop *loop, size_t size) {
     return s;
 }
 
-bool ll__stack_intact(const ll__stack *s) {
-    if (!s->canary) return true;
+bool ll__stack_canary_ok(const ll__stack *s) {
     const uint64_t *w = (const uint64_t *)(const void *)s->canary;
     uint64_t acc = 0;
     for (size_t i = 0; i < CANARY_BYTES / sizeof *w; i++) acc |= w[i];
@@ -483,7 +509,7 @@ void ll__stack_pools_free(ll_loop *loop) {
         slab *sl = pool->slabs;
         while (sl) {
             slab *sn = sl->next;
-            for (int i = 0; i < sl->n; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
+            for (int i = 0; sl->vg_id && i < sl->n; i++) VALGRIND_STACK_DEREGISTER(sl->vg_id[i]);
             pthread_mutex_lock(&slabs_lock);
             slab **pp = (slab **)&all_slabs;
             while (*pp && *pp != sl) pp = &(*pp)->gnext;

@@ -35,12 +35,7 @@ void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to) {
 
 #else
 
-void ll__switch(void **save_sp, void *new_sp);
 void ll__trampoline(void);
-
-void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to) {
-    ll__switch(&from->sp, to->sp);
-}
 
 void ll__switch_make(ll__switch_ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg) {
     uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;

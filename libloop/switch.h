@@ -25,6 +25,15 @@ typedef struct { void *sp; } ll__switch_ctx;
  * entry must never return. */
 void ll__switch_make(ll__switch_ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg);
 /* Save the current context in `from` and continue in `to`. */
+#ifdef LL_USE_UCONTEXT
 void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to);
+#else
+/* Inline: every call level around a switch is a return the CPU mispredicts after it (the return
+ * stack buffer holds the other stack's calls), so the wrapper costs a mispredict on each side. */
+void ll__switch(void **save_sp, void *new_sp);
+static inline void ll__switch_to(ll__switch_ctx *from, ll__switch_ctx *to) {
+    ll__switch(&from->sp, to->sp);
+}
+#endif
 
 #endif

@@ -26,6 +26,9 @@
  *   cannot be taken back, and the return code must say so.
  * - Freeing a primitive fails the waiters' futures with LL_ECLOSED; they resume later and never
  *   touch the primitive again.
+ * - A waiting task destroyed at shutdown (its stack released without it resuming) would leave its
+ *   record on a list and take whatever was handed to it along: the task's on_destroy hook
+ *   (waiter_destroyed) unlinks the record and passes a granted permit or promised item on.
  */
 #include <limits.h>
 #include <string.h>
@@ -38,9 +41,16 @@ typedef struct waitq {
     waiter *head, *tail;
 } waitq;
 
+typedef struct waitspec {
+    waitq *granted;             /* where a handoff puts the waiter (NULL: on no list) */
+    void (*pass_on)(void *owner); /* give what was handed over to the next waiter */
+    void *owner;
+} waitspec;
+
 struct waiter {
     waiter *prev, *next;
     waitq *q;        /* the list this waiter is on; NULL when on none */
+    waitspec spec;
     ll_future *f;    /* what the task awaits */
     uint64_t task_id;
     void *item;      /* queue: the item to put, or the item received */
@@ -59,6 +69,8 @@ static void waitq_push(waitq *q, waiter *w) {
 static void waitq_remove(waiter *w) {
     waitq *q = w->q;
     if (!q) return;
+    LL_ASSERT(w->prev ? w->prev->next == w : q->head == w);
+    LL_ASSERT(w->next ? w->next->prev == w : q->tail == w);
     if (w->prev) w->prev->next = w->next;
     else q->head = w->next;
     if (w->next) w->next->prev = w->prev;
@@ -72,7 +84,10 @@ static waiter *grant_first(waitq *from, waitq *granted) {
     waiter *w = from->head;
     waitq_remove(w);
     if (granted) waitq_push(granted, w);
-    ll_future_resolve(w->f, NULL, NULL);
+    /* the waiter's future is private and pending while it is listed: this cannot fail */
+    int rc = ll_future_resolve(w->f, NULL, NULL);
+    LL_ASSERT(rc == 0);
+    (void)rc;
     return w;
 }
 
@@ -96,17 +111,34 @@ static void waitq_close(waitq *waiting, waitq *granted, const char *what) {
     }
 }
 
+/* The waiting task is destroyed at shutdown, its stack (and this record) about to go: unlink the
+ * record, and pass on what was handed to it, as a cancelled waiter does when it resumes. */
+static void waiter_destroyed(void *arg) {
+    waiter *w = arg;
+    bool granted = w->q && w->q == w->spec.granted;
+    waitq_remove(w);
+    if (granted && w->spec.pass_on) w->spec.pass_on(w->spec.owner);
+    ll_future_free(w->f); /* wait_on's reference: it will not return to drop it */
+    w->f = NULL;
+}
+
 /* Suspend the calling task on list q until a handoff, cancellation, deadline or close. */
-static int wait_on(ll_task *t, waitq *q, waiter *w, const char *label, void *item) {
+static int wait_on(ll_task *t, waitq *q, waiter *w, const char *label, void *item,
+                   const waitspec *spec) {
     memset(w, 0, sizeof *w);
     w->item = item;
+    if (spec) w->spec = *spec;
     w->f = ll_future_new(t->loop);
     if (!w->f) return LL_ENOMEM;
     ll_future_set_label(w->f, label);
     w->task_id = t->id;
     ll_future_on_cancel(w->f, waiter_cancel, w);
     waitq_push(q, w);
+    LL_ASSERT(!t->on_destroy);
+    t->on_destroy = waiter_destroyed;
+    t->on_destroy_arg = w;
     int rc = ll_await(w->f);
+    t->on_destroy = NULL;
     /* An error means the hook or the close took us off the list already; make sure of it, as the
      * record dies with this frame. After a handoff (0) we are on the granted list, if any. */
     if (rc != 0) waitq_remove(w);
@@ -139,6 +171,10 @@ static void permits_release(permits *p) {
     if (p->value < UINT_MAX) p->value++;
 }
 
+static void permits_pass_on(void *owner) {
+    permits_release(owner);
+}
+
 static int permits_acquire(permits *p, const char *label) {
     ll_task *t = ll__tls_task;
     if (!t) return LL_ENOTASK;
@@ -148,7 +184,8 @@ static int permits_acquire(permits *p, const char *label) {
         return 0;
     }
     waiter w;
-    int rc = wait_on(t, &p->waiting, &w, label, NULL);
+    waitspec spec = {&p->granted, permits_pass_on, p};
+    int rc = wait_on(t, &p->waiting, &w, label, NULL, &spec);
     if (rc != 0) return rc; /* cancelled, timed out or closed: not on any list any more */
     if (w.closed) return LL_ECLOSED;
     waitq_remove(&w); /* from `granted` */
@@ -267,7 +304,7 @@ int ll_event_wait(ll_event *e) {
     if (e->set) return 0;
     waiter w;
     /* Nothing to give back after a wake-up: every waiter was woken, so a set event is 0. */
-    return wait_on(t, &e->waiting, &w, "event", NULL);
+    return wait_on(t, &e->waiting, &w, "event", NULL, NULL);
 }
 
 void ll_event_free(ll_event *e) {
@@ -354,7 +391,7 @@ int ll_queue_put(ll_queue *q, void *item) {
     waiter w;
     /* 0: a get moved the item into the queue (it is the queue's now, even if this task was
      * cancelled since); otherwise the item was never queued and is still the caller's. */
-    return wait_on(t, &q->putters, &w, "queue put", item);
+    return wait_on(t, &q->putters, &w, "queue put", item, NULL);
 }
 
 int ll_queue_try_get(ll_queue *q, void **item) {
@@ -362,6 +399,14 @@ int ll_queue_try_get(ll_queue *q, void **item) {
     if (q->count == q->reserved) return LL_EEMPTY; /* what is there is promised to waiters */
     *item = take(q);
     return 0;
+}
+
+/* A getter the head item was promised to gives it up: the promise passes to the next getter. */
+static void getter_pass_on(void *owner) {
+    ll_queue *q = owner;
+    LL_ASSERT(q->reserved > 0);
+    q->reserved--;
+    wake_getters(q);
 }
 
 int ll_queue_get(ll_queue *q, void **item) {
@@ -373,18 +418,19 @@ int ll_queue_get(ll_queue *q, void **item) {
         return 0;
     }
     waiter w;
-    int rc = wait_on(t, &q->getters, &w, "queue get", NULL);
+    waitspec spec = {&q->granted, getter_pass_on, q};
+    int rc = wait_on(t, &q->getters, &w, "queue get", NULL, &spec);
     if (rc != 0) return rc;
     if (w.closed) { /* the queue was freed after the handoff; ll_queue_free gave us the item */
         *item = w.item;
         return 0;
     }
     waitq_remove(&w); /* from `granted` */
-    q->reserved--;
     if (cancelled_after_handoff(t)) {
-        wake_getters(q); /* the item stays at the head, promised to the next getter */
+        getter_pass_on(q); /* the item stays at the head, promised to the next getter */
         return LL_ECANCELED;
     }
+    q->reserved--;
     *item = take(q);
     return 0;
 }

@@ -51,6 +51,8 @@ static void task_run(ll__work *w) {
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->prev ? t->prev->next == t : loop->tasks == t);
+    LL_ASSERT(!t->next || t->next->prev == t);
     if (t->prev) t->prev->next = t->next;
     else loop->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -109,12 +111,14 @@ static void report_overflow(ll_task *t, const char *how) {
     fprintf(stderr,
             "libloop: task #%llu '%s' overflowed its %zu-byte stack (%s); give it a larger stack "
             "with ll_spawn_ex() or ll_loop_set_stack_size()\n",
-            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), t->stack->size, how);
+            (unsigned long long)t->id, ll__task_label(t, name, sizeof name), (size_t)t->stack->size, how);
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
 static void resume(ll_task *t) {
     ll_loop *loop = t->loop;
+    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
+    LL_ASSERT(!loop->current); /* only the loop switches into a task, never another task */
     if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
         t->rc = LL_ECANCELED;
         finalize(t);
@@ -149,6 +153,7 @@ static void resume(ll_task *t) {
 }
 
 static void suspend(ll_task *t) {
+    LL_ASSERT(t == ll__tls_task && t->state != LL__TASK_RUNNING);
     /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
      * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
      * before the loop or another task runs on the memory it overwrote. */
@@ -182,6 +187,17 @@ static void mark_fired(ll_task *t) {
     }
 }
 
+/* Cancel what the task awaits because a deadline passed, saying so: "timed out after 1 s" (the
+ * timeout as given to ll_await_timeout), not "operation canceled". */
+static void cancel_timed_out(ll_task *t, ll_future *f) {
+    char msg[96];
+    if (t->timeout_scope && t->timeout_scope->fired)
+        snprintf(msg, sizeof msg, "cancelled: timed out after %g s", t->timeout_secs);
+    else
+        snprintf(msg, sizeof msg, "cancelled: the task's deadline passed");
+    ll__future_cancel_msg(f, msg);
+}
+
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)revents;
     ll_task *t = w->data;
@@ -198,7 +214,7 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
      * than LL_ECANCELED); we wake when it ends. */
     ll_task *child = t->awaiting->task;
     if (child && child->scope->effective <= t->scope->effective) return;
-    ll_future_cancel(t->awaiting);
+    cancel_timed_out(t, t->awaiting);
 }
 
 /* ---- spawning ---- */
@@ -268,6 +284,7 @@ static void wake(ll_future *f, void *arg) {
     ll_task *t = arg;
     if (t->state == LL__TASK_WAITING && t->awaiting == f) resume(t);
 }
+const ll_done_cb ll__task_wake_cb = wake; /* debug mode times the task step, not the wake */
 
 int ll_await(ll_future *f) {
     ll_task *t = ll__tls_task;
@@ -288,14 +305,16 @@ int ll_await(ll_future *f) {
         t->timed_out = true;
         mark_fired(t);
     }
-    if (interrupt) {
+    if (interrupt == LL_ETIMEDOUT) {
+        cancel_timed_out(t, f);
+    } else if (interrupt) {
         ll_future_cancel(f);
     } else if (sc->effective < LL_NEVER) {
         ev_timer_set(&t->timer, sc->effective - ll_now(), 0.);
         ev_timer_start(t->loop->ev, &t->timer);
     }
     suspend(t);
-    ev_timer_stop(t->loop->ev, &t->timer);
+    if (ev_is_active(&t->timer)) ev_timer_stop(t->loop->ev, &t->timer);
     ll_future *a = t->awaiting;
     t->awaiting = NULL;
     rc = ll__future_retrieve(a);
@@ -306,9 +325,20 @@ int ll_await(ll_future *f) {
 }
 
 int ll_await_timeout(ll_future *f, double seconds) {
+    ll_task *t = ll__tls_task;
     ll_scope s;
     ll_scope_enter(&s, ll_deadline_in(seconds));
+    const ll_scope *outer_scope = t ? t->timeout_scope : NULL;
+    double outer_secs = t ? t->timeout_secs : 0;
+    if (t) {
+        t->timeout_scope = &s;
+        t->timeout_secs = seconds;
+    }
     int rc = ll_await(f);
+    if (t) {
+        t->timeout_scope = outer_scope;
+        t->timeout_secs = outer_secs;
+    }
     int src = ll_scope_exit(&s);
     return (rc == LL_ETIMEDOUT || rc == LL_ECANCELED) && src == LL_ETIMEDOUT ? LL_ETIMEDOUT : rc;
 }
@@ -324,10 +354,18 @@ int ll_sleep(double seconds) {
 int ll_yield(void) {
     ll_task *t = ll__tls_task;
     if (!t) return LL_ENOTASK;
+    LL_ASSERT(t->state == LL__TASK_RUNNING);
     t->state = LL__TASK_READY;
     ll__schedule(t->loop, &t->work);
     suspend(t);
-    return (t->cancelled && !t->scope->shield) ? LL_ECANCELED : 0;
+    if (t->cancelled && !t->scope->shield) return LL_ECANCELED;
+    /* A task that only yields never awaits, so no deadline timer can cut it: check here, or a
+     * busy child would overrun its parent's deadline (promise 2). */
+    if (t->scope->effective < LL_NEVER && ll_now() >= t->scope->effective) {
+        mark_fired(t);
+        return LL_ETIMEDOUT;
+    }
+    return 0;
 }
 
 /* ---- outcome ---- */
@@ -445,6 +483,10 @@ void ll__task_destroy_all(ll_loop *loop) {
             ll__warn(loop, "shutdown: task #%llu '%s' did not finish cleaning up before the deadline "
                            "and was destroyed (what it held is lost)",
                      (unsigned long long)t->id, ll__task_label(t, name, sizeof name));
+        }
+        if (t->on_destroy) {
+            t->on_destroy(t->on_destroy_arg);
+            t->on_destroy = NULL;
         }
         if (t->awaiting) {
             /* Cancel what it waits for first: its producer unlinks whatever it keeps about the

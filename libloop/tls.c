@@ -463,9 +463,10 @@ void ll__tls_on_io(ll_stream *s) {
 }
 
 static void on_hs_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     ll__tls *t = w->data;
-    hs_fail(t, LL_ETIMEDOUT, "TLS handshake with %s: timed out after %.1f s", t->s->peer,
+    if (ll__timer_early(ev, w, t->started + t->timeout)) return; /* the absolute deadline */
+    hs_fail(t, LL_ETIMEDOUT, "TLS handshake with %s: timed out after %g s", t->s->peer,
             t->timeout);
 }
 
@@ -549,11 +550,12 @@ ll_future *ll__tls_handshake(ll_stream *s, const ll_tls_opts *o, bool server) {
     }
     ERR_clear_error();
     t->hf = ll_future_ref(f);
-    t->timeout = o->handshake_timeout > 0 ? o->handshake_timeout : DEFAULT_HANDSHAKE_TIMEOUT;
+    /* 0: the default; negative: no limit of its own (the task's deadline still applies) */
+    t->timeout = o->handshake_timeout != 0 ? o->handshake_timeout : DEFAULT_HANDSHAKE_TIMEOUT;
     t->started = ll_now();
     ev_timer_init(&t->timer, on_hs_timeout, t->timeout, 0.);
     t->timer.data = t;
-    ev_timer_start(s->loop->ev, &t->timer);
+    if (t->timeout > 0) ll__timer_start_at(s->loop->ev, &t->timer, t->started + t->timeout);
     s->tls = t;
     ll_future_on_cancel(f, on_hs_cancel, t);
     hs_step(t); /* the client's hello goes out now */

@@ -184,6 +184,7 @@ static void job_done(ll_future *f, void *arg) {
 
 ll_future *ll_http_fetch_all(ll_http_session *s, const char *const *urls, size_t n,
                              const ll_http_fetch_opts *opts) {
+    LL_REQUIRE_ARG(s, "session");
     ll_http_fetch_opts o = {0};
     if (opts) o = *opts;
     if (!s) return ll_future_failed(NULL, LL_EINVAL, "ll_http_fetch_all: session is NULL");

@@ -242,7 +242,10 @@ static int on_message_complete(llhttp_t *llh) {
         p->interim++;
         p->interim_status = p->status;
         clear_head(p);
-        return 0; /* parse on: the final response follows on the same connection */
+        /* the final response follows on the same connection: pause so that feed() counts the
+         * next head's bytes from here (fuzz_http_response found them counted from the start of
+         * the read, so several 1xx heads in one read tripped max_header_bytes) */
+        return HPE_PAUSED;
     }
     p->done = true;
     p->keep_alive = llhttp_should_keep_alive(llh) != 0;
@@ -328,6 +331,11 @@ int ll__http_parser_feed(ll__http_parser *p, const char *data, size_t len, size_
         size_t took = n;
         if (e == HPE_PAUSED) {
             took = (size_t)(llhttp_get_error_pos(&p->llh) - (data + off));
+            if (!p->done) { /* an interim response ended; its head was counted and cleared */
+                llhttp_resume(&p->llh);
+                off += took;
+                continue;
+            }
         } else if (e != HPE_OK) {
             if (!p->failed) {
                 const char *why = llhttp_get_error_reason(&p->llh);

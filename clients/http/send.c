@@ -248,8 +248,8 @@ static ll_future *failed(ll_loop *loop, int code, const char *method, const char
 }
 
 ll_future *ll_http_send(ll_http_session *s, const ll_http_request *req) {
-    if (!s) return ll_future_failed(NULL, LL_EINVAL, "ll_http_send: session is NULL");
-    if (!req) return ll_future_failed(s->loop, LL_EINVAL, "ll_http_send: req is NULL");
+    LL_REQUIRE_ARG(s, "session");
+    LL_REQUIRE_ARG(req, "req");
     if (s->closed)
         return failed(s->loop, LL_ECLOSED, req->method, req->url, "the session is closed");
     ll__http_req *q = ll_calloc(1, sizeof *q);
@@ -279,12 +279,16 @@ ll_future *ll_http_send(ll_http_session *s, const ll_http_request *req) {
 }
 
 ll_future *ll_http_get(ll_http_session *s, const char *url) {
+    LL_REQUIRE_ARG(s, "session");
+    LL_REQUIRE_ARG(url, "url");
     ll_http_request r = {.method = "GET", .url = url};
     return ll_http_send(s, &r);
 }
 
 ll_future *ll_http_post(ll_http_session *s, const char *url, const char *content_type,
                         const void *body, size_t len) {
+    LL_REQUIRE_ARG(s, "session");
+    LL_REQUIRE_ARG(url, "url");
     ll_http_request r = {.method = "POST", .url = url, .content_type = content_type,
                          .body = body ? body : "", .body_len = body ? len : 0};
     return ll_http_send(s, &r);

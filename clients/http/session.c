@@ -183,7 +183,7 @@ static int connect_task(void *arg) {
     ll_future_free(f);
     /* TCP */
     t0 = ll_now();
-    ll_stream_opts co = {.connect_timeout = to->connect < 0 ? 0 : to->connect};
+    ll_stream_opts co = {.connect_timeout = to->connect}; /* < 0: none, as ours */
     f = ll_stream_connect(host, port, &co);
     rc = ll_await(f);
     c->connect = ll_now() - t0;

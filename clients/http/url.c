@@ -222,6 +222,10 @@ int ll__http_url_parse(ll__http_url *u, const char *s, char *err) {
         if (*c < 0x20 || *c == 0x7f || *c == ' ')
             return ll__http_errf(err, LL_EINVAL, "URL contains a space or control character");
     }
+    /* "127.0.0.1:80/x" or "example.com/x": say what is missing, not where uriparser stopped */
+    if (!strstr(s, "://"))
+        return ll__http_errf(err, LL_EINVAL, "URL %s: no scheme (expected http:// or https://)",
+                             SHOWN(s));
     UriUriA uri;
     const char *epos = NULL;
     int urc = uriParseSingleUriExMmA(&uri, s, s + strlen(s), &epos, &mm);

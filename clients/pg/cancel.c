@@ -29,8 +29,8 @@ typedef struct cancel_job {
 
 static int cancel_work(void *arg, void **value) {
     cancel_job *j = arg;
+    (void)value;
     j->ok = PQcancel(j->pc, j->err, (int)sizeof j->err);
-    *value = j;
     return 0;
 }
 
@@ -51,7 +51,7 @@ void ll__pg_cancel_arm(ll_pg_conn *c) {
         ev_timer_stop(ev, &c->timer);
         c->timer_on = false;
     }
-    if (first >= LL_NEVER || c->state != PG_READY) return;
+    if (first >= LL_NEVER || c->state != PG_READY || c->opts.cancel_timeout < 0) return;
     double left = first + c->opts.cancel_timeout - ll_now();
     ev_timer_set(&c->timer, left > 0 ? left : 0, 0.);
     ev_timer_start(ev, &c->timer);
@@ -101,11 +101,11 @@ void ll__pg_cancel_progress(ll_pg_conn *c) {
         ll_free(j);
         return;
     }
-    ll_future *jf = ll_run_in_executor_on(c->loop, cancel_work, j, cancel_job_free);
+    ll_executor_opts eo = {.loop = c->loop};
+    ll_future *jf = ll_executor_run(cancel_work, j, cancel_job_free, NULL, &eo); /* owns j */
     if (!jf || ll_future_done(jf)) {
         if (jf) (void)ll_future_code(jf);
-        ll_future_free(jf);
-        cancel_job_free(j); /* the job never started */
+        ll_future_free(jf); /* the job never started; j is freed already */
         return;
     }
     if (ll_future_add_done(jf, on_cancel_done, c) != 0) {

@@ -38,17 +38,23 @@ void ll__pg_conn_unref(ll_pg_conn *c) {
 }
 
 const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
-    /* libpq's messages span lines ("...failed: FATAL:  password ...\n\tIs the server ...");
-     * a log line wants one: squeeze whitespace runs into one space, drop the trailing one. */
+    /* libpq's messages span lines ("connection to server at ... failed: Connection refused\n\tIs
+     * the server running ...?\nconnection to server at ..."); a log line wants one. Line breaks
+     * become "; " (or a space after a ':'), runs of blanks one space, trailing ones go. */
     size_t o = 0;
-    bool space = false;
+    int sep = 0; /* 0 none, 1 a space, 2 a line break */
     for (const char *p = msg ? msg : ""; *p && o + 1 < n; p++) {
-        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
-            space = o > 0;
+        if (*p == '\n' || *p == '\r') {
+            if (o > 0) sep = 2;
             continue;
         }
-        if (space && o + 2 < n) buf[o++] = ' ';
-        space = false;
+        if (*p == ' ' || *p == '\t') {
+            if (o > 0 && sep == 0) sep = 1;
+            continue;
+        }
+        if (sep == 2 && buf[o - 1] != ':' && buf[o - 1] != ';' && o + 3 < n) buf[o++] = ';';
+        if (sep && o + 2 < n) buf[o++] = ' ';
+        sep = 0;
         buf[o++] = *p;
     }
     buf[o] = 0;
@@ -415,6 +421,7 @@ static void connect_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
+    LL_REQUIRE_ARG(conninfo, "conninfo");
     ll_loop *loop = ll__pg_loop(opts ? opts->loop : NULL);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -501,6 +508,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
         if (!ct) ct = getenv("PGCONNECT_TIMEOUT");
         t = ct ? strtod(ct, NULL) : 0;
         if (t <= 0) t = 10;
+        c->opts.connect_timeout = t; /* the timeout message says what was used */
     }
     k->timeout = t;
     if (t > 0) {
@@ -662,10 +670,19 @@ static void connect_step(ll_pg_conn *c) {
 }
 
 static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev, (void)revents;
+    (void)revents;
     ll_pg_conn *c = w->data;
     c->timer_on = false;
     if (c->state == PG_CONNECTING) {
+        /* libev measures timers from its cached time, which lags the clock after the loop was
+         * blocked (a program that started a server synchronously): never time out early */
+        double left = c->connect_deadline - ll_now();
+        if (left > 1e-3) {
+            ev_timer_set(w, left, 0.);
+            ev_timer_start(ev, w);
+            c->timer_on = true;
+            return;
+        }
         char buf[64];
         snprintf(buf, sizeof buf, "timed out after %g s", c->opts.connect_timeout > 0
                                                               ? c->opts.connect_timeout

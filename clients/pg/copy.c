@@ -26,6 +26,8 @@ static ll_future *copy_fail_now(ll_loop *loop, int code, const char *what) {
 }
 
 ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql) {
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     if (!c || !sql) return copy_fail_now(c ? c->loop : NULL, LL_EINVAL, "invalid argument");
     if (c->copy.state != COPY_NONE)
         return copy_fail_now(c->loop, LL_ESTATE, "a COPY is already running on this connection");
@@ -231,6 +233,7 @@ static void read_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_pg_copy_read(ll_pg_copy *cp) {
+    LL_REQUIRE_ARG(cp, "copy");
     if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     if (cp->read_f) return copy_fail_now(c->loop, LL_ESTATE, "a read is already waiting");
@@ -288,6 +291,7 @@ static void wake_writers(ll_pg_copy *cp, int code, const char *why) {
 }
 
 ll_future *ll_pg_copy_write(ll_pg_copy *cp, const void *data, size_t len) {
+    LL_REQUIRE_ARG(cp, "copy");
     if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     ll_future *f = ll_future_new(c->loop);
@@ -367,6 +371,7 @@ void ll__pg_copy_on_writable(ll_pg_conn *c) {
 }
 
 ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
+    LL_REQUIRE_ARG(cp, "copy");
     if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     if (cp->finish_f) return copy_fail_now(c->loop, LL_ESTATE, "finish already called");

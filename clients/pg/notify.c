@@ -75,6 +75,7 @@ static void waiter_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_pg_next_notification(ll_pg_conn *c) {
+    LL_REQUIRE_ARG(c, "conn");
     ll_future *f = ll_future_new(c ? c->loop : NULL);
     if (!f) return NULL;
     ll_future_set_label(f, "pg notification");
@@ -157,6 +158,7 @@ static ll_future *channel_stmt(ll_pg_conn *c, const char *verb, const char *chan
 }
 
 ll_future *ll_pg_listen(ll_pg_conn *c, const char *channel) {
+    LL_REQUIRE_ARG(c, "conn");
     if (!channel) {
         ll_future *f = ll_future_new(c ? c->loop : NULL);
         if (f) ll_future_fail(f, LL_EINVAL, "postgres LISTEN: no channel");
@@ -166,9 +168,12 @@ ll_future *ll_pg_listen(ll_pg_conn *c, const char *channel) {
 }
 
 ll_future *ll_pg_unlisten(ll_pg_conn *c, const char *channel) {
+    LL_REQUIRE_ARG(c, "conn");
     return channel_stmt(c, "UNLISTEN", channel);
 }
 
 ll_future *ll_pg_notify(ll_pg_conn *c, const char *channel, const char *payload) {
+    LL_REQUIRE_ARG(channel, "channel");
+    LL_REQUIRE_ARG(c, "conn");
     return ll_pg_query(c, "SELECT pg_notify($1, $2)", 2, channel, payload ? payload : "");
 }

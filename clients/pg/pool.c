@@ -153,7 +153,9 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
         .max_per_key = o.max_size ? o.max_size : 10,
         .min_per_key = o.min_size,
         .acquire_timeout = o.acquire_timeout,
-        .connect_timeout = o.conn.connect_timeout > 0 ? o.conn.connect_timeout + 1 : 0,
+        .connect_timeout = o.conn.connect_timeout > 0   ? o.conn.connect_timeout + 1
+                           : o.conn.connect_timeout < 0 ? -1
+                                                        : 0,
         .reset_timeout = o.reset_timeout,
         .max_idle = o.max_idle,
         .max_lifetime = o.max_lifetime,
@@ -212,6 +214,7 @@ static void acq_cancel(ll_future *outer, void *arg) {
 }
 
 ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
+    LL_REQUIRE_ARG(p, "pool");
     if (!p) return NULL;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
@@ -366,6 +369,8 @@ static void job_cancel(ll_future *f, void *arg) {
 
 ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
                              const char *const *values) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     if (!p) return NULL;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
@@ -408,6 +413,8 @@ ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
 }
 
 ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {

@@ -51,14 +51,20 @@ static ll_future *start(ll_pg_conn *c, pg_req_kind kind, const char *sql, int np
 
 ll_future *ll_pg_query_params(ll_pg_conn *c, const char *sql, int nparams,
                               const char *const *values, const int *lengths, const int *formats) {
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     return start(c, REQ_QUERY, sql, nparams, values, lengths, formats);
 }
 
 ll_future *ll_pg_queryv(ll_pg_conn *c, const char *sql, int nparams, const char *const *values) {
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     return start(c, REQ_QUERY, sql, nparams, values, NULL, NULL);
 }
 
 ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ...) {
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     const char *small[16];
     const char **v = small;
     if (nparams > 16 && nparams <= 65535) {
@@ -80,5 +86,7 @@ ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ...) {
 }
 
 ll_future *ll_pg_exec(ll_pg_conn *c, const char *sql) {
+    LL_REQUIRE_ARG(c, "conn");
+    LL_REQUIRE_ARG(sql, "sql");
     return start(c, REQ_EXEC, sql, 0, NULL, NULL, NULL);
 }

@@ -86,6 +86,7 @@ static ll_future *tx_fail(ll_loop *loop, int code, const char *why) {
 }
 
 ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
+    LL_REQUIRE_ARG(c, "conn");
     if (!c) return tx_fail(NULL, LL_EINVAL, "no connection");
     ll_task *t = ll_task_current();
     if (!t) return tx_fail(c->loop, LL_ENOTASK, "ll_pg_begin must be called from a task");
@@ -133,12 +134,14 @@ static ll_future *tx_stmt(ll_pg_tx *tx, const char *sql, pg_txop op) {
 }
 
 ll_future *ll_pg_commit(ll_pg_tx *tx) {
+    LL_REQUIRE_ARG(tx, "tx");
     ll_future *f = tx_stmt(tx, "COMMIT", TXOP_COMMIT);
     ll_future_set_label(f, "pg commit");
     return f;
 }
 
 ll_future *ll_pg_rollback(ll_pg_tx *tx) {
+    LL_REQUIRE_ARG(tx, "tx");
     return tx_stmt(tx, "ROLLBACK", TXOP_ROLLBACK);
 }
 
@@ -155,14 +158,17 @@ static ll_future *savepoint_stmt(ll_pg_tx *tx, const char *verb, const char *nam
 }
 
 ll_future *ll_pg_savepoint(ll_pg_tx *tx, const char *name) {
+    LL_REQUIRE_ARG(tx, "tx");
     return savepoint_stmt(tx, "SAVEPOINT", name);
 }
 
 ll_future *ll_pg_savepoint_rollback(ll_pg_tx *tx, const char *name) {
+    LL_REQUIRE_ARG(tx, "tx");
     return savepoint_stmt(tx, "ROLLBACK TO SAVEPOINT", name);
 }
 
 ll_future *ll_pg_savepoint_release(ll_pg_tx *tx, const char *name) {
+    LL_REQUIRE_ARG(tx, "tx");
     return savepoint_stmt(tx, "RELEASE SAVEPOINT", name);
 }
 

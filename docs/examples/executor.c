@@ -17,7 +17,8 @@ static void free_ai(void *p) { freeaddrinfo(p); }
 
 static int main_task(void *arg) {
     (void)arg;
-    ll_future *f = ll_run_in_executor(lookup, "localhost", free_ai);
+    /* the job owns its arg: a literal here, so nothing to free (arg_free NULL) */
+    ll_future *f = ll_executor_run(lookup, "localhost", NULL, free_ai, NULL);
     int rc = ll_await(f);                      /* the loop keeps running other tasks meanwhile */
     if (rc == 0) {
         struct addrinfo *ai = ll_future_value(f);

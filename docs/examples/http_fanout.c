@@ -25,7 +25,7 @@ static int main_task(void *arg) {
     ll_future *f = ll_http_fetch_all(s, urls, N, &o);
     int rc = ll_await(f);                   /* fails only if the batch itself could not run */
     if (rc == 0) {
-        ll_http_batch *b = ll_future_value(f);
+        ll_http_batch *b = ll_http_batch_of(f);
         size_t ok = 0, failed = 0;
         for (size_t i = 0; i < ll_http_batch_count(b); i++) {
             const ll_http_response *r = ll_http_batch_response(b, i); /* NULL if it failed */

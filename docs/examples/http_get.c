@@ -12,7 +12,7 @@ static int main_task(void *arg) {
     ll_future *f = ll_http_get(s, url);
     int rc = ll_await(f);                             /* a 404 is a response, not a failure */
     if (rc == 0) {
-        ll_http_response *r = ll_future_value(f);     /* owned by f */
+        ll_http_response *r = ll_http_response_of(f);     /* owned by f */
         ll_http_timings t;
         ll_http_response_timings(r, &t);
         printf("%d %s, Content-Type: %s, %zu bytes\n", ll_http_response_status(r),

@@ -22,7 +22,7 @@ static int main_task(void *arg) {
     ll_http_headers_free(h);
     int rc = ll_await(f);
     if (rc == 0) {
-        ll_http_response *r = ll_future_value(f);
+        ll_http_response *r = ll_http_response_of(f);
         printf("%d: %s\n", ll_http_response_status(r), ll_http_response_body(r));
     } else {
         fprintf(stderr, "%s (%s)\n", ll_future_errmsg(f), ll_err_name(rc));

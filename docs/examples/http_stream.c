@@ -13,7 +13,7 @@ static int main_task(void *arg) {
     ll_future *f = ll_http_send(s, &req);             /* resolves once the headers are in */
     int rc = ll_await(f);
     if (rc == 0) {
-        ll_http_response *r = ll_future_value(f);
+        ll_http_response *r = ll_http_response_of(f);
         const char *piece;
         size_t n, total = 0, pieces = 0;
         while ((rc = ll_http_response_next(r, &piece, &n)) == 0) { /* decoded if gzip'ed */

@@ -14,7 +14,7 @@ static int square(void *arg) {                /* a task: one query, read like se
     int rc = ll_await(f);
     if (rc == 0) {
         int64_t v;
-        ll_pg_int64(ll_future_value(f), 0, 0, &v);
+        ll_pg_int64(ll_pg_result_of(f), 0, 0, &v);
         ll_task_return((void *)(intptr_t)v, NULL);
     } else {
         rc = ll_task_fail_from(f);            /* keeps "postgres 127.0.0.1:5432: ERROR ..." */

@@ -21,7 +21,7 @@ static int main_task(void *url) {
     long sum = 0;
     for (int i = 0; i < 200; i++) {
         int64_t v = 0;
-        if (rc == 0) ll_pg_int64(ll_future_value(fs[i]), 0, 0, &v);
+        if (rc == 0) ll_pg_int64(ll_pg_result_of(fs[i]), 0, 0, &v);
         sum += (long)v;
         ll_future_free(fs[i]);
     }

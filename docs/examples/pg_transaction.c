@@ -67,7 +67,7 @@ static int main_task(void *url) {
     ll_future_free(t2);
     ll_future *q = ll_pg_query(c, "SELECT id, balance FROM accounts ORDER BY id", 0);
     if (ll_await(q) == 0) {
-        ll_pg_result *r = ll_future_value(q);
+        ll_pg_result *r = ll_pg_result_of(q);
         for (int i = 0; i < ll_pg_result_rows(r); i++)
             printf("account %s: %s\n", ll_pg_text(r, i, 0), ll_pg_text(r, i, 1));
     }

@@ -6,4 +6,13 @@
 #ifndef LL_DEMO_SECTIONS_H
 #define LL_DEMO_SECTIONS_H
 
+/* Redis: a few thousand tasks on one pipelined connection, a pub/sub fan-in, a cancel burst
+ * (examples/demo/redis.c). */
+int demo_redis(const char *url);
+
+/* SMTP: a few hundred personalised MIME messages (text + HTML, an attachment, DKIM-signed) through
+ * the session pool with a progress bar, one recipient rejected on purpose, a per-recipient summary
+ * (examples/demo/smtp.c). */
+int demo_smtp(const char *url);
+
 #endif

@@ -74,6 +74,9 @@ LL_BEGIN_DECLS
     XX(EPG_UNKNOWN_OUTCOME, -3103, "transaction outcome unknown")                    \
     XX(EREDIS_REPLY, -3200, "redis error reply")                                     \
     XX(EREDIS_PROTO, -3201, "redis protocol error")                                  \
+    XX(EREDIS_CONN, -3202, "redis connection lost")                                  \
+    XX(EREDIS_TYPE, -3203, "redis reply has another type")                           \
+    XX(EREDIS_WATCH, -3204, "redis transaction aborted: a watched key changed")      \
     XX(EHTTP_PROTO, -3300, "http protocol error")                                    \
     XX(EHTTP_REDIRECT, -3301, "too many redirects or redirect loop")                 \
     XX(EHTTP_STATUS, -3302, "unexpected http status")                                \
@@ -86,7 +89,11 @@ LL_BEGIN_DECLS
     XX(EHTTP_TIMEOUT_FIRST_BYTE, -3314, "http: no response byte in time")            \
     XX(EHTTP_TIMEOUT_READ, -3315, "http: read idle timeout")                         \
     XX(ESMTP_REPLY, -3400, "smtp server rejected the command")                       \
-    XX(ESMTP_PROTO, -3401, "smtp protocol error")
+    XX(ESMTP_PROTO, -3401, "smtp protocol error")                                    \
+    XX(ESMTP_PARTIAL, -3402, "smtp: not every recipient accepted the message")      \
+    XX(ESMTP_NOTLS, -3403, "smtp: server does not offer the required STARTTLS")     \
+    XX(ESMTP_AUTH, -3404, "smtp authentication failed")                              \
+    XX(ESMTP_INSECURE, -3405, "smtp: refusing to send credentials without TLS")
 
 typedef enum {
     LL_OK = 0,

@@ -72,6 +72,15 @@ LL_EXPORT int ll_future_fail_detail(ll_future *f, int code, void *detail, ll_val
  * formatted message: how a future-returning call reports a failure to start (a bad argument, no
  * memory for its state) without a second error channel. NULL only on out of memory. */
 LL_EXPORT ll_future *ll_future_failed(ll_loop *loop, int code, const char *fmt, ...) LL_PRINTF(3, 4);
+/* For a function that returns a future: when `ptr` is NULL, return from it an already-failed
+ * future on the current loop, LL_EINVAL with a message naming the function and the argument:
+ *     LL_REQUIRE_ARG(pool, "pool");   ->   "ll_pg_pool_query: pool is NULL"
+ * (so a bad argument is never mistaken for out of memory, which is what a NULL future means). */
+#define LL_REQUIRE_ARG(ptr, name)                                                            \
+    do {                                                                                     \
+        if (!(ptr)) return ll_future_failed(NULL, LL_EINVAL, "%s: %s is NULL", __func__, name); \
+    } while (0)
+
 /* Settle `dst` with the outcome of the settled future `src`: same code and message; the value is
  * shared (borrowed from src, which dst keeps a reference to). */
 LL_EXPORT int ll_future_copy_outcome(ll_future *dst, ll_future *src);
@@ -106,14 +115,14 @@ LL_EXPORT void *ll_future_error_detail(ll_future *f, ll_value_free *detail_free)
 LL_EXPORT void *ll_future_take_error_detail(ll_future *f);
 /* The resolved value if its destructor is `value_free`, else NULL (pending, failed, or another
  * type of value). The destructor is the value's type tag: clients build their typed accessors on
- * it (ll_pg_result_of, ll_redis_reply_of) so reading a future as the wrong type cannot crash. */
+ * it (ll_pg_result_of, ll_http_response_of) so reading a future as the wrong type cannot crash. */
 LL_EXPORT void *ll_future_value_as(const ll_future *f, ll_value_free value_free);
 /* Take ownership of the resolved value: the future will no longer destroy it. */
 LL_EXPORT void *ll_future_take(ll_future *f);
 LL_EXPORT ll_loop *ll_future_loop(const ll_future *f);
 
 /* A short static description of what the future stands for ("sleep", "executor job",
- * "redis GET"); shown by the task dump. `label` must outlive the future (use a literal). */
+ * "pg query"); shown by the task dump. `label` must outlive the future (use a literal). */
 LL_EXPORT void ll_future_set_label(ll_future *f, const char *label);
 LL_EXPORT const char *ll_future_label(const ll_future *f);
 

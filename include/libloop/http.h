@@ -152,7 +152,8 @@ typedef struct ll_http_session_opts {
     ll_loop *loop;             /* NULL: the current loop */
     unsigned max_connections;  /* open connections over all origins; 0: 100 */
     unsigned max_per_host;     /* open connections per origin; 0: the same as max_connections */
-    double idle_timeout;       /* close keep-alive connections idle this long; 0: 60 s */
+    double idle_timeout;       /* close keep-alive connections idle this long; 0: 60 s;
+                                * negative: keep them until the server closes them */
     ll_http_timeouts timeouts;
     ll_http_limits limits;
     const char *user_agent;    /* NULL: "libloop-http/<version>"; "" sends none */

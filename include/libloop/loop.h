@@ -87,9 +87,13 @@ LL_EXPORT void ll_loop_get_stats(ll_loop *loop, ll_loop_stats *out);
  * so ll_loop_get_stats and leak checks see it. loop NULL: the current loop. */
 LL_EXPORT void ll_loop_track_handle(ll_loop *loop, int delta);
 
-/* Seconds on the monotonic clock (for deadlines). */
+/* Seconds on the monotonic clock (CLOCK_MONOTONIC: it never jumps with the wall clock, and it
+ * has no fixed origin: compare ll_now() values with each other, never with time()). Every
+ * deadline (ll_scope_enter, ll_spawn_opts.deadline, ll_task_deadline, ll_loop_shutdown) is a
+ * value on this clock. */
 LL_EXPORT ll_time ll_now(void);
-/* ll_now() + seconds. */
+/* ll_now() + seconds: a deadline `seconds` from now; a negative `seconds` (no limit) gives
+ * LL_NEVER. */
 LL_EXPORT ll_time ll_deadline_in(double seconds);
 
 /* asyncio.run: make a loop, run main(arg) as a task named "main" until it finishes, cancel and

@@ -94,7 +94,7 @@ typedef struct ll_pg_opts {
     double connect_timeout;    /* seconds; 0: the conninfo's connect_timeout, else 10; < 0: none
                                 * (only the awaiting task's deadline) */
     double cancel_timeout;     /* how long a cancelled query may take to stop before the
-                                * connection is closed; 0: 5 s */
+                                * connection is closed; 0: 5 s; < 0: no limit (wait for it) */
     unsigned stmt_cache_size;  /* named prepared statements kept per connection; 0: 256 */
     bool unnamed_statements;   /* never make named prepared statements (PgBouncer) */
     size_t notify_queue_max;   /* notifications kept unread; older ones are dropped; 0: 10000 */
@@ -278,6 +278,7 @@ LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
 
 /* ---- pool ---- */
 
+/* Timeouts in seconds: 0 means the default shown, a negative value no limit of its own. */
 typedef struct ll_pg_pool_opts {
     unsigned min_size;       /* connections kept open; 0: none */
     unsigned max_size;       /* 0: 10 */

@@ -3,7 +3,7 @@
  *
  * The pool is generic over the connection type: it never looks inside a connection. A client gives
  * it a vtable (connect, is_alive, close, optional reset) and gets back `void *` connections: libloop
- * streams for HTTP, Redis and SMTP, libpq connections for PostgreSQL.
+ * streams for HTTP (and any stream-based client), libpq connections for PostgreSQL.
  *
  * Connections are grouped by a string key chosen by the client. The key must name the destination
  * AND every setting that changes what the connection is: user, database, TLS on/off, CA file,
@@ -80,7 +80,7 @@ typedef struct ll_pool_vtable {
 
 /* Options. Zero means "the default"; for durations a negative value means "none". */
 typedef struct ll_pool_opts {
-    const char *name;       /* used in messages ("pool redis: ..."); copied. NULL: "pool" */
+    const char *name;       /* used in messages ("pool http: ..."); copied. NULL: "pool" */
     ll_loop *loop;          /* NULL: the current loop */
     unsigned max_per_key;   /* 0: 10 */
     unsigned max_total;     /* 0: no limit over all keys */
@@ -92,8 +92,8 @@ typedef struct ll_pool_opts {
     double reset_timeout;   /* 0: 10 */
     double max_idle;        /* close connections idle longer than this; 0: 300 */
     double max_lifetime;    /* close connections older than this when idle; 0: 3600 */
-    double reap_interval;   /* how often upkeep runs; 0: a quarter of the shorter of max_idle and
-                             * max_lifetime, between 10 ms and 10 s */
+    double reap_interval;   /* how often upkeep runs; 0 (or negative): a quarter of the shorter of
+                             * max_idle and max_lifetime, between 10 ms and 10 s */
 } ll_pool_opts;
 
 /* A new pool, or NULL (out of memory, no loop, vtable without connect or close). */
@@ -109,7 +109,7 @@ LL_EXPORT void ll_pool_free(ll_pool *p);
 /* A future that resolves with a connection for `key`: its value (ll_future_value) is the `void *`
  * connection, lent to the caller until ll_pool_release()/ll_pool_discard(). It may already be
  * resolved when the call returns (a free connection was taken at once). It fails with
- * LL_ETIMEDOUT when acquire_timeout passes ("pool redis: no connection to KEY within 30 s (10 open,
+ * LL_ETIMEDOUT when acquire_timeout passes ("pool http: no connection to KEY within 30 s (10 open,
  * 3 waiting)"), with a connect's code and message when the connect made for this caller failed,
  * LL_EPOOLCLOSED, LL_EFULL (max_waiters), LL_ENOMEM. Cancelling it takes the caller out of the
  * queue; a connection that was being made for it goes to the next waiter or stays idle.

@@ -33,7 +33,8 @@ typedef struct ll_server_opts {
     const ll_tls_opts *tls;  /* non-NULL: TLS server (cert_file and key_file required) */
     int backlog;             /* 0: SOMAXCONN */
     size_t stack_size;       /* of connection tasks; 0: the loop's default */
-    double linger;           /* seconds to flush after the handler returns; 0: 5 s */
+    double linger;           /* seconds to flush after the handler returns; 0: 5 s; negative:
+                              * no limit */
     const char *name;        /* connection tasks are named "<name> <peer>"; NULL: "server" */
 } ll_server_opts;
 
@@ -56,7 +57,8 @@ LL_EXPORT size_t ll_server_connections(const ll_server *srv);
 LL_EXPORT uint64_t ll_server_accepted(const ll_server *srv);
 
 /* Stop accepting now (the listening socket is closed), give running handlers `grace` seconds to
- * finish, then cancel those still running. The future resolves when every connection task has
+ * finish, then cancel those still running (grace 0: cancel them at once; negative: no limit, wait
+ * for them however long they take). The future resolves when every connection task has
  * ended; the server is then freed. Calling it again returns another reference to the same future.
  * NULL: returns NULL. */
 LL_EXPORT ll_future *ll_server_close(ll_server *srv, double grace);

@@ -38,8 +38,9 @@ LL_BEGIN_DECLS
  * typedef. */
 
 typedef struct ll_stream_opts {
-    /* Seconds for resolving and connecting (all addresses together); 0: no limit besides the
-     * task's deadline. Expiry fails with LL_ETIMEDOUT. TLS has its own handshake_timeout. */
+    /* Seconds for resolving and connecting (all addresses together); 0: 30 s; negative: no limit
+     * of its own (the task's deadline still applies). Expiry fails with LL_ETIMEDOUT. TLS has its
+     * own handshake_timeout. */
     double connect_timeout;
     /* AF_UNSPEC (0), AF_INET or AF_INET6. */
     int family;

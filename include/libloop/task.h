@@ -51,10 +51,13 @@ LL_EXPORT ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *
  * LL_ECANCELED or LL_ETIMEDOUT (or f's own outcome if it completed regardless). */
 LL_EXPORT int ll_await(ll_future *f);
 
-/* Await for at most `seconds` (wait_for): on expiry f is cancelled and LL_ETIMEDOUT returned. */
+/* Await for at most `seconds` (wait_for): on expiry f is cancelled and LL_ETIMEDOUT returned; f's
+ * own message then says why it was cancelled ("cancelled: timed out after 1 s"). A negative
+ * `seconds` sets no limit of its own (only the task's deadline applies). */
 LL_EXPORT int ll_await_timeout(ll_future *f, double seconds);
 
-/* Sleep inside a task. 0, or LL_ECANCELED / LL_ETIMEDOUT / LL_ENOTASK / LL_ENOMEM. */
+/* Sleep inside a task (negative: 0 s). 0, or LL_ECANCELED / LL_ETIMEDOUT / LL_ENOTASK /
+ * LL_ENOMEM. */
 LL_EXPORT int ll_sleep(double seconds);
 /* Let every other runnable task and callback run once, then continue. */
 LL_EXPORT int ll_yield(void);

@@ -38,7 +38,8 @@ typedef struct ll_tls_opts {
     /* ALPN protocols offered (client) or accepted in order of preference (server), comma separated:
      * "h2,http/1.1". NULL: no ALPN. */
     const char *alpn;
-    /* Seconds for the whole handshake; 0: 10 s. The task's deadline applies as well. */
+    /* Seconds for the whole handshake; 0: 10 s; negative: no limit of its own. The task's
+     * deadline applies as well. */
     double handshake_timeout;
     /* Server: ask for a client certificate and verify it against ca_file/ca_path (mutual TLS). */
     bool require_client_cert;

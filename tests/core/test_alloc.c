@@ -27,7 +27,7 @@ static int job(void *arg, void **value) {
 static int kid(void *arg) {
     int rc = ll_yield();
     if (rc) return rc;
-    ll_future *j = ll_run_in_executor(job, arg, free);
+    ll_future *j = ll_executor_run(job, arg, NULL, free, NULL);
     rc = ll_await(j);
     if (rc) {
         rc = ll_task_fail_from(j);
@@ -181,10 +181,53 @@ static void test_fail_each_allocation_debug(void **state) {
     torture(true);
 }
 
+/* Futures and call_soon records are recycled per loop: a freed one is handed out again without an
+ * allocation, at most a bounded number are kept, and ll_loop_free releases them all. */
+static void count_soon(void *arg) {
+    ++*(int *)arg;
+}
+
+static void test_recycled_records(void **state) {
+    (void)state;
+    enum { N = 5000 }; /* more than the loop keeps */
+    lt_track_begin();
+    ll_loop *loop = ll_loop_new();
+    assert_non_null(loop);
+    static ll_future *fs[N];
+    for (int i = 0; i < N; i++) assert_non_null(fs[i] = ll_future_new(loop));
+    int ran = 0;
+    for (int i = 0; i < N; i++) assert_int_equal(ll_loop_call_soon(loop, count_soon, &ran), 0);
+    assert_int_equal(ll_loop_run(loop), 0);
+    assert_int_equal(ran, N);
+    long live_all = lt_track_live();
+    for (int i = 0; i < N; i++) ll_future_free(fs[i]);
+    long kept = lt_track_live();
+    assert_true(kept < live_all - N / 2); /* most went back to the allocator: the lists are bounded */
+    assert_true(kept > 0);                /* some are kept for reuse */
+    /* reuse: no allocation, and a recycled future is as good as new */
+    lt_fail_after(0); /* every allocation from now on fails */
+    for (int i = 0; i < 100; i++) {
+        ll_future *f = ll_future_new(loop);
+        assert_non_null(f);
+        assert_int_equal(ll_future_get_state(f), LL_FUTURE_PENDING);
+        assert_null(ll_future_value(f));
+        assert_string_equal(ll_future_label(f), "future");
+        assert_int_equal(ll_loop_call_soon(loop, count_soon, &ran), 0);
+        assert_int_equal(ll_future_resolve(f, NULL, NULL), 0);
+        assert_int_equal(ll_loop_run(loop), 0);
+        ll_future_free(f);
+    }
+    assert_int_equal(ran, N + 100);
+    lt_fail_reset();
+    assert_int_equal(ll_loop_free(loop), 0);
+    assert_int_equal(lt_track_end(), 0); /* the loop released what it kept */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fail_each_allocation),
         cmocka_unit_test(test_fail_each_allocation_debug),
+        cmocka_unit_test(test_recycled_records),
     };
     return cmocka_run_group_tests_name("alloc", tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /*
  * test_debug.c — debug mode: slow steps, failures nobody retrieved, the task dump, the report of
- * what a freed loop left alive, LIBLOOP_DEBUG from the environment, SIGUSR1.
+ * what a freed loop left alive, LIBLOOP_DEBUG from the environment, SIGUSR1 (ll_run and
+ * ll_loop_new), slow call_later and done callbacks, static functions named from the symbol table,
+ * freed futures poisoned.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -65,6 +67,50 @@ static void test_slow_step_warns(void **state) {
     assert_int_equal(w.count, 2);
     ll_future_free(f);
     ll_future_free(g);
+    lt_teardown(&c);
+}
+
+/* call_later callbacks and future done callbacks are timed too; a task's wake is not reported as
+ * a callback (its step is timed as the task's). */
+static void blocking_done(ll_future *f, void *arg) {
+    (void)f, (void)arg;
+    usleep(120 * 1000);
+}
+
+static int awaits_gate(void *arg) {
+    return ll_await(arg);
+}
+
+static void test_slow_callbacks_warn(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    lt_warnings w;
+    lt_collect_warnings(c.loop, &w);
+    ll_loop_set_debug(c.loop, true, 100);
+    ll_future *l = ll_loop_call_later(c.loop, 0.001, blocking_callback, NULL);
+    assert_int_equal(ll_loop_run_until(c.loop, l), 0);
+    ll_future_free(l);
+    print_message("%s", w.text);
+    assert_int_equal(w.count, 1);
+    assert_non_null(strstr(w.text, "call_later callback blocking_callback blocked the loop for"));
+
+    ll_future *f = ll_future_new(c.loop);
+    ll_future_set_label(f, "smtp DATA");
+    assert_int_equal(ll_future_add_done(f, blocking_done, NULL), 0);
+    ll_spawn_opts o = {.loop = c.loop, .name = "gate-waiter"};
+    ll_future *t = ll_spawn_ex(awaits_gate, f, &o); /* its wake is a done callback of f too */
+    assert_int_equal(ll_loop_run(c.loop), 0);       /* the task is waiting now */
+    ll_future_resolve(f, NULL, NULL);
+    assert_int_equal(ll_loop_run_until(c.loop, t), 0);
+    print_message("%s", w.text);
+    assert_int_equal(w.count, 2);
+    /* a static function: named from the symbol table */
+    assert_non_null(strstr(w.text, "done callback blocking_done (of future 'smtp DATA') blocked "
+                                   "the loop for"));
+    assert_null(strstr(w.text, "gate-waiter")); /* the task's own step was quick */
+    ll_future_free(t);
+    ll_future_free(f);
     lt_teardown(&c);
 }
 
@@ -237,6 +283,36 @@ static bool line_has(const char *text, const char *a, const char *b) {
     return false;
 }
 
+/* An unnamed task shows as its function, static or not: from the symbol table, never as
+ * program+offset. */
+static int quietly_waits(void *arg) {
+    return ll_await(arg);
+}
+
+static void test_dump_names_static_fn(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    ll_future *gate = ll_future_new(c.loop);
+    ll_future *t = ll_spawn_ex(quietly_waits, gate, &(ll_spawn_opts){.loop = c.loop});
+    assert_int_equal(ll_loop_run(c.loop), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    ll_loop_dump_tasks(c.loop, out);
+    fclose(out);
+    print_message("%s", text);
+    assert_true(line_has(text, "quietly_waits", "waiting"));
+    assert_null(strstr(text, "+0x"));
+    free(text);
+    ll_future_resolve(gate, NULL, NULL);
+    assert_int_equal(ll_loop_run_until(c.loop, t), 0);
+    ll_future_free(t);
+    ll_future_free(gate);
+    lt_teardown(&c);
+}
+
 static void test_dump_tasks(void **state) {
     (void)state;
     lt_ctx c;
@@ -320,7 +396,9 @@ static void test_free_reports_alive(void **state) {
     print_message("%s", w.text);
     assert_non_null(strstr(w.text, "loop freed with 0 task(s), 1 future(s) and 0 handle(s) still"));
     assert_non_null(strstr(w.text, "alive: future 'smtp DATA' (pending)"));
-    assert_int_equal(lt_track_end(), 1); /* exactly the forgotten future */
+    /* exactly the forgotten future and the loop record it keeps alive (futures may outlive their
+     * loop: the record stays until the last of them is freed) */
+    assert_int_equal(lt_track_end(), 2);
 
     /* a clean loop says nothing */
     lt_track_begin();
@@ -390,15 +468,90 @@ static void test_sigusr1_dump(void **state) {
     assert_true(line_has(ch.out, "main", "waiting  on sleep"));
 }
 
+/* ---- a freed future is poisoned (debug builds: the tests are built without NDEBUG) ---- */
+
+static int use_after_free_child(void *arg, int ready_fd) {
+    (void)ready_fd;
+    int how = (int)(intptr_t)arg;
+    ll_loop *loop = ll_loop_new();
+    ll_future *f = ll_future_new(loop);
+    ll_future_set_label(f, "redis GET");
+    ll_future_free(f);
+    if (how == 0) ll_future_free(f);               /* a double free */
+    else if (how == 1) (void)ll_future_code(f);    /* a read */
+    else ll_future_resolve(f, NULL, NULL);         /* a late settle */
+    ll_loop_free(loop);
+    return 0; /* reached only if the use went unseen */
+}
+
+static void test_freed_future_poisoned(void **state) {
+    (void)state;
+    static const char *const what[] = {"ll_future_free", "ll__future_retrieve",
+                                       "ll_future_resolve"};
+    for (int how = 0; how < 3; how++) {
+        lt_child ch;
+        lt_child_start(&ch, use_after_free_child, (void *)(intptr_t)how);
+        assert_true(lt_child_wait(&ch, 10));
+        print_message("child stderr: %.400s\n", ch.out);
+        assert_false(WIFEXITED(ch.status) && WEXITSTATUS(ch.status) == 0);
+        if (lt_under_asan() && strstr(ch.out, "ERROR: AddressSanitizer")) continue; /* ASan saw it */
+        assert_true(WIFSIGNALED(ch.status));
+        assert_int_equal(WTERMSIG(ch.status), SIGABRT);
+        char want[160];
+        snprintf(want, sizeof want, "libloop: %s: future ", what[how]);
+        assert_non_null(strstr(ch.out, want));
+        assert_non_null(strstr(ch.out, "(label 'redis GET') used after it was freed"));
+    }
+}
+
+/* SIGUSR1 dumps the tasks of a loop made with ll_loop_new in debug mode (it used to kill the
+ * process: only ll_run handled it). */
+static int usr1_loop_child(void *arg, int ready_fd) {
+    (void)arg;
+    ll_loop *loop = ll_loop_new();
+    ll_loop_set_debug(loop, true, 0);
+    ll_future *gate = ll_future_new(loop);
+    ll_future *t = ll_spawn_ex(awaits_gate, gate, &(ll_spawn_opts){.loop = loop, .name = "idler"});
+    ll_loop_run(loop); /* idler waits now */
+    lt_child_notify(ready_fd);
+    ll_future *nap = ll_sleep_future(loop, 0.5); /* the parent signals meanwhile */
+    ll_loop_run_until(loop, nap);
+    ll_future_free(nap);
+    ll_future_resolve(gate, NULL, NULL);
+    int rc = ll_loop_run_until(loop, t);
+    ll_future_free(t);
+    ll_future_free(gate);
+    ll_loop_free(loop);
+    return rc == 0 ? 0 : 1;
+}
+
+static void test_sigusr1_dump_loop_new(void **state) {
+    (void)state;
+    lt_child ch;
+    lt_child_start(&ch, usr1_loop_child, NULL);
+    assert_true(lt_child_wait_ready(&ch, 10));
+    usleep(50 * 1000);
+    assert_int_equal(kill(ch.pid, SIGUSR1), 0);
+    assert_true(lt_child_wait(&ch, 10));
+    print_message("%s", ch.out);
+    assert_true(WIFEXITED(ch.status));
+    assert_int_equal(WEXITSTATUS(ch.status), 0);
+    assert_true(line_has(ch.out, "idler", "waiting  on future"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slow_step_warns),
+        cmocka_unit_test(test_slow_callbacks_warn),
+        cmocka_unit_test(test_dump_names_static_fn),
         cmocka_unit_test(test_unretrieved_failure),
         cmocka_unit_test(test_creator_outlives_task),
         cmocka_unit_test(test_dump_tasks),
         cmocka_unit_test(test_free_reports_alive),
         cmocka_unit_test(test_env_turns_debug_on),
         cmocka_unit_test(test_sigusr1_dump),
+        cmocka_unit_test(test_sigusr1_dump_loop_new),
+        cmocka_unit_test(test_freed_future_poisoned),
     };
     return cmocka_run_group_tests_name("debug", tests, NULL, NULL);
 }

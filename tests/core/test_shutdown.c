@@ -53,7 +53,7 @@ static int nap_job(void *arg, void **value) {
 
 static int awaits_job(void *arg) {
     obs *o = arg;
-    ll_future *j = ll_run_in_executor(nap_job, (void *)(uintptr_t)1000000, NULL);
+    ll_future *j = ll_executor_run(nap_job, (void *)(uintptr_t)1000000, NULL, NULL, NULL);
     o->await_rc = ll_await(j);
     ll_future_free(j);
     o->cleaned = true;

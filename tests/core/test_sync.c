@@ -854,6 +854,68 @@ static void test_misuse(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- handed over to a task destroyed at shutdown ---- */
+
+/* A task that waits in shielded cleanup: shutdown's cancellation does not stop it, the deadline
+ * destroys it. */
+typedef struct stubborn_waiter {
+    ll_sem *sem;
+    ll_queue *q;
+    int rc;
+} stubborn_waiter;
+
+static int waits_shielded(void *arg) {
+    stubborn_waiter *w = arg;
+    ll_scope s;
+    ll_scope_enter_shielded(&s, ll_deadline_in(30));
+    void *item = NULL;
+    w->rc = w->sem ? ll_sem_acquire(w->sem) : ll_queue_get(w->q, &item);
+    ll_scope_exit(&s);
+    return w->rc;
+}
+
+/* From a timer (outside the ready queue): hand over, then keep the loop busy past the shutdown
+ * deadline, so the waiter is destroyed with the handoff delivered but not yet seen. */
+static void hand_over_then_stall(void *arg) {
+    stubborn_waiter *w = arg;
+    if (w->sem) ll_sem_release(w->sem);
+    else assert_int_equal(ll_queue_try_put(w->q, (void *)(uintptr_t)42), 0);
+    ll_time until = ll_now() + 0.15;
+    while (ll_now() < until) {
+    }
+}
+
+static void test_handoff_to_destroyed_task(void **state) {
+    (void)state;
+    for (int kind = 0; kind < 2; kind++) {
+        lt_ctx c;
+        lt_setup(&c);
+        stubborn_waiter w = {NULL, NULL, 1};
+        if (kind == 0) w.sem = ll_sem_new(0);
+        else w.q = ll_queue_new(2);
+        ll_future *t = spawn(&c, waits_shielded, &w, "stubborn");
+        ll_future *wait = ll_sleep_future(c.loop, 0.01);
+        assert_int_equal(ll_loop_run_until(c.loop, wait), 0); /* the task waits now */
+        ll_future_free(wait);
+        ll_future *timer = ll_loop_call_later(c.loop, 0.03, hand_over_then_stall, &w);
+        assert_int_equal(ll_loop_shutdown(c.loop, ll_deadline_in(0.1)), LL_ETIMEDOUT);
+        assert_int_equal(ll_future_code(t), LL_ECANCELED);
+        assert_int_equal(w.rc, 1); /* it never resumed */
+        if (kind == 0) {
+            assert_int_equal(ll_sem_value(w.sem), 1); /* the permit was passed on, not lost */
+            ll_sem_free(w.sem); /* and nothing on the list points into the released stack */
+        } else {
+            void *item = NULL;
+            assert_int_equal(ll_queue_try_get(w.q, &item), 0); /* no longer promised */
+            assert_ptr_equal(item, (void *)(uintptr_t)42);
+            ll_queue_free(w.q);
+        }
+        ll_future_free(timer);
+        ll_future_free(t);
+        lt_teardown(&c);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sem_basic),
@@ -871,6 +933,7 @@ int main(void) {
         cmocka_unit_test(test_queue_put_cancelled),
         cmocka_unit_test(test_free_wakes_waiters),
         cmocka_unit_test(test_free_after_handoff),
+        cmocka_unit_test(test_handoff_to_destroyed_task),
         cmocka_unit_test(test_dump_labels),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_misuse),

@@ -321,6 +321,59 @@ static void test_misuse(void **state) {
     lt_teardown(&c);
 }
 
+/* ---- ll_yield honours the deadline ---- */
+
+typedef struct yielder {
+    int rc;           /* what ll_yield returned when the child stopped */
+    int yields;
+} yielder;
+
+/* Busy but polite: yields between slices of work, and stops when ll_yield says so. */
+static int busy_child(void *arg) {
+    yielder *y = arg;
+    ll_time give_up = ll_now() + 2.0;
+    while (ll_now() < give_up) {
+        y->yields++;
+        if ((y->rc = ll_yield()) != 0) return y->rc;
+    }
+    return 0;
+}
+
+static int parent_with_deadline(void *arg) {
+    ll_scope s;
+    ll_scope_enter(&s, ll_deadline_in(0.05));
+    ll_time t0 = ll_now();
+    ll_future *child = ll_spawn(busy_child, arg);
+    int rc = ll_await(child);
+    double took = ll_now() - t0;
+    ll_future_free(child);
+    ll_scope_exit(&s);
+    LT_CHECKF(rc == LL_ETIMEDOUT, "rc %d", rc);
+    /* the deadline: 50 ms, with 400 ms of tolerance (the child alone would run 2 s) */
+    LT_CHECKF(took < 0.45, "took %.3f s", took);
+    /* a shielded scope with its own deadline may outlive it, up to its own deadline */
+    ll_scope sh;
+    ll_scope_enter_shielded(&sh, ll_deadline_in(0.05));
+    LT_CHECK(ll_yield() == 0);
+    ll_time until = ll_now() + 0.06;
+    while (ll_now() < until) {
+    }
+    LT_CHECK(ll_yield() == LL_ETIMEDOUT);
+    LT_CHECK(ll_scope_exit(&sh) == LL_ETIMEDOUT);
+    return 0;
+}
+
+static void test_yield_honours_deadline(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    yielder y = {0, 0};
+    assert_int_equal(lt_run_checked(c.loop, parent_with_deadline, &y), 0);
+    assert_int_equal(y.rc, LL_ETIMEDOUT);
+    assert_true(y.yields > 0);
+    lt_teardown(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spawn_and_result),
@@ -335,6 +388,7 @@ int main(void) {
         cmocka_unit_test(test_context_values),
         cmocka_unit_test(test_100k_tasks),
         cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_yield_honours_deadline),
     };
     return cmocka_run_group_tests_name("task", tests, NULL, NULL);
 }

@@ -2,7 +2,10 @@
  * serverutil.c — see serverutil.h.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <pwd.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -37,4 +40,32 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 void lt_rmtree(const char *dir) {
     if (dir && dir[0]) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void lt_server_user(unsigned *uid, unsigned *gid, bool *drop) {
+    *uid = (unsigned)getuid();
+    *gid = (unsigned)getgid();
+    *drop = false;
+    if (geteuid() != 0) return;
+    struct passwd *pw = getpwnam("llpgtest");
+    if (!pw) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0) {
+                dup2(null, 1);
+                dup2(null, 2);
+            }
+            execlp("useradd", "useradd", "-r", "-M", "-d", "/nonexistent", "-s",
+                   "/usr/sbin/nologin", "llpgtest", (char *)NULL);
+            _exit(127);
+        }
+        if (pid > 0) waitpid(pid, NULL, 0);
+        pw = getpwnam("llpgtest"); /* a concurrent test program may have made it */
+    }
+    if (!pw) pw = getpwnam("nobody");
+    if (!pw) return;
+    *uid = (unsigned)pw->pw_uid;
+    *gid = (unsigned)pw->pw_gid;
+    *drop = true;
 }

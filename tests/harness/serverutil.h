@@ -14,5 +14,8 @@ int lt_free_port(void);
 bool lt_write_file(const char *path, const void *data, size_t n);
 /* Remove a directory tree (best effort). */
 void lt_rmtree(const char *dir);
+/* Who a throwaway server should run as: ourselves, or (when root) the system user `llpgtest`
+ * (created with useradd when missing), else nobody. *drop says whether that differs from us. */
+void lt_server_user(unsigned *uid, unsigned *gid, bool *drop);
 
 #endif

@@ -170,6 +170,14 @@ static void test_numeric_and_invalid(void **state) {
     f = ll_resolve("", 80, NULL);
     assert_int_equal(ll_future_code(f), LL_EINVAL);
     ll_future_free(f);
+
+    /* a newline or space is never part of a name: refused before any query (fuzz_pg_conninfo) */
+    f = ll_resolve("db\nFORGED log line", 80, NULL);
+    assert_true(ll_future_done(f));
+    assert_int_equal(ll_future_code(f), LL_EINVAL);
+    assert_string_equal(ll_future_errmsg(f), "resolve: host name contains a space or control "
+                                             "character (byte 0x0a at offset 2)");
+    ll_future_free(f);
     lt_teardown(&c);
 }
 

@@ -653,6 +653,42 @@ static void test_connect_timeout(void **state) {
     lt_teardown(&c);
 }
 
+/* The loop was busy (libev's cached time is 0.2 s stale) when the connect started: its 0.3 s
+ * timer must still fire at the absolute deadline, and say 0.3 s. */
+static int stale_clock_client(void *arg) {
+    uint16_t port = *(uint16_t *)arg;
+    char msg[256], want[128];
+    ll_stream_opts o = {.connect_timeout = 0.3};
+    ll_time t0 = ll_now();
+    int rc = lt_await_msg(ll_stream_connect("127.0.0.1", port, &o), msg, sizeof msg);
+    double took = ll_now() - t0;
+    LT_CHECKF(rc == LL_ETIMEDOUT, "rc %d: %s", rc, msg);
+    snprintf(want, sizeof want, "connect to 127.0.0.1:%u: timed out after 0.3 s connecting", port);
+    LT_CHECKF(strcmp(msg, want) == 0, "%s", msg);
+    /* not early (10 ms of clock slack), and late by at most 1 s on a loaded machine */
+    LT_CHECKF(took >= 0.29 && took < 1.3, "took %.3f s", took);
+    return 0;
+}
+
+static void test_connect_timeout_busy_loop(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    uint16_t port;
+    int fillers[3];
+    int lfd = full_listener(&port, fillers, 3);
+    ll_future *tick = ll_sleep_future(c.loop, 0.001);
+    assert_int_equal(ll_loop_run_until(c.loop, tick), 0);
+    ll_future_free(tick);
+    ll_time until = ll_now() + 0.2; /* busy outside the loop: its cached time goes stale */
+    while (ll_now() < until) {
+    }
+    assert_int_equal(lt_run_checked(c.loop, stale_clock_client, &port), 0);
+    for (int i = 0; i < 3; i++) close(fillers[i]);
+    close(lfd);
+    lt_teardown(&c);
+}
+
 /* Every allocation of a connect + write + read_until, failed in turn: each attempt ends with a
  * clean error or success, and nothing leaks (lt_teardown; ASan and valgrind for memory). */
 static void test_out_of_memory(void **state) {
@@ -703,6 +739,7 @@ int main(void) {
         cmocka_unit_test(test_read_until_peek_fill),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_connect_timeout_busy_loop),
         cmocka_unit_test(test_silent_server_deadline),
         cmocka_unit_test(test_reset_mid_read),
         cmocka_unit_test(test_alive_unasked_bytes),

@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include "harness/nginxserver.h"
 #include "harness/pgserver.h"
+#include "harness/redisserver.h"
+#include "harness/smtpserver.h"
 
 /* Set an exported variable, say so, and remember it for the `export` lines. */
 static bool quiet;
@@ -54,6 +56,26 @@ static void ngx_export(void) {
     export_var("LL_HTTP_CA", ngx.cert);
 }
 
+/* ---- Redis: LL_REDIS_URL (plain), LL_REDISS_URL + LL_REDIS_CA (TLS, self-signed) ---- */
+static lt_redis rds;
+static bool rds_start(void) { return lt_redis_start(&rds); }
+static void rds_stop(void) { lt_redis_stop(&rds); }
+static void rds_export(void) {
+    export_var("LL_REDIS_URL", rds.url);
+    export_var("LL_REDISS_URL", rds.tls_url);
+    export_var("LL_REDIS_CA", rds.cert);
+}
+
+/* ---- SMTP (aiosmtpd): LL_SMTP_URL (STARTTLS offered), LL_SMTPS_URL + LL_SMTP_CA (TLS) ---- */
+static lt_smtp smtp;
+static bool smtp_start(void) { return lt_smtp_start(&smtp); }
+static void smtp_stop(void) { lt_smtp_stop(&smtp); }
+static void smtp_export(void) {
+    export_var("LL_SMTP_URL", smtp.url);
+    export_var("LL_SMTPS_URL", smtp.tls_url);
+    export_var("LL_SMTP_CA", smtp.cert);
+}
+
 typedef struct server {
     const char *name;       /* for --only */
     const char *what;
@@ -66,6 +88,8 @@ typedef struct server {
 static server servers[] = {
     {"pg", "PostgreSQL", pg_start, pg_stop, pg_export, false},
     {"http", "nginx (HTTP and HTTPS)", ngx_start, ngx_stop, ngx_export, false},
+    {"redis", "redis-server (plain and TLS)", rds_start, rds_stop, rds_export, false},
+    {"smtp", "aiosmtpd (STARTTLS, AUTH, and TLS)", smtp_start, smtp_stop, smtp_export, false},
 };
 #define NSERVERS (sizeof servers / sizeof servers[0])
 
@@ -113,6 +137,9 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--") == 0) {
             i++;
             break;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            return 0;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             quiet = true;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
