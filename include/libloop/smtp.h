@@ -66,7 +66,7 @@ typedef struct ll_smtp_opts {
     size_t max_reply_lines;
     /* ll_smtp_client only. */
     unsigned max_sessions;        /* sessions to the server at once [4] */
-    unsigned max_messages_per_session; /* then QUIT and reconnect [100]; negative not allowed */
+    unsigned max_messages_per_session; /* then QUIT and open a new session [100] */
     unsigned retries;             /* extra attempts for 4xx / 421 / lost connections [3] */
     double retry_backoff;         /* first pause in seconds, doubled each time [1] */
     double noop_after;            /* NOOP a session idle this long before reusing it [5] */
