@@ -139,7 +139,7 @@ fuzz:
 # The thread-facing parts built with clang -fsanitize=thread: the executor, thread-safe posts and
 # ll_loop_free with posts in flight, a loop per thread, shutdown with jobs running, and the tests
 # whose peers are threads (the fake DNS server, the fault proxy, process reaping).
-TSAN_TESTS := tests/core/test_executor tests/core/test_loop tests/core/test_loop_free \
+TSAN_TESTS := tests/core/test_executor tests/core/test_loop tests/core/test_loop_free tests/core/test_loops \
               tests/core/test_shutdown tests/io/test_dns tests/io/test_faultproxy tests/io/test_process
 check-tsan:
 	scripts/deps
