@@ -6,6 +6,7 @@
 #                     ASan+UBSan (the README's test command)
 #   make valgrind     run the tests under memcheck
 #   make bench        all benchmarks (bench-core, bench-io, bench-http, bench-pg, ...)
+#   make soak         every client at once through fault proxies, SOAK_SECONDS (60) long
 #   make demo         the main job: examples/demo
 #   make install PREFIX=/usr/local
 #
