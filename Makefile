@@ -232,7 +232,7 @@ soak:
 	$(MAKE) $(BUILD)/soak/soak
 	$(BUILD)/soak/soak $(SOAK_SECONDS) $(BUILD)/soak; rc=$$?; \
 	  tests/soak/soak-chart $(BUILD)/soak/soak.tsv $(BUILD)/soak/soak.svg; exit $$rc
-# make check's short run: 20 s, every check but RSS flatness (judged from 120 s on)
+# make check's short run: 20 s, every check but the RSS and descriptor trends (judged from 120 s on)
 soak-smoke: $(BUILD)/soak/soak
 	$(BUILD)/soak/soak 20 $(BUILD)/soak
 .PHONY: soak soak-smoke
