@@ -60,6 +60,20 @@ static int failover_task(void *arg) {
     char want[32];
     snprintf(want, sizeof want, "127.0.0.1:%d", sn.data[0].port);
     LT_CHECKF(!strcmp(ll_redis_sentinel_master(s), want), "%s", ll_redis_sentinel_master(s));
+    /* The replica must be known to the sentinels before they can promote it. */
+    char out[4096];
+    for (ll_time t0 = ll_now();; ll_sleep(0.1)) { /* the replica in sync with the master */
+        lt_redis_cli_port(sn.data[0].port, out, sizeof out, "info replication");
+        if (strstr(out, "connected_slaves:1") && strstr(out, "state=online")) break;
+        LT_CHECKF(ll_now() - t0 < 20, "replica never in sync: %.2000s", out);
+    }
+    for (ll_time t0 = ll_now();; ll_sleep(0.2)) {
+        lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel replicas mymaster");
+        char port[16];
+        snprintf(port, sizeof port, "%d", sn.data[1].port);
+        if (strstr(out, port) && !strstr(out, "s_down")) break;
+        LT_CHECKF(ll_now() - t0 < 20, "sentinel never saw the replica: %.2000s", out);
+    }
     f = scmd(s, "SET before-failover yes");
     LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
     ll_future_free(f);
@@ -69,18 +83,10 @@ static int failover_task(void *arg) {
     ll_redis_reply_integer(ll_redis_reply_of(f), &acked);
     LT_CHECK(acked >= 1);
     ll_future_free(f);
-    /* The replica must be known to the sentinels before they can promote it. */
-    char out[4096];
-    for (ll_time t0 = ll_now();; ll_sleep(0.2)) {
-        lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel replicas mymaster");
-        char port[16];
-        snprintf(port, sizeof port, "%d", sn.data[1].port);
-        if (strstr(out, port) && !strstr(out, "s_down")) break;
-        LT_CHECKF(ll_now() - t0 < 20, "sentinel never saw the replica: %.2000s", out);
-    }
+    char out2[512];
     ll_time t0 = ll_now();
-    LT_CHECK(lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel failover mymaster") == 0);
-    LT_CHECKF(strstr(out, "OK"), "SENTINEL FAILOVER: %.2000s", out);
+    LT_CHECK(lt_redis_cli_port(sn.sentinel[0].port, out2, sizeof out2, "sentinel failover mymaster") == 0);
+    LT_CHECKF(strstr(out2, "OK"), "SENTINEL FAILOVER: %s", out2);
     /* Write until the new master accepts: errors allowed only within the failover. */
     int errors = 0;
     snprintf(want, sizeof want, "127.0.0.1:%d", sn.data[1].port);
