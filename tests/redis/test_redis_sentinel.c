@@ -5,6 +5,7 @@
  *   - SENTINEL FAILOVER: the client follows +switch-master to the promoted replica by itself; a
  *     write confirmed with WAIT 1 before the failover reads back after it; the time from the
  *     failover request to the first write accepted by the new master is printed;
+ *   - a link killed by the server (CLIENT KILL): discovered again without user action;
  *   - an unknown master name and bad arguments fail with clear errors.
  */
 #include <stdio.h>
@@ -110,6 +111,21 @@ static int failover_task(void *arg) {
            "commands, %llu discoveries, %llu +switch-master seen\n",
            recovery, errors, (unsigned long long)st.discoveries, (unsigned long long)st.switches);
     LT_CHECK(st.discoveries >= 2);
+    /* The link to the (new) master is killed server-side: the handle discovers again by itself. */
+    uint64_t before = st.discoveries;
+    lt_redis_cli_port(sn.data[1].port, out2, sizeof out2, "client kill type normal");
+    int tries = 0;
+    for (;; tries++) {
+        f = scmd(s, "GET before-failover");
+        int rc = ll_future_code(f);
+        ll_future_free(f);
+        if (rc == 0) break;
+        LT_CHECKF(rc == LL_EREDIS_CONN && tries < 3, "%s", lt_last_err); /* only what was on the dead link */
+        ll_sleep(0.05);
+    }
+    ll_redis_sentinel_get_stats(s, &st);
+    LT_CHECK(st.discoveries == before + 1);
+    LT_CHECKF(!strcmp(ll_redis_sentinel_master(s), want), "%s", ll_redis_sentinel_master(s));
     ll_redis_sentinel_close(s);
     ll_redis_sentinel_close(NULL);
     return 0;
