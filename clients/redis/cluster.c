@@ -124,7 +124,7 @@ static cnode *node_by_addr(ll_redis_cluster *c, const char *addr) {
 
 /* A connected link to node n, made if needed (single-flight). */
 static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *msg, size_t msgn) {
-    for (int round = 0;; round++) {
+    for (;;) {
         if (c->closed) {
             snprintf(msg, msgn, "redis cluster: closed");
             return LL_ECLOSED;
@@ -138,9 +138,10 @@ static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *m
             n->conn = NULL;
         }
         if (n->connecting) {
+            /* Someone else is connecting: share its outcome rather than start a second attempt. */
             int rc = ll_event_wait(n->ready);
             if (rc) return rc;
-            if (!n->conn && round > 0) {
+            if (!n->conn && !n->connecting && !c->closed) {
                 snprintf(msg, msgn, "%s", n->last_msg);
                 return n->last_err ? n->last_err : LL_EREDIS_CONN;
             }
