@@ -216,6 +216,23 @@ $(WITH_SERVERS): tests/tools/with_servers.c $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -Itests -o $@ $< $(DEMO_HARNESS) $(LDFLAGS_SAN)
 
+# ---- soak (tests/soak, docs/reliability.md) ----
+# Every client at once against the throwaway servers, each behind a fault proxy, for SOAK_SECONDS;
+# checks at the end, a summary, sparklines, and $(BUILD)/soak/soak.svg (gnuplot). Built outside
+# $(BUILD)/tests so that make check does not run the long version.
+SOAK_SECONDS ?= 60
+SOAK_SRC := $(sort $(wildcard tests/soak/*.c))
+$(BUILD)/soak/soak: $(SOAK_SRC) tests/soak/soak.h $(EXAMPLE_LIBS) $(HARNESS_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $(SOAK_SRC) $(HARNESS_OBJ) \
+	  $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS) -lcmocka
+soak:
+	scripts/deps soak
+	$(MAKE) $(BUILD)/soak/soak
+	$(BUILD)/soak/soak $(SOAK_SECONDS) $(BUILD)/soak; rc=$$?; \
+	  tests/soak/soak-chart $(BUILD)/soak/soak.tsv $(BUILD)/soak/soak.svg; exit $$rc
+.PHONY: soak
+
 $(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)

@@ -303,6 +303,13 @@ static void conn_destroy(ll_pg_conn *c) {
     if (pool) ll__pg_pool_conn_gone(pool); /* may free the pool: last */
 }
 
+/* Conninfo values end up in every message: a control byte in them (a newline from a URI's %0A)
+ * must not split or forge a log line (found by fuzz_pg_conninfo). */
+static void no_controls(char *s) {
+    for (; s && *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const char *port) {
     ll_free(c->peer);
     if (!port || !*port) port = "5432";
@@ -316,6 +323,7 @@ static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const ch
         c->peer = ll_format("%s:%s", host, port);
     else /* libpq's default: the Unix socket in Debian's directory */
         c->peer = ll_format("/var/run/postgresql/.s.PGSQL.%s", port);
+    no_controls(c->peer);
 }
 
 static bool is_numeric(const char *h) {
@@ -531,6 +539,7 @@ static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, voi
     if (!db) db = getenv("PGDATABASE");
     if (!db) db = user;
     c->who = ll_format("user %s, database %s", user, db);
+    no_controls(c->who);
 
     const char *host = opt_val(k, "host");
     if (!host) host = getenv("PGHOST");

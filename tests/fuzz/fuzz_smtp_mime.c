@@ -4,12 +4,41 @@
  * Input: fields separated by NUL bytes: subject, display name, file name, text, html (missing
  * fields are left unset). Invariants: a setter either refuses (CR/LF in a header field) or the build
  * succeeds; the message is 7-bit ASCII with CRLF line ends only; no line passes 998 bytes; header
- * lines pass 78 only where an address or a token cannot be folded (never for text we encode); and
- * the Bcc address appears nowhere in the message.
+ * lines pass 78 only where an address or a token cannot be folded (never for text we encode); the
+ * Bcc address appears nowhere in the message but is in the envelope; and every multipart boundary
+ * occurs only as a delimiter line ("--b" CRLF, once "--b--"), so in no part's content.
  */
 #include <string.h>
 #include "fuzz.h"
 #include "smtp_internal.h"
+
+/* Every boundary="b" declared: "--b" occurs only as a delimiter line, "--b" CRLF (at least once)
+ * or the closing "--b--" (exactly once). */
+static void check_boundaries(const char *msg, size_t len) {
+    for (const char *p = msg; (p = strstr(p, "boundary=\"")) != NULL;) {
+        p += strlen("boundary=\"");
+        const char *q = strchr(p, '"');
+        FUZZ_CHECK(q && q - p > 0 && q - p < 71); /* RFC 2046: 1 to 70 characters */
+        char b[80] = "--";
+        memcpy(b + 2, p, (size_t)(q - p));
+        b[2 + (q - p)] = 0;
+        size_t bl = strlen(b);
+        int opens = 0, closes = 0;
+        for (const char *o = msg; (o = memmem(o, len - (size_t)(o - msg), b, bl)) != NULL; o += bl) {
+            FUZZ_CHECK(o == msg || o[-1] == '\n');
+            size_t rest = len - (size_t)(o - msg) - bl;
+            if (rest >= 2 && memcmp(o + bl, "--", 2) == 0) {
+                FUZZ_CHECK(rest == 2 || (rest >= 4 && memcmp(o + bl + 2, "\r\n", 2) == 0));
+                closes++;
+            } else {
+                FUZZ_CHECK(rest >= 2 && memcmp(o + bl, "\r\n", 2) == 0);
+                opens++;
+            }
+        }
+        FUZZ_CHECK(opens >= 1 && closes == 1);
+        p = q;
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *buf = fuzz_strndup(data, size);
@@ -58,7 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     /* (unless the input itself carries the text, as a name, a file name or a body) */
     if (!memmem(data, size, "hidden-bcc", 10)) FUZZ_CHECK(!strstr(out, "hidden-bcc"));
+    check_boundaries(out, len);
     ll_free(out);
+    ll_smtp_mail mail;
+    char *merr = NULL;
+    FUZZ_CHECK(ll_smtp_mime_mail(m, &mail, &merr) == 0);
+    bool bcc = false;
+    for (size_t i = 0; i < mail.nrcpt; i++)
+        bcc = bcc || strcmp(mail.rcpt[i], "hidden-bcc@example.test") == 0;
+    FUZZ_CHECK(bcc && strcmp(mail.from, "from@example.test") == 0);
+    ll_free(merr);
     ll_free(err);
     ll_smtp_mime_free(m);
     free(buf);

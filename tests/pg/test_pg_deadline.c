@@ -49,6 +49,9 @@ static int timed_query(ll_pg_conn *c, const char *sql, double d, double *took) {
     ll_time t0 = ll_now();
     int rc = ll_await_timeout(q, d);
     *took = ll_now() - t0;
+    if (getenv("PGT_VERBOSE"))
+        fprintf(stderr, "%.40s under a %g s deadline: %s after %.3f s\n", sql, d, ll_err_name(rc),
+                *took);
     if (rc && rc != LL_ETIMEDOUT) snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(q));
     ll_future_free(q);
     return rc;
@@ -179,6 +182,50 @@ static void test_reset_mid_reply(void **state) {
     lt_setup(&t);
     proxy_up();
     lt_run_checked(t.loop, t_reset_mid_reply, NULL);
+    proxy_down();
+    lt_teardown(&t);
+}
+
+/* ---- the connection reset while a held burst is being written (batch_sync) ---- */
+
+static int t_reset_during_burst(void *arg) {
+    (void)arg;
+    for (int round = 0; round < 5; round++) {
+        ll_pg_opts o = {.batch_sync = true};
+        ll_future *cf = ll_pg_connect(proxied, &o);
+        LT_CHECK(ll_await(cf) == 0);
+        ll_pg_conn *c = ll_future_take(cf);
+        ll_future_free(cf);
+        /* a script runs alone: the 300 queries behind it are held, then written in one burst
+         * (segments of 256 share a Sync) when it ends — and the path resets during that burst */
+        ll_future *script = ll_pg_exec(c, "SELECT pg_sleep(0.1)");
+        ll_future *q[300];
+        for (int i = 0; i < 300; i++) q[i] = ll_pg_query(c, "SELECT $1::int", 1, "5");
+        lt_proxy_set(proxy, &(lt_fault){.kind = LT_FAULT_RESET_AFTER, .dir = 1,
+                                        .bytes = 200 + 300 * round});
+        (void)ll_await(script);
+        ll_future_free(script);
+        int ok = 0, lost = 0;
+        for (int i = 0; i < 300; i++) {
+            int rc = ll_await_timeout(q[i], 5);
+            ok += rc == 0;
+            lost += rc == LL_EPG_CONN;
+            ll_future_free(q[i]);
+        }
+        LT_CHECKF(ok + lost == 300, "round %d: %d ok, %d lost", round, ok, lost);
+        ll_pg_close(c);
+        lt_proxy_set(proxy, NULL);
+    }
+    pgt_settle();
+    return 0;
+}
+
+static void test_reset_during_burst(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    proxy_up();
+    lt_run_checked(t.loop, t_reset_during_burst, NULL);
     proxy_down();
     lt_teardown(&t);
 }
@@ -388,6 +435,7 @@ int main(void) {
         PGT_TEST(test_trickle),
         PGT_TEST(test_bandwidth),
         PGT_TEST(test_reset_mid_reply),
+        PGT_TEST(test_reset_during_burst),
         PGT_TEST(test_cut_and_reuse),
         PGT_TEST(test_pool_meanwhile),
         PGT_TEST(test_pipeline_neighbours),
