@@ -758,3 +758,14 @@ LL_EXPORT void ll_redis_cluster_get_stats(const ll_redis_cluster *c, ll_redis_cl
         if (!seen) out->masters++;
     }
 }
+
+LL_EXPORT int ll_redis_cluster_node_url(const ll_redis_cluster *c, const char *key, size_t len, char *url,
+                                        size_t n) {
+    if (!c || !key || !url || n == 0) return LL_EINVAL;
+    const shard *sh = c->slot[ll_redis_cluster_keyslot(key, len)];
+    if (!sh || !sh->master) return LL_ENOENT;
+    const cnode *m = sh->master;
+    bool v6 = strchr(m->host, ':') != NULL;
+    int w = snprintf(url, n, v6 ? "redis://[%s]:%u" : "redis://%s:%u", m->host, (unsigned)m->port);
+    return w < 0 || (size_t)w >= n ? LL_ETOOLARGE : 0;
+}

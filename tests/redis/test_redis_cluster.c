@@ -174,7 +174,28 @@ static int routing_task(void *arg) {
     ll_future_free(f);
     ll_redis_cluster_get_stats(c, &st);
     LT_CHECK(st.moved == moved_before);
+    /* pub/sub on a node of its own: PUBLISH through the cluster reaches every node's subscribers */
+    char url[96];
+    LT_CHECK(ll_redis_cluster_node_url(c, "route:1", 7, url, 8) == LL_ETOOLARGE);
+    LT_CHECK(ll_redis_cluster_node_url(c, "route:1", 7, url, sizeof url) == 0);
+    f = ll_redis_sub_connect(url, NULL, 0);
+    LT_CHECKF(ll_await(f) == 0, "%s", ll_future_errmsg(f));
+    ll_redis_sub *sub = ll_future_take(f);
+    ll_future_free(f);
+    f = ll_redis_subscribe(sub, "news");
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    f = ccmd(c, "PUBLISH news hello");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_future_free(f);
+    f = ll_redis_sub_next(sub);
+    LT_CHECK(ll_await_timeout(f, 5) == 0);
+    ll_redis_message *msg = ll_redis_message_of(f);
+    LT_CHECK(msg && msg->len == 5 && !memcmp(msg->data, "hello", 5));
+    ll_future_free(f);
+    ll_redis_sub_close(sub);
     /* bad arguments */
+    LT_CHECK(ll_redis_cluster_node_url(NULL, "k", 1, url, sizeof url) == LL_EINVAL);
     f = ll_redis_cluster_command(NULL, 1, (const char *[]){"PING"}, NULL);
     LT_CHECK(ll_future_code(f) == LL_EINVAL);
     ll_future_free(f);
