@@ -38,6 +38,10 @@ ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=address,undefined
 endif
+ifeq ($(TSAN),1)
+CFLAGS_BASE += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS_SAN := -fsanitize=thread
+endif
 ifeq ($(UCONTEXT),1)
 CFLAGS_BASE += -DLL_USE_UCONTEXT
 endif
@@ -94,7 +98,7 @@ $$(BUILD)/libloop-$(1).pc: scripts/libloop-$(1).pc.in
 	sed -e 's|@PREFIX@|$$(PREFIX)|' -e 's|@VERSION@|$$(VERSION)|' $$< > $$@
 $$(BUILD)/tests/$(1)/%: tests/$(1)/%.c $$(HARNESS_OBJ) $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS_BASE) -Itests -Iclients/$(1) -rdynamic -o $$@ $$< $$(HARNESS_OBJ) \
+	$$(CC) $$(CFLAGS_BASE) -Itests -Iclients/$(1) $$(CFLAGS_$(1)) -rdynamic -o $$@ $$< $$(HARNESS_OBJ) \
 	  $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop.a $$(LDFLAGS_SAN) $$(LIBS_$(1)) $$(LIBS) -lcmocka
 CLIENT_LIBS += $$(BUILD)/libloop-$(1).so $$(BUILD)/libloop-$(1).a $$(BUILD)/libloop-$(1).pc
 TEST_BIN += $$(patsubst tests/%.c,$$(BUILD)/tests/%,$$(sort $$(wildcard tests/$(1)/*.c)))
@@ -131,6 +135,19 @@ fuzz:
 	  $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
 	scripts/fuzz-run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
+# ---- ThreadSanitizer (docs/reliability.md) ----
+# The thread-facing parts built with clang -fsanitize=thread: the executor, thread-safe posts and
+# ll_loop_free with posts in flight, a loop per thread, shutdown with jobs running, and the tests
+# whose peers are threads (the fake DNS server, the fault proxy, process reaping).
+TSAN_TESTS := tests/core/test_executor tests/core/test_loop tests/core/test_loop_free tests/core/test_loops \
+              tests/core/test_shutdown tests/io/test_dns tests/io/test_faultproxy tests/io/test_process
+check-tsan:
+	scripts/deps
+	$(MAKE) BUILD=build/tsan CC=clang TSAN=1 OPT="-O1 -g" $(TSAN_TESTS:%=build/tsan/%)
+	@fail=""; for t in $(TSAN_TESTS); do echo "=== build/tsan/$$t"; \
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 timeout 600 build/tsan/$$t || fail="$$fail $$t"; \
+	done; if [ -n "$$fail" ]; then echo "check-tsan: failed:$$fail"; exit 1; fi; echo "check-tsan: clean"
+
 # examples link every client library that exists
 EXAMPLE_LIBS := $(foreach c,$(CLIENTS),$(BUILD)/libloop-$(c).a) $(BUILD)/libloop.a
 EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
@@ -138,7 +155,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: fuzz check-tsan bench-smtp
+.PHONY: fuzz check-tsan bench-smtp bench-loops
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
@@ -199,6 +216,23 @@ $(WITH_SERVERS): tests/tools/with_servers.c $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -Itests -o $@ $< $(DEMO_HARNESS) $(LDFLAGS_SAN)
 
+# ---- soak (tests/soak, docs/reliability.md) ----
+# Every client at once against the throwaway servers, each behind a fault proxy, for SOAK_SECONDS;
+# checks at the end, a summary, sparklines, and $(BUILD)/soak/soak.svg (gnuplot). Built outside
+# $(BUILD)/tests so that make check does not run the long version.
+SOAK_SECONDS ?= 60
+SOAK_SRC := $(sort $(wildcard tests/soak/*.c))
+$(BUILD)/soak/soak: $(SOAK_SRC) tests/soak/soak.h $(EXAMPLE_LIBS) $(HARNESS_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $(SOAK_SRC) $(HARNESS_OBJ) \
+	  $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS) -lcmocka
+soak:
+	scripts/deps soak
+	$(MAKE) $(BUILD)/soak/soak
+	$(BUILD)/soak/soak $(SOAK_SECONDS) $(BUILD)/soak; rc=$$?; \
+	  tests/soak/soak-chart $(BUILD)/soak/soak.tsv $(BUILD)/soak/soak.svg; exit $$rc
+.PHONY: soak
+
 $(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -o $@ $< $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS)
@@ -214,6 +248,12 @@ examples: $(EXAMPLE_BIN) $(DOC_EXAMPLE_BIN)
 exports: lib
 	scripts/check-exports $(BUILD)/libloop.so ll_
 	for c in $(CLIENTS); do scripts/check-exports $(BUILD)/libloop-$$c.so ll_$$c || exit 1; done
+	@# every function a public header declares is defined by one of the libraries
+	@for l in $(BUILD)/libloop*.so; do nm -D --defined-only $$l; done | awk '{print $$3}' | sort -u \
+	  > $(BUILD)/exported.txt
+	@missing=$$(scripts/gen-functions --names | sort -u | comm -23 - $(BUILD)/exported.txt); \
+	if [ -n "$$missing" ]; then echo "declared in a header, defined by no library:" $$missing; exit 1; fi
+	@echo "exports: every function the headers declare is defined by a library"
 
 deps:
 	scripts/deps
@@ -241,7 +281,7 @@ $(BUILD)/cxx/cxx_smoke: tests/cxx/cxx_smoke.cpp $(BUILD)/libloop.so $(foreach c,
 	  -Wl,-rpath,$(abspath $(BUILD))
 check-headers: $(BUILD)/cxx/cxx_smoke $(WITH_SERVERS)
 	CC=$(CC) CXX=$(CXX) scripts/check-headers
-	$(WITH_SERVERS) --quiet $(BUILD)/cxx/cxx_smoke
+	$(WITH_SERVERS) --quiet --only pg,http,redis $(BUILD)/cxx/cxx_smoke
 check-docs:
 	scripts/gen-functions --check
 	scripts/check-readme
@@ -322,6 +362,15 @@ bench-redis:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_redis
 	bench/run-redis $(BUILD)/bench/bench_redis
+
+# One loop per core: 1 loop against 2 loops (ll_loop_group), a client-bound mix and Redis SET/GET
+$(BUILD)/bench/bench_loops: bench/bench_loops.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-loops:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_loops
+	bench/run-loops $(BUILD)/bench/bench_loops
 
 # SMTP: libloop next to Postfix's smtp-source and aiosmtplib (asyncio, uvloop), against smtp-sink
 $(BUILD)/bench/bench_smtp: bench/bench_smtp.c $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a

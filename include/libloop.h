@@ -2,7 +2,7 @@
  * libloop.h — the core of libloop: include this for the loop, futures, tasks, combinators,
  * synchronisation, the executor, debug mode, and the I/O layer (resolver, streams, TLS,
  * servers, the connection pool, subprocesses) and the version. Each client has its own header
- * (libloop/pg.h, libloop/http.h, ...) and library (libloop-pg, libloop-http, ...).
+ * (libloop/pg.h, libloop/http.h, libloop/redis.h, libloop/smtp.h) and library (libloop-pg, ...).
  */
 #ifndef LIBLOOP_H
 #define LIBLOOP_H
@@ -24,5 +24,6 @@
 #include "libloop/server.h"
 #include "libloop/pool.h"
 #include "libloop/process.h"
+#include "libloop/loops.h"
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ll_assert.h"
 
 /* The record that embeds `ptr` as its field `member`. */
 #define LL__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -37,6 +38,9 @@ static inline void ll__list_push_back(ll__dlist *l, ll__dlink *n) {
 }
 
 static inline void ll__list_remove(ll__dlist *l, ll__dlink *n) {
+    /* n is on l: its neighbours point back at it, or it is l's end */
+    LL_ASSERT(n->prev ? n->prev->next == n : l->head == n);
+    LL_ASSERT(n->next ? n->next->prev == n : l->tail == n);
     if (n->prev) n->prev->next = n->next;
     else l->head = n->next;
     if (n->next) n->next->prev = n->prev;

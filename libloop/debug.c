@@ -152,7 +152,8 @@ void ll_loop_set_debug(ll_loop *loop, bool on, double slow_ms) {
     loop->debug = on;
     if (slow_ms > 0) loop->slow_ms = slow_ms;
     if (!on) {
-        while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
+        while (loop->dbg_futures.head)
+            ll__future_debug_unlink(ll__dbg_future_of(loop->dbg_futures.head));
     }
     ll__debug_usr1_update(loop);
 }
@@ -190,7 +191,7 @@ void ll_loop_dump_tasks(ll_loop *loop, FILE *out) {
     if (!loop || !out) return;
     fprintf(out, "libloop: %zu live task%s\n", loop->ntasks, loop->ntasks == 1 ? "" : "s");
     ll_time now = ll_now();
-    for (ll_task *t = loop->tasks; t; t = t->next) {
+    for (ll_task *t = ll__task_of(loop->tasks.head); t; t = ll__task_of(t->link.next)) {
         char name[128], what[192] = "";
         if (t->state == LL__TASK_WAITING && t->awaiting) {
             char d[160];
@@ -214,7 +215,8 @@ void ll__debug_report_alive(ll_loop *loop) {
     ll__warn(loop, "loop freed with %zu task(s), %zu future(s) and %zu handle(s) still alive",
              loop->ntasks, loop->nfutures, loop->nhandles);
     int shown = 0;
-    for (ll_future *f = loop->dbg_futures; f && shown < 20; f = f->dbg_next, shown++) {
+    for (ll_future *f = ll__dbg_future_of(loop->dbg_futures.head); f && shown < 20;
+         f = ll__dbg_future_of(f->dbg.next), shown++) {
         char d[160];
         describe_future(f, d, sizeof d);
         ll__warn(loop, "  alive: future '%s' (%s)%s%s", d,

@@ -22,13 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "containers.h"
 #include "internal.h"
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED } job_state;
 
 typedef struct job {
     ll__work work;       /* delivery to the loop */
-    struct job *prev, *next; /* the queue, then the running list (under ex->lock) */
+    ll__dlink link;      /* on the queue, then on the running list (under ex->lock) */
     ll_loop *loop;       /* loop thread only */
     ll_future *f;        /* loop thread only; NULL once ll_loop_free gave the job up */
     ll_work_fn fn;
@@ -40,15 +41,11 @@ typedef struct job {
     bool abandoned;      /* loop thread: the future settled before the job ended */
 } job;
 
-typedef struct jlist {
-    job *head, *tail;
-} jlist;
-
 struct ll__executor {
     pthread_mutex_t lock;
     pthread_cond_t cond;   /* workers: a job was queued, or stop */
     pthread_cond_t ended;  /* ll_loop_free: a running job ended */
-    jlist queue, running;
+    ll__dlist queue, running; /* of jobs */
     ll_loop *loop;         /* NULL once detached: workers then never touch the loop */
     pthread_t *threads;
     unsigned nthreads;
@@ -56,22 +53,8 @@ struct ll__executor {
     bool stop;
 };
 
-static void jlist_push(jlist *l, job *j) {
-    j->next = NULL;
-    j->prev = l->tail;
-    if (l->tail) l->tail->next = j;
-    else l->head = j;
-    l->tail = j;
-}
-
-static void jlist_remove(jlist *l, job *j) {
-    LL_ASSERT(j->prev ? j->prev->next == j : l->head == j);
-    LL_ASSERT(j->next ? j->next->prev == j : l->tail == j);
-    if (j->prev) j->prev->next = j->next;
-    else l->head = j->next;
-    if (j->next) j->next->prev = j->prev;
-    else l->tail = j->prev;
-    j->prev = j->next = NULL;
+static job *job_of(ll__dlink *l) {
+    return l ? LL__CONTAINER(l, job, link) : NULL;
 }
 
 static void free_arg(job *j) {
@@ -120,16 +103,16 @@ static void *worker(void *arg) {
     for (;;) {
         while (!ex->queue.head && !ex->stop) pthread_cond_wait(&ex->cond, &ex->lock);
         if (!ex->queue.head) break; /* stopping and nothing left */
-        job *j = ex->queue.head;
-        jlist_remove(&ex->queue, j);
-        jlist_push(&ex->running, j);
+        job *j = job_of(ex->queue.head);
+        ll__list_remove(&ex->queue, &j->link);
+        ll__list_push_back(&ex->running, &j->link);
         j->state = JOB_RUNNING;
         pthread_mutex_unlock(&ex->lock);
         void *value = NULL;
         int rc = j->fn(j->arg, &value);
         free_arg(j); /* the job is over: what it owned goes now, whoever still waits */
         pthread_mutex_lock(&ex->lock);
-        jlist_remove(&ex->running, j);
+        ll__list_remove(&ex->running, &j->link);
         j->value = value;
         j->rc = rc;
         j->state = JOB_FINISHED;
@@ -219,7 +202,7 @@ static void job_cancel(ll_future *f, void *arg) {
     }
     pthread_mutex_lock(&ex->lock);
     if (j->state == JOB_QUEUED) {
-        jlist_remove(&ex->queue, j);
+        ll__list_remove(&ex->queue, &j->link);
         pthread_mutex_unlock(&ex->lock);
         ll_future_set_cancelled(f);
         free_arg(j);
@@ -268,7 +251,7 @@ ll_future *ll_executor_run(ll_work_fn fn, void *arg, ll_value_free arg_free,
     ll__handle_ref(loop);
     ll_future_on_cancel(f, job_cancel, j);
     pthread_mutex_lock(&ex->lock);
-    jlist_push(&ex->queue, j);
+    ll__list_push_back(&ex->queue, &j->link);
     pthread_cond_signal(&ex->cond);
     pthread_mutex_unlock(&ex->lock);
     return f;
@@ -296,18 +279,18 @@ void ll__executor_free(ll_loop *loop) {
     ll__executor *ex = loop->executor;
     if (!ex) return;
     pthread_mutex_lock(&ex->lock);
-    job *pending = ex->queue.head;
+    ll__dlink *pending = ex->queue.head; /* the whole queue, taken at once */
     ex->queue.head = ex->queue.tail = NULL;
     ex->stop = true;
     pthread_cond_broadcast(&ex->cond);
     pthread_mutex_unlock(&ex->lock);
     /* jobs that never started end cancelled; their args are freed */
     while (pending) {
-        job *next = pending->next;
-        ll_future_set_cancelled(pending->f);
-        free_arg(pending);
-        job_end(pending);
-        pending = next;
+        job *j = job_of(pending);
+        pending = pending->next;
+        ll_future_set_cancelled(j->f);
+        free_arg(j);
+        job_end(j);
     }
     pthread_mutex_lock(&ex->lock);
     if (wait_running(ex, LL_EXECUTOR_FREE_GRACE)) {
@@ -320,7 +303,7 @@ void ll__executor_free(ll_loop *loop) {
     }
     /* Jobs that do not return: give them up. Their futures end cancelled now (promise 2); each
      * worker finishes its job on its own and never touches the loop again (promise 1). */
-    for (job *j = ex->running.head; j; j = j->next) {
+    for (job *j = job_of(ex->running.head); j; j = job_of(j->link.next)) {
         ll_future_set_cancelled(j->f); /* LL_ESTATE if it was cancelled already: fine */
         ev_unref(loop->ev);
         ll__handle_unref(loop);

@@ -46,9 +46,7 @@ ll_future *ll_future_new(ll_loop *loop) {
     f->refs = 1;
     loop->nfutures++;
     if (loop->debug) {
-        f->dbg_next = loop->dbg_futures;
-        if (loop->dbg_futures) loop->dbg_futures->dbg_prev = f;
-        loop->dbg_futures = f;
+        ll__list_push_front(&loop->dbg_futures, &f->dbg);
         if (ll__tls_task) { /* copied: the future may outlive the task; NULL if out of memory */
             char name[128];
             f->creator = ll__strdup(ll__task_label(ll__tls_task, name, sizeof name));
@@ -67,10 +65,8 @@ ll_future *ll_future_ref(ll_future *f) {
 
 void ll__future_debug_unlink(ll_future *f) {
     ll_loop *loop = f->loop;
-    if (f->dbg_prev) f->dbg_prev->dbg_next = f->dbg_next;
-    else if (loop->dbg_futures == f) loop->dbg_futures = f->dbg_next;
-    if (f->dbg_next) f->dbg_next->dbg_prev = f->dbg_prev;
-    f->dbg_prev = f->dbg_next = NULL;
+    if (f->dbg.prev || loop->dbg_futures.head == &f->dbg)
+        ll__list_remove(&loop->dbg_futures, &f->dbg);
 }
 
 static void destroy(ll_future *f) {
@@ -82,7 +78,7 @@ static void destroy(ll_future *f) {
                  f->creator ? f->creator : "", ll_err_name(f->code),
                  f->msg ? f->msg : ll_strerror(f->code));
     }
-    if (f->dbg_prev || loop->dbg_futures == f) ll__future_debug_unlink(f);
+    ll__future_debug_unlink(f);
     if (f->value_free && f->value) f->value_free(f->value);
     if (f->borrowed) ll_future_free(f->borrowed);
     if (f->msg) ll__free(f->msg); /* (tested here: the common future has none of these) */

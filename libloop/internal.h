@@ -14,17 +14,8 @@
 #include "libloop.h"
 #include "switch.h"
 
-/* Debug assertions: the invariants the core relies on (a producer settling only once where it
- * must, list membership, state transitions). Compiled in unless NDEBUG is defined (the default
- * builds, tests included, keep them; LL_ASSERTS forces them on under NDEBUG). A failure prints the
- * condition and where, then aborts: memory is already inconsistent. */
-#if !defined(NDEBUG) || defined(LL_ASSERTS)
-#define LL_ASSERT(c) ((c) ? (void)0 : ll__assert_fail(#c, __FILE__, __LINE__, __func__))
-#else
-#define LL_ASSERT(c) ((void)0)
-#endif
-void ll__assert_fail(const char *cond, const char *file, int line,
-                     const char *func) __attribute__((noreturn));
+#include "ll_assert.h" /* LL_ASSERT */
+#include "containers.h"
 
 /* Memory, through the allocator hook. */
 /* The allocator hook's functions are public (common.h) so client libraries share them; inside the
@@ -122,7 +113,7 @@ struct ll_future {
     ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
-    ll_future *dbg_prev, *dbg_next; /* the loop's list of live futures, debug mode only */
+    ll__dlink dbg;       /* on loop->dbg_futures: live futures, debug mode only */
     char *creator;       /* debug mode: a copy of the creating task's name (it may outlive the task) */
 };
 
@@ -179,7 +170,7 @@ struct ll_task {
      * passed on. */
     void (*on_destroy)(void *arg);
     void *on_destroy_arg;
-    ll_task *prev, *next; /* the loop's list of live tasks */
+    ll__dlink link;       /* on loop->tasks: the live tasks */
     void *asan_fake_stack;
 };
 
@@ -192,7 +183,7 @@ struct ll_loop {
     bool running;         /* inside ll_loop_run / run_until / shutdown: our own ev_run calls */
     bool shutting_down;   /* inside ll_loop_shutdown: return as soon as no task is left */
     ll_future *until;     /* the future ll_loop_run_until waits for */
-    struct ll__closer *closers; /* handles ll_loop_free closes if the application did not */
+    ll__dlist closers;    /* handles ll_loop_free closes if the application did not */
     bool closing;
     bool freed;           /* ll_loop_free ran; the record stays while futures outlive the loop */
     ev_prepare prepare;
@@ -207,7 +198,7 @@ struct ll_loop {
     pthread_mutex_t ts_lock;
     ll__work *ts_head, **ts_tail;
     /* tasks */
-    ll_task *tasks;
+    ll__dlist tasks;      /* of ll_task, by their link */
     ll_task *current;
     ll__switch_ctx main_ctx;
     uint64_t next_task_id;
@@ -226,7 +217,7 @@ struct ll_loop {
     double slow_ms;
     ll_warn_fn warn;
     void *warn_arg;
-    ll_future *dbg_futures;
+    ll__dlist dbg_futures; /* of ll_future, by their dbg link */
     /* ASan: the loop stack, learnt on the first switch into a task */
     const void *main_stack_bottom;
     size_t main_stack_size;
@@ -239,7 +230,7 @@ struct ll_loop {
  * cancelling its future, and remove it from the list. Without this its watcher would stay in an
  * embedded ev_loop, pointing at freed memory. */
 typedef struct ll__closer {
-    struct ll__closer *prev, *next;
+    ll__dlink link;       /* on loop->closers */
     void (*close)(struct ll__closer *c);
 } ll__closer;
 
@@ -249,6 +240,12 @@ void ll__closer_remove(ll_loop *loop, ll__closer *c);
 extern _Thread_local ll_loop *ll__tls_loop;   /* the loop running on this thread, if any */
 extern _Thread_local ll_task *ll__tls_task;   /* the running task, if any */
 void ll__schedule(ll_loop *loop, ll__work *w);
+/* The record behind a list node of these lists. */
+static inline ll_task *ll__task_of(ll__dlink *l) { return l ? LL__CONTAINER(l, ll_task, link) : NULL; }
+static inline ll_future *ll__dbg_future_of(ll__dlink *l) {
+    return l ? LL__CONTAINER(l, ll_future, dbg) : NULL;
+}
+
 static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
     return loop ? loop : ll_loop_current();
 }

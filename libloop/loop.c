@@ -175,17 +175,12 @@ void ll_loop_unref(ll_loop *loop) {
 /* ---- handles closed by ll_loop_free ---- */
 
 void ll__closer_add(ll_loop *loop, ll__closer *c) {
-    c->prev = NULL;
-    c->next = loop->closers;
-    if (loop->closers) loop->closers->prev = c;
-    loop->closers = c;
+    ll__list_push_front(&loop->closers, &c->link);
 }
 
 void ll__closer_remove(ll_loop *loop, ll__closer *c) {
-    if (c->prev) c->prev->next = c->next;
-    else if (loop->closers == c) loop->closers = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    /* idempotent: a handle may be removed by its closer and again when it is freed */
+    if (c->link.prev || loop->closers.head == &c->link) ll__list_remove(&loop->closers, &c->link);
 }
 
 /* ---- deadline timers ---- */
@@ -525,10 +520,11 @@ int ll_loop_free(ll_loop *loop) {
     if (!loop) return 0;
     int rc = 0;
     if (loop->ntasks > 0) rc = ll_loop_shutdown(loop, ll_deadline_in(5.0));
-    while (loop->closers) {
-        ll__closer *c = loop->closers;
+    while (loop->closers.head) {
+        ll__closer *c = LL__CONTAINER(loop->closers.head, ll__closer, link);
         c->close(c);
-        if (loop->closers == c) ll__closer_remove(loop, c); /* never loop on a faulty close */
+        /* never loop on a faulty close */
+        if (loop->closers.head == &c->link) ll__closer_remove(loop, c);
     }
     for (int i = 0; i < 16 && loop->rq_head; i++) drain(loop);
     ll__executor_free(loop);
@@ -551,7 +547,8 @@ int ll_loop_free(ll_loop *loop) {
     ll__stack_pools_free(loop);
     ll__ctx_unref(loop->root_ctx);
     /* detach futures that outlive the loop from the debug list */
-    while (loop->dbg_futures) ll__future_debug_unlink(loop->dbg_futures);
+    while (loop->dbg_futures.head)
+        ll__future_debug_unlink(ll__dbg_future_of(loop->dbg_futures.head));
     if (loop->owns_ev) ev_loop_destroy(loop->ev);
     pthread_mutex_destroy(&loop->ts_lock);
     ll__recycler_release(&loop->free_futures, sizeof(ll_future));

@@ -590,7 +590,7 @@ static void wait_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_process_wait(ll_process *p) {
-    if (!p) return NULL;
+    LL_REQUIRE_ARG(p, "process");
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "process wait");

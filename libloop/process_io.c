@@ -230,7 +230,7 @@ static void comm_cancel(ll_future *f, void *arg) {
 }
 
 ll_future *ll_process_communicate(ll_process *p, const void *input, size_t len, size_t max_output) {
-    if (!p) return NULL;
+    LL_REQUIRE_ARG(p, "process");
     if (p->closed)
         return ll_future_failed(p->loop, LL_ECLOSED, "communicate with %s: the process is closed",
                                 p->name);

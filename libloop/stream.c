@@ -452,23 +452,23 @@ static ll_future *start_read(ll_stream *s, op_kind kind, void *buf, size_t n, co
 }
 
 ll_future *ll_stream_read(ll_stream *s, void *buf, size_t n) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return start_read(s, OP_READ, buf, n, NULL, 0);
 }
 
 ll_future *ll_stream_read_exactly(ll_stream *s, void *buf, size_t n) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return start_read(s, OP_READ_EXACT, buf, n, NULL, 0);
 }
 
 ll_future *ll_stream_read_until(ll_stream *s, const void *delim, size_t dlen, void *buf,
                                 size_t max) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return start_read(s, OP_READ_UNTIL, buf, max, delim, dlen);
 }
 
 ll_future *ll_stream_fill(ll_stream *s) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return start_read(s, OP_FILL, NULL, 0, NULL, 0);
 }
 
@@ -578,7 +578,7 @@ static ll_future *write_check(ll_stream *s) {
 }
 
 ll_future *ll_stream_write(ll_stream *s, const void *data, size_t n) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     ll_future *f = write_check(s);
     if (f) return f;
     const char *p = data;
@@ -633,12 +633,12 @@ static ll_future *queue_writer(ll_stream *s, op_kind kind) {
 }
 
 ll_future *ll_stream_drain(ll_stream *s) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return queue_writer(s, OP_DRAIN);
 }
 
 ll_future *ll_stream_shutdown(ll_stream *s) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     return queue_writer(s, OP_SHUTDOWN);
 }
 

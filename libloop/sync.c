@@ -32,13 +32,14 @@
  */
 #include <limits.h>
 #include <string.h>
+#include "containers.h"
 #include "internal.h"
 
 /* ---- wait lists ---- */
 
 typedef struct waiter waiter;
 typedef struct waitq {
-    waiter *head, *tail;
+    ll__dlist l;
 } waitq;
 
 typedef struct waitspec {
@@ -48,7 +49,7 @@ typedef struct waitspec {
 } waitspec;
 
 struct waiter {
-    waiter *prev, *next;
+    ll__dlink link;  /* on q */
     waitq *q;        /* the list this waiter is on; NULL when on none */
     waitspec spec;
     ll_future *f;    /* what the task awaits */
@@ -57,31 +58,25 @@ struct waiter {
     bool closed;     /* the primitive was freed after the handoff */
 };
 
+static waiter *waitq_first(const waitq *q) {
+    return q->l.head ? LL__CONTAINER(q->l.head, waiter, link) : NULL;
+}
+
 static void waitq_push(waitq *q, waiter *w) {
     w->q = q;
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail) q->tail->next = w;
-    else q->head = w;
-    q->tail = w;
+    ll__list_push_back(&q->l, &w->link);
 }
 
 static void waitq_remove(waiter *w) {
     waitq *q = w->q;
     if (!q) return;
-    LL_ASSERT(w->prev ? w->prev->next == w : q->head == w);
-    LL_ASSERT(w->next ? w->next->prev == w : q->tail == w);
-    if (w->prev) w->prev->next = w->next;
-    else q->head = w->next;
-    if (w->next) w->next->prev = w->prev;
-    else q->tail = w->prev;
-    w->prev = w->next = NULL;
+    ll__list_remove(&q->l, &w->link); /* asserts that w is on q in debug builds */
     w->q = NULL;
 }
 
 /* Hand over to the first waiter of `from`: move it to `granted` (or to no list) and resolve. */
 static waiter *grant_first(waitq *from, waitq *granted) {
-    waiter *w = from->head;
+    waiter *w = waitq_first(from);
     waitq_remove(w);
     if (granted) waitq_push(granted, w);
     /* the waiter's future is private and pending while it is listed: this cannot fail */
@@ -98,14 +93,14 @@ static void waiter_cancel(ll_future *f, void *arg) {
 
 /* The primitive is going away: fail every waiter, and tell granted ones not to come back. */
 static void waitq_close(waitq *waiting, waitq *granted, const char *what) {
-    while (waiting && waiting->head) {
-        waiter *w = waiting->head;
+    while (waiting && waitq_first(waiting)) {
+        waiter *w = waitq_first(waiting);
         waitq_remove(w);
         w->closed = true;
         ll_future_fail(w->f, LL_ECLOSED, "%s freed while a task waited on it", what);
     }
-    while (granted && granted->head) {
-        waiter *w = granted->head;
+    while (granted && waitq_first(granted)) {
+        waiter *w = waitq_first(granted);
         waitq_remove(w);
         w->closed = true;
     }
@@ -162,7 +157,7 @@ typedef struct permits {
 } permits;
 
 static void permits_release(permits *p) {
-    if (p->waiting.head) {
+    if (waitq_first(&p->waiting)) {
         waiter *w = grant_first(&p->waiting, &p->granted);
         p->owner = w->task_id;
         return;
@@ -178,7 +173,7 @@ static void permits_pass_on(void *owner) {
 static int permits_acquire(permits *p, const char *label) {
     ll_task *t = ll__tls_task;
     if (!t) return LL_ENOTASK;
-    if (p->value > 0 && !p->waiting.head) {
+    if (p->value > 0 && !waitq_first(&p->waiting)) {
         p->value--;
         p->owner = t->id;
         return 0;
@@ -215,7 +210,7 @@ int ll_sem_acquire(ll_sem *s) {
 
 int ll_sem_try_acquire(ll_sem *s) {
     if (!s) return LL_EINVAL;
-    if (s->p.value == 0 || s->p.waiting.head) return LL_EAGAIN;
+    if (s->p.value == 0 || waitq_first(&s->p.waiting)) return LL_EAGAIN;
     s->p.value--;
     return 0;
 }
@@ -286,7 +281,7 @@ ll_event *ll_event_new(void) {
 void ll_event_set(ll_event *e) {
     if (!e) return;
     e->set = true;
-    while (e->waiting.head) grant_first(&e->waiting, NULL);
+    while (waitq_first(&e->waiting)) grant_first(&e->waiting, NULL);
 }
 
 void ll_event_clear(ll_event *e) {
@@ -337,7 +332,7 @@ static void *ring_pop_front(ll_queue *q) {
 
 /* Items nobody has been promised: reserve them for waiting getters, first come first served. */
 static void wake_getters(ll_queue *q) {
-    while (q->getters.head && q->count > q->reserved) {
+    while (waitq_first(&q->getters) && q->count > q->reserved) {
         q->reserved++;
         grant_first(&q->getters, &q->granted);
     }
@@ -345,8 +340,8 @@ static void wake_getters(ll_queue *q) {
 
 /* Room came free: move waiting putters' items in, in order, and tell those putters. */
 static void admit_putters(ll_queue *q) {
-    while (q->putters.head && q->count < q->cap) {
-        ring_push_back(q, q->putters.head->item);
+    while (waitq_first(&q->putters) && q->count < q->cap) {
+        ring_push_back(q, waitq_first(&q->putters)->item);
         grant_first(&q->putters, NULL);
     }
     wake_getters(q);
@@ -442,7 +437,8 @@ size_t ll_queue_size(const ll_queue *q) {
 void ll_queue_free(ll_queue *q) {
     if (!q) return;
     /* Getters an item was promised to get it now (in order): they resume after the free. */
-    for (waiter *w = q->granted.head; w; w = w->next) w->item = ring_pop_front(q);
+    for (ll__dlink *l = q->granted.l.head; l; l = l->next)
+        LL__CONTAINER(l, waiter, link)->item = ring_pop_front(q);
     waitq_close(&q->getters, &q->granted, "queue");
     waitq_close(&q->putters, NULL, "queue");
     ll__free(q->items);

@@ -51,11 +51,7 @@ static void task_run(ll__work *w) {
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
-    LL_ASSERT(t->prev ? t->prev->next == t : loop->tasks == t);
-    LL_ASSERT(!t->next || t->next->prev == t);
-    if (t->prev) t->prev->next = t->next;
-    else loop->tasks = t->next;
-    if (t->next) t->next->prev = t->prev;
+    ll__list_remove(&loop->tasks, &t->link); /* asserts membership in debug builds */
     loop->ntasks--;
 }
 
@@ -227,7 +223,8 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
     ll_spawn_opts o = {0};
     if (opts) o = *opts;
     ll_loop *loop = ll__loop_or_current(o.loop);
-    if (!loop || !fn) return NULL;
+    if (!loop) return NULL;
+    if (!fn) return ll_future_failed(loop, LL_EINVAL, "ll_spawn_ex: fn is NULL");
     ll_future *f = ll_future_new(loop);
     if (!f) return NULL;
     ll_future_set_label(f, "task");
@@ -268,9 +265,7 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
     ev_timer_init(&t->timer, on_deadline, 0., 0.);
     t->timer.data = t;
     ll__switch_make(&t->ctx, stack->lo, usable(t), task_entry, t);
-    t->next = loop->tasks;
-    if (loop->tasks) loop->tasks->prev = t;
-    loop->tasks = t;
+    ll__list_push_front(&loop->tasks, &t->link);
     loop->ntasks++;
     ll_future_on_cancel(f, task_cancel_hook, t);
     t->work.run = task_run;
@@ -473,9 +468,9 @@ ll_time ll_task_deadline(void) {
 /* ---- loop-wide operations ---- */
 
 void ll__task_cancel_all(ll_loop *loop) {
-    ll_task *t = loop->tasks;
+    ll_task *t = ll__task_of(loop->tasks.head);
     while (t) {
-        ll_task *next = t->next;
+        ll_task *next = ll__task_of(t->link.next);
         ll_future_cancel(t->future);
         t = next;
     }
@@ -494,8 +489,8 @@ void ll__task_destroy_all(ll_loop *loop) {
         }
     }
     destroying = true;
-    while (loop->tasks) {
-        ll_task *t = loop->tasks;
+    while (loop->tasks.head) {
+        ll_task *t = ll__task_of(loop->tasks.head);
         if (loop->debug) {
             char name[128];
             ll__warn(loop, "shutdown: task #%llu '%s' did not finish cleaning up before the deadline "

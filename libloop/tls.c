@@ -588,7 +588,7 @@ void ll__tls_stream_free(ll_stream *s) {
 /* ---- public ---- */
 
 ll_future *ll_stream_starttls(ll_stream *s, const ll_tls_opts *opts) {
-    if (!s) return NULL;
+    LL_REQUIRE_ARG(s, "stream");
     ll_tls_opts none = {0};
     if (!opts) opts = &none;
     if (s->closed) return hs_failed_now(s, LL_ECLOSED, "stream is closed");

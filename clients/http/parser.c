@@ -45,7 +45,10 @@ struct ll__http_parser {
     ll__hbuf reason;
     ll_http_headers *headers;
     ll__hbuf field, value;
-    size_t head_bytes;   /* bytes of the current head given to llhttp */
+    size_t head_bytes;   /* bytes of the current head given to llhttp, the blank lines before
+                          * it included: reset when a response starts and after each 1xx, never
+                          * at llhttp's message begin (which comes mid-read, after blank lines
+                          * that were counted already: fuzz_http_response) */
     size_t nheaders;
     uint64_t body;
     int err;
@@ -76,7 +79,6 @@ static void clear_head(ll__http_parser *p) {
     }
     p->field.len = p->value.len = 0;
     p->nheaders = 0;
-    p->head_bytes = 0;
     p->status = 0;
     p->interim_now = false;
 }
@@ -242,6 +244,7 @@ static int on_message_complete(llhttp_t *llh) {
         p->interim++;
         p->interim_status = p->status;
         clear_head(p);
+        p->head_bytes = 0;
         /* the final response follows on the same connection: pause so that feed() counts the
          * next head's bytes from here (fuzz_http_response found them counted from the start of
          * the read, so several 1xx heads in one read tripped max_header_bytes) */
@@ -301,6 +304,7 @@ void ll__http_parser_start(ll__http_parser *p, bool head) {
     llhttp_init(&p->llh, HTTP_RESPONSE, &p->settings);
     llhttp_set_lenient_chunked_length(&p->llh, 1); /* TE + CL: read it, then close (see top) */
     clear_head(p);
+    p->head_bytes = 0;
     p->head = head;
     p->started = p->headers_done = p->done = p->failed = p->suspect = p->keep_alive = false;
     p->interim = 0;

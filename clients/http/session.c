@@ -3,11 +3,13 @@
  * connections (DNS, TCP, proxy tunnel, TLS) phase by phase.
  *
  * Design notes:
- * - One libloop pool per session, keyed by origin ("https://host:port"). Every setting that changes
- *   what a connection is (CA file, verification, proxy) is session-wide, so the origin is the whole
- *   key within a session; two sessions never share connections.
+ * - One libloop pool per session, keyed by origin ("https://host:port") and, when a request
+ *   overrides what a connection is (CA file, verification, proxy), by its connection profile
+ *   ("https://host:port#2", profile.c); two sessions never share connections.
  * - Connects are the pool's work: the pool calls pool_connect() detached from any request, and we
- *   run the phases in a task of their own so each has its own timeout and error code: the lookup
+ *   run the phases in a task of their own so each has its own timeout and error code. The phase
+ *   timeouts are those of the request whose acquire started the connect (the pool starts it from
+ *   inside ll_pool_acquire, while s->connect_to points at them), else the session's: the lookup
  *   (ll_resolve, which fills the loop's DNS cache), the TCP connect (ll_stream_connect, whose own
  *   lookup then hits the cache), the CONNECT tunnel when an https origin goes through a proxy, and
  *   the TLS handshake (ll_stream_starttls). The phase durations stay with the connection, and the
@@ -15,8 +17,9 @@
  * - Liveness at acquire (is_alive): the stream is open, the peer has not closed it, and nothing is
  *   waiting to be read — an idle HTTP/1.1 connection that has bytes to read holds garbage or a
  *   response to nobody, and must not carry a request.
- * - Lifetime: the session is reference counted (the user, each request in flight, each streamed
- *   response holding a connection, each connect in progress). ll_http_session_free() closes the
+ * - Lifetime: the session is reference counted (the user, each request in flight, each response
+ *   not yet freed — its body buffer comes back to the session's cache —, each connect in
+ *   progress). ll_http_session_free() closes the
  *   pool and cuts the waits of requests in flight (they fail with LL_ECLOSED); the memory goes with
  *   the last reference. The pool's close callback never touches the session, because the pool may
  *   outlive it while lent connections come back.

@@ -3,9 +3,10 @@
  *
  * Design notes:
  * - libpq does the protocol; we only drive it. PQconnectStartParams + PQconnectPoll make the
- *   connect non-blocking, with one ev_io watcher following what PQconnectPoll asks for. libpq may
- *   switch sockets while it tries addresses or retries without TLS, so the watcher is re-set
- *   after every poll (ev_io_set tells libev the descriptor may be a new one).
+ *   connect non-blocking, with one ll_poller (the core's public fd watcher) following what
+ *   PQconnectPoll asks for. libpq may switch sockets while it tries addresses or retries without
+ *   TLS, so the poller is told the descriptor after every poll (ll_poller_set_fd, even when the
+ *   number is the same). At most one read wait and one write wait are pending at a time.
  * - libpq's own name lookup blocks, and its connect_timeout is only enforced by its blocking
  *   PQconnectdb. So host names are resolved with ll_resolve first and handed over as `hostaddr`
  *   (a name resolving to several addresses becomes several host entries, tried in order, as libpq
@@ -63,47 +64,70 @@ const char *ll__pg_first_line(const char *msg, char *buf, size_t n) {
 
 /* ---- the watcher ---- */
 
-static void on_io(struct ev_loop *ev, ev_io *w, int revents);
+static void on_ready(ll_future *f, void *arg);
 
-/* Watch fd for events (fd < 0 or no events: stop). `force` re-registers even when nothing seems
- * to change: during a connect libpq may have closed the socket and opened another with the same
- * number. */
-static void io_set(ll_pg_conn *c, int fd, int events, bool force) {
-    struct ev_loop *ev = ll_loop_ev(c->loop);
-    if (!force && fd == c->io_fd && events == c->io_events && (fd < 0 || !events || ev_is_active(&c->io)))
-        return;
-    if (ev_is_active(&c->io)) {
-        if (!c->io_refd) ev_ref(ev);
-        ev_io_stop(ev, &c->io);
+/* Keep a wait for `ev` pending on the poller, or none. False when out of memory: the caller
+ * fails the connection (nothing would ever wake it). */
+static bool arm(ll_pg_conn *c, ll_future **slot, int ev, bool want) {
+    if (want && !*slot) {
+        ll_future *w = ll_poller_wait(c->poller, ev);
+        if (w && ll_future_add_done(w, on_ready, c) != 0) {
+            ll_future_cancel(w);
+            ll_future_free(w);
+            w = NULL;
+        }
+        *slot = w;
+        return w != NULL;
+    } else if (!want && *slot) {
+        ll_future_remove_done(*slot, on_ready, c);
+        ll_future_cancel(*slot);
+        ll_future_free(*slot);
+        *slot = NULL;
     }
-    c->io_fd = fd;
-    c->io_events = events;
-    if (fd < 0 || !events) return;
-    ev_io_set(&c->io, fd, events);
-    ev_io_start(ev, &c->io);
-    if (!c->io_refd) ev_unref(ev);
+    return true;
+}
+
+/* Watch fd for events (fd < 0 or no events: stop). `force` tells the poller the descriptor again
+ * even when the number is the same: during a connect libpq may have closed the socket and opened
+ * another with the same number. */
+static bool io_set(ll_pg_conn *c, int fd, int events, bool force) {
+    if (!c->poller) return fd < 0;
+    if (force || fd != c->io_fd) {
+        ll_poller_set_fd(c->poller, fd);
+        c->io_fd = fd;
+    }
+    c->io_events = fd < 0 ? 0 : events;
+    bool ok = arm(c, &c->read_w, LL_POLL_READ, c->io_events & LL_POLL_READ);
+    return arm(c, &c->write_w, LL_POLL_WRITE, c->io_events & LL_POLL_WRITE) && ok;
+}
+
+static void set_ref(ll_pg_conn *c, bool on) {
+    c->io_refd = on;
+    if (c->poller) ll_poller_set_ref(c->poller, on);
+}
+
+static void io_free(ll_pg_conn *c) {
+    io_set(c, -1, 0, false);
+    ll_poller_free(c->poller);
+    c->poller = NULL;
 }
 
 static bool has_work(const ll_pg_conn *c) {
     return c->state == PG_CONNECTING || c->nsent || c->nheld || c->waiters_head ||
-           c->copy.state != COPY_NONE || c->barrier;
+           c->copy.state != COPY_NONE || c->nabandoned || c->cancel_wait;
 }
 
 void ll__pg_io_update(ll_pg_conn *c) {
     if (c->state != PG_READY) return;
     bool want_ref = has_work(c);
-    struct ev_loop *ev = ll_loop_ev(c->loop);
-    if (ev_is_active(&c->io) && want_ref != c->io_refd) {
-        if (want_ref) ev_ref(ev);
-        else ev_unref(ev);
-    }
-    c->io_refd = want_ref;
-    int events = EV_READ;
+    if (want_ref != c->io_refd) set_ref(c, want_ref);
+    int events = LL_POLL_READ;
     /* COPY TO STDOUT with no read waiting: stop reading so the server, not our memory, holds the
      * rest of the table. */
     if (c->copy.state == COPY_OUT && !c->copy.read_f && !c->copy.discard) events = 0;
-    if (c->want_write) events |= EV_WRITE;
-    io_set(c, PQsocket(c->pg), events, false);
+    if (c->want_write) events |= LL_POLL_WRITE;
+    if (!io_set(c, PQsocket(c->pg), events, false))
+        ll__pg_broken(c, "out of memory for the socket watcher");
 }
 
 void ll__pg_want_write(ll_pg_conn *c) {
@@ -149,13 +173,17 @@ void ll__pg_broken(ll_pg_conn *c, const char *why) {
     if (!why) why = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
     if (!*why) why = "connection lost";
     char *msg = ll_format("%s", why);
-    c->state = PG_BROKEN;
-    if (c->timer_on) {
-        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
-        c->timer_on = false;
+    if (c->fatal) {
+        /* the server said why before it closed (57P01 terminating connection, ...) */
+        const char *st = ll__pg_errfields_get(c->fatal, PG_DIAG_SQLSTATE);
+        const char *pm = ll__pg_errfields_get(c->fatal, PG_DIAG_MESSAGE_PRIMARY);
+        char *m2 = ll_format("FATAL %s: %s (%s)", st ? st : "", pm ? pm : "", why);
+        ll_free(msg);
+        msg = m2;
     }
+    c->state = PG_BROKEN;
     io_set(c, -1, 0, false);
-    c->io_refd = false;
+    set_ref(c, false);
     /* the descriptor stays open (PQfinish closes it) but the peer learns now */
     if (PQsocket(c->pg) >= 0) shutdown(PQsocket(c->pg), SHUT_RDWR);
     const char *m = msg ? msg : why;
@@ -241,28 +269,46 @@ static bool kw_set(pg_connecting *k, const char *key, const char *value) {
 }
 
 static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *detail);
+static void connect_fail_e(ll_pg_conn *c, int code, pg_errfields *e, const char *fmt,
+                           const char *detail);
+static int classify(ll_pg_conn *c, const char *msg);
 static void connect_begin(ll_pg_conn *c, pg_connecting *k);
 static void connect_step(ll_pg_conn *c);
 
 static void connecting_abort(pg_connecting *k);
 
+static void stop_connect_timer(ll_pg_conn *c) {
+    if (!c->connect_timer) return;
+    ll_future_cancel(c->connect_timer);
+    ll_future_free(c->connect_timer);
+    c->connect_timer = NULL;
+}
+
 static void conn_destroy(ll_pg_conn *c) {
-    struct ev_loop *ev = ll_loop_ev(c->loop);
     if (c->connecting) connecting_abort(c->connecting); /* timed out while resolving */
-    io_set(c, -1, 0, false);
-    if (c->timer_on) ev_timer_stop(ev, &c->timer);
-    c->timer_on = false;
+    io_free(c);
+    stop_connect_timer(c);
+    ll__pg_cancel_detach(c);
     ll__pg_stmt_free_all(c);
+    ll__pg_errfields_free(c->fatal);
+    c->fatal = NULL;
     ll__pg_notify_free_all(c);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
     ll_free(c->peer);
     ll_free(c->who);
     ll_loop_track_handle(c->loop, -1);
+    void *pool = c->pool;
     ll__pg_conn_unref(c);
+    if (pool) ll__pg_pool_conn_gone(pool); /* may free the pool: last */
 }
 
-static void on_timer(struct ev_loop *ev, ev_timer *w, int revents);
+/* Conninfo values end up in every message: a control byte in them (a newline from a URI's %0A)
+ * must not split or forge a log line (found by fuzz_pg_conninfo). */
+static void no_controls(char *s) {
+    for (; s && *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
 
 static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const char *port) {
     ll_free(c->peer);
@@ -277,6 +323,7 @@ static void set_peer(ll_pg_conn *c, const char *host, const char *addr, const ch
         c->peer = ll_format("%s:%s", host, port);
     else /* libpq's default: the Unix socket in Debian's directory */
         c->peer = ll_format("/var/run/postgresql/.s.PGSQL.%s", port);
+    no_controls(c->peer);
 }
 
 static bool is_numeric(const char *h) {
@@ -415,13 +462,23 @@ static void connect_cancel(ll_future *f, void *arg) {
     ll_future_set_cancelled(f);
     ll_future_free(f);
     if (c->connecting) connecting_abort(c->connecting);
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
-    c->io_refd = false;
     conn_destroy(c);
 }
 
+static void on_connect_timer(void *arg);
+
+static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, void *pool);
+
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     LL_REQUIRE_ARG(conninfo, "conninfo");
+    return connect_impl(conninfo, opts, NULL);
+}
+
+ll_future *ll__pg_connect_pooled(const char *conninfo, const ll_pg_opts *opts, void *pool) {
+    return connect_impl(conninfo, opts, pool);
+}
+
+static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, void *pool) {
     ll_loop *loop = ll__pg_loop(opts ? opts->loop : NULL);
     if (!loop) return NULL;
     ll_future *f = ll_future_new(loop);
@@ -436,12 +493,10 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     }
     c->refs = 1;
     c->connecting = k;
+    c->pool = pool;
+    if (pool) ll__pg_pool_conn_born(pool);
     c->loop = loop;
     c->io_fd = -1;
-    ev_init(&c->io, on_io);
-    c->io.data = c;
-    ev_init(&c->timer, on_timer);
-    c->timer.data = c;
     if (opts) c->opts = *opts;
     c->opts.loop = loop;
     if (c->opts.cancel_timeout == 0) c->opts.cancel_timeout = 5;
@@ -484,6 +539,7 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     if (!db) db = getenv("PGDATABASE");
     if (!db) db = user;
     c->who = ll_format("user %s, database %s", user, db);
+    no_controls(c->who);
 
     const char *host = opt_val(k, "host");
     if (!host) host = getenv("PGHOST");
@@ -513,9 +569,8 @@ ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     k->timeout = t;
     if (t > 0) {
         c->connect_deadline = ll_now() + t;
-        ev_timer_set(&c->timer, t, 0.);
-        ev_timer_start(ll_loop_ev(loop), &c->timer);
-        c->timer_on = true;
+        c->connect_timer = ll_loop_call_later(loop, t, on_connect_timer, c);
+        if (!c->connect_timer) goto oom;
     }
 
     if (hostaddr || !host) {
@@ -561,8 +616,22 @@ oom:
     return f;
 }
 
-static void ignore_notice(void *arg, const char *message) {
-    (void)arg, (void)message;
+/* libpq prints server notices to stderr by default; a library must not. A FATAL one is the
+ * server's reason for closing an idle connection: kept for the errors that follow. */
+static void on_notice(void *arg, const PGresult *res) {
+    ll_pg_conn *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (!sev || (strcmp(sev, "FATAL") != 0 && strcmp(sev, "PANIC") != 0)) return;
+    pg_errfields *e = ll__pg_errfields_from_result(res);
+    if (!e) return;
+    ll__pg_errfields_free(c->fatal);
+    c->fatal = e;
+}
+
+/* libpq's own checks of the conninfo values ("invalid port number", "invalid sslmode value")
+ * fail the connect before any I/O. */
+static bool is_conninfo_error(const char *msg) {
+    return strstr(msg, "invalid ") || strstr(msg, "could not match");
 }
 
 static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
@@ -572,18 +641,26 @@ static void connect_begin(ll_pg_conn *c, pg_connecting *k) {
         connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         return;
     }
-    /* libpq prints server notices to stderr by default; a library must not */
-    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    /* the startup error's SQLSTATE is only in the verbose text (there is no PGresult) */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         char line[512];
-        connect_fail(c, LL_EPG_CONN, "%s",
-                     ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line));
+        const char *msg = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
+        connect_fail(c, is_conninfo_error(msg) ? LL_EINVAL : classify(c, msg), "%s", msg);
         return;
     }
-    /* PQconnectStart behaves as if PQconnectPoll had said "writing" */
-    io_set(c, PQsocket(c->pg), EV_WRITE, true);
-    c->io_refd = true;
-    ev_ref(ll_loop_ev(c->loop)); /* a connect in progress keeps the loop alive */
+    /* PQconnectStart behaves as if PQconnectPoll had said "writing"; a connect in progress keeps
+     * the loop alive */
+    c->poller = ll_poller_new(PQsocket(c->pg), &(ll_poll_opts){.loop = c->loop});
+    if (!c->poller) {
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
+        return;
+    }
+    c->io_fd = PQsocket(c->pg);
+    set_ref(c, true);
+    if (!io_set(c, PQsocket(c->pg), LL_POLL_WRITE, true))
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
 }
 
 static int classify(ll_pg_conn *c, const char *msg) {
@@ -598,30 +675,60 @@ static int classify(ll_pg_conn *c, const char *msg) {
 }
 
 static void connect_fail(ll_pg_conn *c, int code, const char *fmt, const char *detail) {
+    connect_fail_e(c, code, NULL, fmt, detail);
+}
+
+/* The connect failed with libpq's message: with the server's fields when the server refused us
+ * (unknown database 3D000, unknown role 28000, wrong password 28P01, too many connections). */
+static void connect_failed_pq(ll_pg_conn *c) {
+    const char *raw = PQerrorMessage(c->pg);
+    char line[512];
+    const char *msg = ll__pg_first_line(raw, line, sizeof line);
+    int code = classify(c, msg);
+    pg_errfields *e = ll__pg_errfields_parse(raw);
+    if (!e) {
+        connect_fail(c, code, "%s", msg);
+        return;
+    }
+    const char *st = ll__pg_errfields_get(e, PG_DIAG_SQLSTATE);
+    const char *sev = ll__pg_errfields_get(e, PG_DIAG_SEVERITY);
+    const char *pm = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_PRIMARY);
+    const char *dt = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_DETAIL);
+    const char *hn = ll__pg_errfields_get(e, PG_DIAG_MESSAGE_HINT);
+    if (strncmp(st, "28", 2) == 0) code = LL_EPG_AUTH; /* invalid authorization, password */
+    else if (code == LL_ECONNREFUSED || code == LL_ETIMEDOUT) code = LL_EPG_CONN;
+    char text[768];
+    snprintf(text, sizeof text, "%s %s: %s%s%s%s%s%s", sev ? sev : "FATAL", st, pm ? pm : "",
+             dt ? " (DETAIL: " : "", dt ? dt : "", dt ? ")" : "", hn ? " (HINT: " : "",
+             hn ? hn : "");
+    if (hn) strncat(text, ")", sizeof text - strlen(text) - 1);
+    connect_fail_e(c, code, e, "%s", text);
+}
+
+static void connect_fail_e(ll_pg_conn *c, int code, pg_errfields *e, const char *fmt,
+                           const char *detail) {
     ll_future *f = c->connect_f;
     c->connect_f = NULL;
-    if (c->io_refd && ev_is_active(&c->io)) {
-        /* undo the connect's ref before the watcher goes */
-        c->io_refd = false;
-        ev_unref(ll_loop_ev(c->loop));
-    }
-    c->io_refd = false;
+    set_ref(c, false);
     char *what = ll_format(fmt, detail);
+    char *full = ll_format("connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
+                           c->who ? c->who : "?", what ? what : detail);
     if (f) {
-        ll_future_fail(f, code, "connect to postgres %s (%s): %s", c->peer ? c->peer : "?",
-                       c->who ? c->who : "?", what ? what : detail);
+        if (e) ll__pg_fail_fields(f, code, e, full ? full : detail);
+        else ll_future_fail(f, code, "%s", full ? full : detail);
         ll_future_free(f);
+    } else {
+        ll__pg_errfields_free(e);
     }
+    ll_free(full);
     ll_free(what);
     conn_destroy(c);
 }
 
 static void connect_done(ll_pg_conn *c) {
     PGconn *pg = c->pg;
-    if (c->timer_on) {
-        ev_timer_stop(ll_loop_ev(c->loop), &c->timer);
-        c->timer_on = false;
-    }
+    stop_connect_timer(c);
+    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
         char line[512];
         connect_fail(c, LL_EPG_CONN, "%s", ll__pg_first_line(PQerrorMessage(pg), line, sizeof line));
@@ -635,11 +742,11 @@ static void connect_done(ll_pg_conn *c) {
         c->is_tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     c->state = PG_READY;
     /* the connect's ref on the loop goes; ll__pg_io_update decides from now on */
-    if (c->io_refd) {
-        c->io_refd = false;
-        if (ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
+    set_ref(c, false);
+    if (!io_set(c, PQsocket(pg), LL_POLL_READ, true)) {
+        connect_fail(c, LL_ENOMEM, "%s", "out of memory");
+        return;
     }
-    io_set(c, PQsocket(pg), EV_READ, true);
     ll__pg_io_update(c);
     ll_future *f = c->connect_f;
     c->connect_f = NULL;
@@ -652,57 +759,57 @@ static void connect_step(ll_pg_conn *c) {
     PostgresPollingStatusType st = PQconnectPoll(c->pg);
     switch (st) {
     case PGRES_POLLING_READING:
-        io_set(c, PQsocket(c->pg), EV_READ, true);
+        if (!io_set(c, PQsocket(c->pg), LL_POLL_READ, true))
+            connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         break;
     case PGRES_POLLING_WRITING:
-        io_set(c, PQsocket(c->pg), EV_WRITE, true);
+        if (!io_set(c, PQsocket(c->pg), LL_POLL_WRITE, true))
+            connect_fail(c, LL_ENOMEM, "%s", "out of memory");
         break;
     case PGRES_POLLING_OK:
         connect_done(c);
         break;
-    default: {
-        char line[512];
-        const char *msg = ll__pg_first_line(PQerrorMessage(c->pg), line, sizeof line);
-        connect_fail(c, classify(c, msg), "%s", msg);
+    default:
+        connect_failed_pq(c);
         break;
     }
-    }
 }
 
-static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)revents;
-    ll_pg_conn *c = w->data;
-    c->timer_on = false;
-    if (c->state == PG_CONNECTING) {
-        /* libev measures timers from its cached time, which lags the clock after the loop was
-         * blocked (a program that started a server synchronously): never time out early */
-        double left = c->connect_deadline - ll_now();
-        if (left > 1e-3) {
-            ev_timer_set(w, left, 0.);
-            ev_timer_start(ev, w);
-            c->timer_on = true;
-            return;
-        }
-        char buf[64];
-        snprintf(buf, sizeof buf, "timed out after %g s", c->opts.connect_timeout > 0
-                                                              ? c->opts.connect_timeout
-                                                              : c->connect_deadline - c->born);
-        connect_fail(c, LL_ETIMEDOUT, "%s", buf);
-        return;
+static void on_connect_timer(void *arg) {
+    ll_pg_conn *c = arg;
+    ll_future_free(c->connect_timer);
+    c->connect_timer = NULL;
+    if (c->state != PG_CONNECTING) return;
+    /* a timer may fire a little early by the clock after the loop was blocked (a program that
+     * started a server synchronously): never time out early */
+    double left = c->connect_deadline - ll_now();
+    if (left > 1e-3) {
+        c->connect_timer = ll_loop_call_later(c->loop, left, on_connect_timer, c);
+        if (c->connect_timer) return;
     }
-    ll__pg_cancel_timer(c);
+    char buf[64];
+    snprintf(buf, sizeof buf, "timed out after %g s",
+             c->opts.connect_timeout > 0 ? c->opts.connect_timeout : c->connect_deadline - c->born);
+    connect_fail(c, LL_ETIMEDOUT, "%s", buf);
 }
 
-static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev;
-    ll_pg_conn *c = w->data;
+static void on_ready(ll_future *f, void *arg) {
+    ll_pg_conn *c = arg;
+    int revents = ll_poll_events(f);
+    if (ll_future_get_state(f) == LL_FUTURE_FAILED) {
+        (void)ll_future_code(f);
+        revents = LL_POLL_READ | LL_POLL_WRITE; /* let libpq find out what is wrong */
+    }
+    if (f == c->read_w) c->read_w = NULL;
+    if (f == c->write_w) c->write_w = NULL;
+    ll_future_free(f);
     if (c->state == PG_CONNECTING) {
         connect_step(c);
         return;
     }
     if (c->state != PG_READY) return;
     c->refs++; /* nothing we call should close it, but be safe */
-    if (revents & EV_WRITE) {
+    if (revents & LL_POLL_WRITE) {
         int r = PQflush(c->pg);
         if (r < 0) {
             ll__pg_broken(c, NULL);
@@ -712,7 +819,7 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents) {
             ll__pg_io_update(c);
         }
     }
-    if ((revents & EV_READ) && c->state == PG_READY) ll__pg_on_input(c);
+    if ((revents & LL_POLL_READ) && c->state == PG_READY) ll__pg_on_input(c);
     if (c->state == PG_READY) ll__pg_io_update(c);
     ll__pg_conn_unref(c);
 }
@@ -728,6 +835,11 @@ void ll_pg_close(ll_pg_conn *c) {
         }
         return;
     }
+    ll__pg_conn_free(c);
+}
+
+void ll__pg_conn_free(ll_pg_conn *c) {
+    if (!c || c->state == PG_CLOSED) return;
     if (c->state == PG_READY) {
         ll__pg_cancel_detach(c);
         c->state = PG_CLOSED;
@@ -738,8 +850,6 @@ void ll_pg_close(ll_pg_conn *c) {
     } else {
         c->state = PG_CLOSED;
     }
-    if (c->io_refd && ev_is_active(&c->io)) ev_unref(ll_loop_ev(c->loop));
-    c->io_refd = false;
     conn_destroy(c);
 }
 
@@ -765,6 +875,6 @@ size_t ll_pg_pending(const ll_pg_conn *c) {
 
 bool ll_pg_in_transaction(const ll_pg_conn *c) {
     if (!c || !c->pg) return false;
-    return c->tx.owner != NULL || PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
+    return c->tx.owner != 0 || PQtransactionStatus(c->pg) == PQTRANS_INTRANS ||
            PQtransactionStatus(c->pg) == PQTRANS_INERROR;
 }

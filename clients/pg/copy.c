@@ -13,6 +13,13 @@
  *   reading the socket: the server, not our memory, holds the rest of the table.
  * - The COPY's own result (rows copied, or the server's error) settles ll_pg_copy_finish()'s
  *   future; if it arrives before finish is called, it waits in the copy (COPY_DONE).
+ * - A COPY belongs to the task that started it. If that task ends without ll_pg_copy_finish (it
+ *   returned, failed, was cancelled), the copy is abandoned: FROM STDIN sends CopyFail (the server
+ *   rolls the load back), TO STDOUT sends a cancel request instead of reading millions of rows
+ *   nobody wants; either way the connection is usable again as soon as the server has answered.
+ *   ll_pg_copy_finish() before the end of a COPY TO STDOUT does the same.
+ * - A COPY asked for while another one runs on the connection is queued like a query (the copy
+ *   object is the connection's; it is taken when the statement is written).
  */
 #include <string.h>
 #include "pg_internal.h"
@@ -28,9 +35,6 @@ static ll_future *copy_fail_now(ll_loop *loop, int code, const char *what) {
 ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql) {
     LL_REQUIRE_ARG(c, "conn");
     LL_REQUIRE_ARG(sql, "sql");
-    if (!c || !sql) return copy_fail_now(c ? c->loop : NULL, LL_EINVAL, "invalid argument");
-    if (c->copy.state != COPY_NONE)
-        return copy_fail_now(c->loop, LL_ESTATE, "a COPY is already running on this connection");
     ll_future *f = ll_future_new(c->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg copy");
@@ -46,13 +50,35 @@ ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql) {
         return f;
     }
     r->f = ll_future_ref(f);
+    ll_task *t = ll_task_current();
+    if (t) r->task_f = ll_future_ref(ll_task_future(t));
+    ll__pg_submit(c, r);
+    return f;
+}
+
+static void owner_done(ll_future *tf, void *arg);
+
+static void release_owner(ll_pg_copy *cp) {
+    if (cp->owner_f) {
+        ll_future_remove_done(cp->owner_f, owner_done, cp->conn);
+        ll_future_free(cp->owner_f);
+        cp->owner_f = NULL;
+    }
+}
+
+void ll__pg_copy_sending(ll_pg_conn *c, pg_req *r) {
     ll_pg_copy *cp = &c->copy;
     cp->state = COPY_STARTING;
     cp->req = r;
     cp->read_f = cp->finish_f = NULL;
-    cp->out_done = cp->discard = cp->end_pending = false;
-    ll__pg_submit(c, r);
-    return f;
+    cp->out_done = cp->discard = cp->end_pending = cp->abandoned = cp->owner_gone = false;
+    release_owner(cp);
+    cp->owner_f = r->task_f;
+    r->task_f = NULL;
+    if (cp->owner_f && ll_future_add_done(cp->owner_f, owner_done, c) != 0) {
+        ll_future_free(cp->owner_f); /* not watched: ll_pg_close or finish end it */
+        cp->owner_f = NULL;
+    }
 }
 
 bool ll_pg_copy_is_in(const ll_pg_copy *cp) {
@@ -60,11 +86,58 @@ bool ll_pg_copy_is_in(const ll_pg_copy *cp) {
 }
 
 static void copy_reset(ll_pg_copy *cp) {
+    release_owner(cp);
     cp->state = COPY_NONE;
     cp->req = NULL;
-    cp->out_done = cp->discard = cp->end_pending = false;
+    cp->out_done = cp->discard = cp->end_pending = cp->abandoned = cp->owner_gone = false;
     ll_free(cp->end_error);
     cp->end_error = NULL;
+}
+
+static void try_end(ll_pg_conn *c);
+
+/* Nobody will finish the copy: end it on the server and drop its outcome. */
+static void copy_abandon(ll_pg_conn *c, const char *why) {
+    ll_pg_copy *cp = &c->copy;
+    pg_req *r = cp->req;
+    cp->abandoned = true;
+    if (cp->state == COPY_IN) {
+        /* CopyFail: the server rolls the load back and answers at once */
+        ll_free(cp->end_error);
+        cp->end_error = ll_strdup(why);
+        cp->state = COPY_ENDING;
+        if (r && r->state == RQ_SENT) ll__pg_sched_abandon(c, r, ll_now());
+        if (r && r->state == RQ_ABANDONED) ll__pg_req_set_state(c, r, RQ_DRAINING);
+        try_end(c);
+    } else if (cp->state == COPY_OUT || (cp->state == COPY_ENDING && !cp->is_in)) {
+        /* stop reading; a cancel request stops the server sending */
+        cp->discard = true;
+        if (r && r->state == RQ_SENT) ll__pg_sched_abandon(c, r, ll_now());
+        ll__pg_cancel_progress(c);
+    } else if (cp->state == COPY_ENDING && r && r->state == RQ_SENT) {
+        /* FROM STDIN, the end is written: like a COMMIT, let it complete */
+        ll__pg_sched_abandon(c, r, ll_now());
+        if (r->state == RQ_ABANDONED) ll__pg_req_set_state(c, r, RQ_DRAINING);
+    } else if (cp->state == COPY_DONE) {
+        copy_reset(cp);
+        ll__pg_req_free(r);
+        ll__pg_pump(c);
+        return;
+    }
+    if (c->state == PG_READY) ll__pg_io_update(c);
+}
+
+static void owner_done(ll_future *tf, void *arg) {
+    (void)tf;
+    ll_pg_conn *c = arg;
+    ll_pg_copy *cp = &c->copy;
+    ll_future_free(cp->owner_f);
+    cp->owner_f = NULL;
+    cp->owner_gone = true;
+    if (c->state != PG_READY || cp->finish_f || cp->abandoned) return;
+    if (cp->state == COPY_IN || cp->state == COPY_OUT || cp->state == COPY_DONE ||
+        cp->state == COPY_ENDING)
+        copy_abandon(c, "the task using this COPY ended without ll_pg_copy_finish");
 }
 
 void ll__pg_copy_started(ll_pg_conn *c, pg_req *r, PGresult *res) {
@@ -72,15 +145,9 @@ void ll__pg_copy_started(ll_pg_conn *c, pg_req *r, PGresult *res) {
     cp->is_in = PQresultStatus(res) == PGRES_COPY_IN;
     PQclear(res);
     cp->state = cp->is_in ? COPY_IN : COPY_OUT;
-    if (r->cancel_wanted || !r->f || ll_future_get_state(r->f) != LL_FUTURE_PENDING) {
-        /* nobody wants it any more: end it (the start future settles with the outcome) */
-        if (cp->is_in) {
-            PQputCopyEnd(c->pg, "cancelled");
-            cp->state = COPY_ENDING;
-            if (PQflush(c->pg) > 0) ll__pg_want_write(c);
-        } else {
-            cp->discard = true;
-        }
+    if (!r->f || ll_future_get_state(r->f) != LL_FUTURE_PENDING || cp->owner_gone) {
+        /* nobody wants it any more: end it */
+        copy_abandon(c, "cancelled");
         return;
     }
     ll_future_resolve(r->f, cp, NULL);
@@ -90,9 +157,8 @@ void ll__pg_copy_started(ll_pg_conn *c, pg_req *r, PGresult *res) {
 
 static void settle_finish(ll_pg_conn *c, ll_future *f, pg_req *r) {
     if (r->err) {
-        if (r->cancel_wanted) ll_future_set_cancelled(f);
-        else ll__pg_fail_result(f, c, PQstatus(c->pg) == CONNECTION_BAD ? LL_EPG_CONN : LL_EPG_SERVER,
-                                r->err);
+        ll__pg_fail_result(f, c, PQstatus(c->pg) == CONNECTION_BAD ? LL_EPG_CONN : LL_EPG_SERVER,
+                           r->err); /* adopted, or freed when f is settled already */
         r->err = NULL;
         return;
     }
@@ -104,18 +170,17 @@ static void settle_finish(ll_pg_conn *c, ll_future *f, pg_req *r) {
         ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory for a result", c->peer);
         return;
     }
-    ll_future_resolve(f, w, (ll_value_free)ll_pg_result_free);
+    if (ll_future_resolve(f, w, (ll_value_free)ll_pg_result_free) != 0)
+        ll_pg_result_free(w); /* settled meanwhile (cancelled): nobody takes it */
 }
 
 void ll__pg_copy_complete(ll_pg_conn *c, pg_req *r) {
     ll_pg_copy *cp = &c->copy;
     if (r->f && ll_future_get_state(r->f) == LL_FUTURE_PENDING) {
-        /* the copy never started: the statement failed, was cancelled, or was not a COPY to or
-         * from the client */
+        /* the copy never started: the statement failed, or was not a COPY to or from the
+         * client */
         if (r->err) {
             settle_finish(c, r->f, r);
-        } else if (r->cancel_wanted) {
-            ll_future_set_cancelled(r->f);
         } else {
             ll_future_fail(r->f, LL_EINVAL,
                            "postgres %s: not a COPY FROM STDIN or COPY TO STDOUT statement",
@@ -123,6 +188,7 @@ void ll__pg_copy_complete(ll_pg_conn *c, pg_req *r) {
         }
         if (cp->req == r) copy_reset(cp);
         ll__pg_req_free(r);
+        ll__pg_pump(c);
         return;
     }
     if (cp->req != r) {
@@ -136,13 +202,16 @@ void ll__pg_copy_complete(ll_pg_conn *c, pg_req *r) {
         ll_future_free(cp->read_f);
         cp->read_f = NULL;
     }
-    if (cp->finish_f) {
+    if (cp->finish_f || cp->abandoned) {
         ll_future *f = cp->finish_f;
         cp->finish_f = NULL;
-        settle_finish(c, f, r);
-        ll_future_free(f);
+        if (f) {
+            settle_finish(c, f, r);
+            ll_future_free(f);
+        }
         copy_reset(cp);
         ll__pg_req_free(r);
+        ll__pg_pump(c);
         return;
     }
     cp->state = COPY_DONE; /* keep the outcome for ll_pg_copy_finish */
@@ -370,14 +439,35 @@ void ll__pg_copy_on_writable(ll_pg_conn *c) {
     if (cp->end_pending) try_end(c);
 }
 
+/* The caller stopped waiting for finish (a deadline): the copy ends in the background. */
+static void finish_cancel(ll_future *f, void *arg) {
+    ll_pg_conn *c = arg;
+    ll_pg_copy *cp = &c->copy;
+    if (cp->finish_f == f) {
+        cp->finish_f = NULL;
+        ll_future_free(f);
+    }
+    ll_future_set_cancelled(f);
+    if (c->state == PG_READY && cp->state != COPY_NONE)
+        copy_abandon(c, "ll_pg_copy_finish was cancelled");
+}
+
+static void wait_finish(ll_pg_conn *c, ll_future *f) {
+    c->copy.finish_f = ll_future_ref(f);
+    ll_future_on_cancel(f, finish_cancel, c);
+}
+
 ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
     LL_REQUIRE_ARG(cp, "copy");
-    if (!cp) return copy_fail_now(NULL, LL_EINVAL, "no copy");
     ll_pg_conn *c = cp->conn;
     if (cp->finish_f) return copy_fail_now(c->loop, LL_ESTATE, "finish already called");
     ll_future *f = ll_future_new(c->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg copy finish");
+    if (cp->abandoned) {
+        ll_future_fail(f, LL_ESTATE, "postgres %s: the COPY was abandoned", c->peer);
+        return f;
+    }
     switch (cp->state) {
     case COPY_IN:
         if (c->state != PG_READY) break;
@@ -387,21 +477,30 @@ ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
             return f;
         }
         cp->state = COPY_ENDING;
-        cp->finish_f = ll_future_ref(f);
+        wait_finish(c, f);
         try_end(c);
-        ll__pg_io_update(c);
+        if (c->state == PG_READY) ll__pg_io_update(c);
         return f;
     case COPY_OUT:
-        cp->discard = true; /* drop what was not read */
         if (cp->read_f) {
             ll_future_fail(cp->read_f, LL_EOF, "postgres %s: COPY finished", c->peer);
             ll_future_free(cp->read_f);
             cp->read_f = NULL;
         }
-        /* fall through */
-    case COPY_ENDING:
-        cp->finish_f = ll_future_ref(f);
+        wait_finish(c, f);
+        if (!cp->out_done && c->state == PG_READY) {
+            /* rows nobody will read: drop them and ask the server to stop sending */
+            cp->discard = true;
+            pg_req *r = cp->req;
+            if (r && r->state == RQ_SENT) ll__pg_sched_abandon(c, r, ll_now());
+            ll__pg_cancel_progress(c);
+        }
         if (c->state == PG_READY) ll__pg_on_input(c); /* rows already buffered */
+        if (c->state == PG_READY) ll__pg_io_update(c);
+        return f;
+    case COPY_ENDING:
+        wait_finish(c, f);
+        if (c->state == PG_READY) ll__pg_on_input(c);
         if (c->state == PG_READY) ll__pg_io_update(c);
         return f;
     case COPY_DONE: {
@@ -409,6 +508,7 @@ ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error) {
         settle_finish(c, f, r);
         copy_reset(cp);
         ll__pg_req_free(r);
+        ll__pg_pump(c);
         return f;
     }
     default:

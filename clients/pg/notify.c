@@ -7,6 +7,10 @@
  * - The queue is bounded (notify_queue_max): a listener that never reads must not grow memory
  *   without limit. The oldest notification is dropped and counted, as a full socket would.
  * - A waiter keeps the loop alive (the watcher is referenced while anyone waits).
+ * - A notification is never handed to a waiter nobody holds any more (the caller freed its
+ *   future without waiting): resolving such a future and dropping our reference destroys it at
+ *   once, which the value destructor notices ("bouncing"), and the notification goes to the next
+ *   waiter or back to the queue.
  */
 #include <string.h>
 #include "pg_internal.h"
@@ -25,6 +29,19 @@ static pg_note *note_from(PGnotify *n) {
     return note;
 }
 
+/* The notification being handed to a waiter right now; its destructor keeps it if the waiter's
+ * future is destroyed by our own last reference. */
+static _Thread_local pg_note *bouncing;
+static _Thread_local bool bounced;
+
+static void note_free(void *p) {
+    if (p == bouncing) {
+        bounced = true;
+        return;
+    }
+    ll_free(p);
+}
+
 static void waiter_unlink(ll_pg_conn *c, pg_waiter *w) {
     if (w->prev) w->prev->next = w->next;
     else c->waiters_head = w->next;
@@ -41,14 +58,19 @@ void ll__pg_collect_notifies(ll_pg_conn *c) {
             c->notes_dropped++;
             continue;
         }
-        pg_waiter *w = c->waiters_head;
-        if (w) {
+        bool delivered = false;
+        while (!delivered && c->waiters_head) {
+            pg_waiter *w = c->waiters_head;
             waiter_unlink(c, w);
-            ll_future_resolve(w->f, note, ll_free);
-            ll_future_free(w->f);
+            bouncing = note;
+            bounced = false;
+            if (ll_future_resolve(w->f, note, note_free) != 0) bounced = true;
+            ll_future_free(w->f); /* the last reference when the caller abandoned it */
+            bouncing = NULL;
             ll_free(w);
-            continue;
+            delivered = !bounced;
         }
+        if (delivered) continue;
         if (c->nnotes >= c->opts.notify_queue_max && c->notes_head) {
             pg_note *old = c->notes_head;
             c->notes_head = old->next;
@@ -88,7 +110,7 @@ ll_future *ll_pg_next_notification(ll_pg_conn *c) {
         c->notes_head = note->next;
         if (!c->notes_head) c->notes_tail = NULL;
         c->nnotes--;
-        ll_future_resolve(f, note, ll_free);
+        ll_future_resolve(f, note, note_free);
         return f;
     }
     if (c->state != PG_READY) {
@@ -117,8 +139,8 @@ void ll__pg_notify_fail_all(ll_pg_conn *c, int code, const char *why) {
     while (c->waiters_head) {
         pg_waiter *w = c->waiters_head;
         waiter_unlink(c, w);
-        ll_future_fail(w->f, code, "postgres %s: %s%s", c->peer,
-                       code == LL_EPG_CONN ? "connection lost: " : "", why);
+        if (code == LL_EPG_CONN) ll__pg_fail_conn(w->f, c, why);
+        else ll_future_fail(w->f, code, "postgres %s: %s", c->peer, why);
         ll_future_free(w->f);
         ll_free(w);
     }
@@ -152,7 +174,7 @@ static ll_future *channel_stmt(ll_pg_conn *c, const char *verb, const char *chan
         if (f) ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory", verb);
         return f;
     }
-    ll_future *f = ll__pg_query_internal(c, sql, TXOP_NONE, ll_task_current());
+    ll_future *f = ll__pg_query_internal(c, sql, TXOP_NONE, ll__pg_task_id());
     ll_free(sql);
     return f;
 }

@@ -1,7 +1,7 @@
 /*
  * pg_internal.h — what the files of libloop-pg share. Never installed.
  *
- * The connection (conn.c) owns a PGconn in libpq pipeline mode and one ev_io watcher on its socket.
+ * The connection (conn.c) owns a PGconn in libpq pipeline mode and one ll_poller on its socket.
  * Every query is a request (pg_req). A request is either held (made but not yet written: the
  * connection is busy with a COPY, a script, another task's transaction or a cancel) or sent
  * (written, its reply pending); replies come back in the order requests were sent (pipeline.c).
@@ -9,15 +9,14 @@
 #ifndef LL_PG_INTERNAL_H
 #define LL_PG_INTERNAL_H
 
-#include <ev.h>
 #include <libpq-fe.h>
 #include "libloop.h"
 
 static inline ll_loop *ll__pg_loop(ll_loop *loop) {
     return loop ? loop : ll_loop_current();
 }
-#include "libloop/executor.h"
 #include "libloop/pg.h"
+#include "libloop/poll.h"
 
 typedef enum {
     PG_CONNECTING = 0,
@@ -34,7 +33,48 @@ typedef enum {
 } pg_req_kind;
 
 typedef enum { TXOP_NONE = 0, TXOP_BEGIN, TXOP_COMMIT, TXOP_ROLLBACK } pg_txop;
-typedef enum { AT_NONE = 0, AT_HELD, AT_SENT } pg_where;
+
+/* A request's life (sched.c changes it, through ll__pg_req_set_state only):
+ *
+ *   NEW -> HELD -> SENT ------------------------------------------> (settled, freed)
+ *           |        | the caller gives up (deadline, cancel)
+ *           |        v
+ *           |     ABANDONED --(it runs now: a cancel request goes out)--> CANCELLING
+ *           |        |                                                    |        |
+ *           |        | (it had started answering, or no cancel possible)  |        | all its replies
+ *           |        v                                                    |        v in first
+ *           |     DRAINING <-------------(the server confirmed the cancel)+   CANCEL_WAIT
+ *           |        | replies dropped as they come                               | confirmed
+ *           v        v                                                            v
+ *        (cancelled before it was written: freed at once)           (freed; new work may go)
+ *
+ * ABANDONED, CANCELLING and CANCEL_WAIT block the connection: nothing new is written until the
+ * server has stopped the query and confirmed the cancel, so a late cancel can never hit another
+ * query. Every abandoned request must be over within cancel_timeout of being abandoned, or the
+ * connection is closed. */
+typedef enum {
+    RQ_NEW = 0,     /* made, not handed to the scheduler */
+    RQ_HELD,        /* waiting to be written (held list) */
+    RQ_SENT,        /* written; its replies are coming (sent list) */
+    RQ_ABANDONED,   /* written; its caller gave up (its future is settled); a cancel request goes
+                     * out when it is the statement running (sent list) */
+    RQ_CANCELLING,  /* abandoned; a cancel request for it is on its way (sent list) */
+    RQ_DRAINING,    /* abandoned; no cancel request outstanding: its replies are dropped (sent) */
+    RQ_CANCEL_WAIT, /* abandoned; all its replies are in, its cancel request is not confirmed yet
+                     * (no list: c->cancel_wait) */
+    RQ_DONE         /* out of every list, being settled and freed */
+} pg_req_state;
+
+/* How a request is written (properties fixed when it is made or sent, not states). */
+enum {
+    RQF_PREPARE_FIRST = 1, /* a Parse precedes the Execute in this segment */
+    RQF_NOCACHE = 2,       /* never a named statement (transaction control, LISTEN) */
+    RQF_BATCHED = 4,       /* batch_sync: no Sync of its own (its segment's comes later) */
+    RQF_SOLO = 8           /* always in a segment of its own (re-run after a failure) */
+};
+
+/* What the server said about a request besides results and errors. */
+typedef enum { OUT_NONE = 0, OUT_SKIPPED /* an earlier error in its segment: not run */ } pg_outcome;
 
 /* A prepared statement in the per-connection cache. */
 typedef struct pg_stmt {
@@ -51,26 +91,17 @@ typedef struct pg_stmt {
 
 typedef struct pg_req {
     struct pg_req *prev, *next;       /* in the held or the sent list */
+    struct pg_req *aprev, *anext;     /* in the abandoned list (oldest first) */
     ll_pg_conn *conn;
-    ll_future *f;                     /* NULL for REQ_INTERNAL */
+    ll_future *f;                     /* NULL for REQ_INTERNAL and once abandoned */
     uint64_t seq;
-    ll_task *task;                    /* who made it (transaction ownership) */
-    uint8_t kind, txop, where;
-    bool prepare_first;               /* a Parse precedes the Execute in this segment */
-    bool retried;                     /* re-prepared once already */
-    bool cancel_wanted;               /* its future was cancelled while it was in flight */
-    bool cancel_started;              /* a cancel request was handed to the executor for it */
-    bool got_result;                  /* a reply for its statement arrived */
-    bool nocache;                     /* never a named statement (transaction control, LISTEN) */
-    bool batched;                     /* batch_sync: no Sync of its own (its segment's comes later) */
-    bool finished;                    /* batched: all its replies are in; waits for the Sync */
-    bool aborted;                     /* the server skipped it (an earlier error in its segment) */
-    bool solo;                        /* always in a segment of its own (re-run after a failure) */
-    bool rolled_back;                 /* ran, but its segment was rolled back (and it was
-                                       * cancelled meanwhile: it is not run again) */
-    bool is_barrier;                  /* nothing is sent until it is answered */
-    bool answered;                    /* its Sync arrived; waits for its cancel request to end */
-    ll_time cancel_at;                /* when its future was cancelled */
+    uint64_t task_id;                 /* who made it (transaction ownership); 0: no task */
+    uint8_t kind, txop;
+    uint8_t state;                    /* pg_req_state */
+    uint8_t outcome;                  /* pg_outcome */
+    uint8_t flags;                    /* RQF_* */
+    uint8_t retries;                  /* re-prepared or re-run already */
+    ll_time abandoned_at;             /* when its caller gave up */
     int ncmds, cmds_done;             /* commands in its segment; those answered */
     pg_stmt *stmt;                    /* the cached statement it executes (a reference), or NULL */
     ll_future *task_f;                /* BEGIN: the owning task's future (a reference) */
@@ -97,7 +128,9 @@ typedef struct pg_waiter {
 
 struct ll_pg_tx {
     ll_pg_conn *conn;
-    ll_task *owner;                   /* the task it belongs to; NULL when no transaction */
+    uint64_t owner;                   /* the id of the task it belongs to; 0 when no transaction
+                                       * (ids, not ll_task pointers: a new task can get the
+                                       * address of one that ended) */
     ll_future *owner_f;               /* that task's future (a reference): its end rolls back */
     uint64_t begin_seq;               /* requests made before BEGIN are not part of it */
     bool ending;                      /* COMMIT or ROLLBACK made */
@@ -123,6 +156,10 @@ struct ll_pg_copy {
     bool out_done;                    /* COPY OUT: the last row was read */
     bool discard;                     /* COPY OUT: nobody reads: drop the rows */
     bool end_pending;                 /* COPY IN: PQputCopyEnd must be retried */
+    bool abandoned;                   /* nobody will call ll_pg_copy_finish: the outcome is
+                                       * dropped when it comes */
+    bool owner_gone;                  /* the task that started it ended */
+    ll_future *owner_f;               /* that task's future (a reference), watched */
     char *end_error;                  /* its message */
 };
 
@@ -134,7 +171,8 @@ struct ll_pg_conn {
     char *peer;                       /* "127.0.0.1:5432" or the socket path */
     char *who;                        /* "user bob, database app" */
     /* I/O */
-    ev_io io;
+    ll_poller *poller;                /* the socket watcher (libloop/poll.h) */
+    ll_future *read_w, *write_w;      /* its pending waits */
     int io_fd, io_events;
     bool io_refd;                     /* the watcher keeps the loop alive (work is pending) */
     bool want_write;                  /* libpq has output the socket has not taken yet */
@@ -145,8 +183,7 @@ struct ll_pg_conn {
     /* connect */
     ll_future *connect_f;
     struct pg_connecting *connecting; /* while resolving host names */
-    ev_timer timer;                   /* connect timeout, then the cancel deadline */
-    bool timer_on;
+    ll_future *connect_timer;         /* the connect timeout */
     ll_time connect_deadline;
     /* requests */
     pg_req *held_head, *held_tail;
@@ -158,9 +195,20 @@ struct ll_pg_conn {
     uint64_t next_seq;
     bool pipeline_on;
     bool exclusive;                   /* a script or COPY runs alone */
-    pg_req *barrier;                  /* a cancelled request everything else waits behind */
-    ll_future *cancel_job;            /* the executor's PQcancel, while it runs */
-    bool cancel_done;                 /* the cancel request was answered (or failed) */
+    bool pumping, pump_again;         /* ll__pg_pump is running (it is not re-entered) */
+    /* cancellation (sched.c, cancel.c) */
+    pg_req *ab_head, *ab_tail;        /* abandoned requests, oldest first */
+    size_t nabandoned;
+    size_t nblocking;                 /* requests ABANDONED, CANCELLING or CANCEL_WAIT */
+    pg_req *cancel_target;            /* the request a cancel request is on its way for */
+    pg_req *cancel_wait;              /* answered, its cancel request not yet confirmed */
+    struct pg_cancel_req *cancel_req; /* that cancel request (it owns itself; NULL: none) */
+    ll_future *cancel_timer;          /* closes the connection past cancel_timeout */
+    uint64_t cancels_sent;            /* statistics, and for the tests */
+    uint64_t risk_lo, risk_hi;        /* requests with risk_lo < seq <= risk_hi were in the
+                                       * pipeline behind a cancel request's target while it was
+                                       * on its way: a 57014 for them was meant for the target */
+    struct pg_errfields *fatal;       /* a FATAL message the server sent before closing */
     /* statement cache */
     pg_stmt **stab;
     size_t stab_cap, nstmts;
@@ -179,6 +227,8 @@ struct ll_pg_conn {
 };
 
 /* conn.c */
+ll_future *ll__pg_connect_pooled(const char *conninfo, const ll_pg_opts *opts, void *pool);
+void ll__pg_conn_free(ll_pg_conn *c);           /* close and free, lent by a pool or not */
 void ll__pg_io_update(ll_pg_conn *c);           /* watcher events/ref from the current state */
 void ll__pg_broken(ll_pg_conn *c, const char *why); /* the connection is lost: fail everything */
 void ll__pg_want_write(ll_pg_conn *c);          /* libpq has output the socket did not take */
@@ -187,6 +237,30 @@ void ll__pg_close_segment(ll_pg_conn *c);       /* batch_sync: write the Sync of
 void ll__pg_conn_unref(ll_pg_conn *c);
 const char *ll__pg_first_line(const char *msg, char *buf, size_t n);
 
+/* sched.c — which request goes when: no libpq, no I/O (tests/pg/test_pg_sched.c drives it) */
+/* The one function that changes a request's state: it moves r between the held, sent and
+ * abandoned lists and keeps the counters. */
+void ll__pg_req_set_state(ll_pg_conn *c, pg_req *r, pg_req_state st);
+const char *ll__pg_req_state_name(pg_req_state st);
+/* May r be written now (transaction ownership, a blocking cancel, a script or COPY running)? */
+bool ll__pg_eligible(const ll_pg_conn *c, const pg_req *r);
+/* The oldest held request that may be written now, or NULL. */
+pg_req *ll__pg_sched_next(const ll_pg_conn *c);
+/* r is being written: transaction ownership changes with it. */
+void ll__pg_tx_on_send(ll_pg_conn *c, pg_req *r);
+/* The caller of a sent request gave up at `now` (its future is settled by the caller of this):
+ * ABANDONED, or DRAINING when no cancel request may be sent for it (a COMMIT, it started
+ * answering). */
+void ll__pg_sched_abandon(ll_pg_conn *c, pg_req *r, ll_time now);
+/* The request a cancel request should be sent for now (the abandoned one running, when no other
+ * cancel request is on its way), or NULL. */
+pg_req *ll__pg_sched_cancel_due(const ll_pg_conn *c);
+/* When the oldest abandoned request must be over (LL_NEVER: none). */
+ll_time ll__pg_sched_cancel_deadline(const ll_pg_conn *c);
+/* All replies of r are in: what to do with it. */
+bool ll__pg_replies_in(const pg_req *r);
+bool ll__pg_is_abandoned(const pg_req *r);
+
 /* pipeline.c */
 /* A new request for `sql` (copied with its parameters). NULL on out of memory. */
 pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int nparams,
@@ -194,22 +268,26 @@ pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int npa
 void ll__pg_req_free(pg_req *r);
 /* Hand a request over: sent now if the connection can, else held. Its future gets a cancel hook. */
 void ll__pg_submit(ll_pg_conn *c, pg_req *r);
-/* Send what is held and may go now (after a barrier, transaction, COPY or script ended). */
+/* Send what is held and may go now (after a cancel, transaction, COPY or script ended). */
 void ll__pg_pump(ll_pg_conn *c);
 /* Read replies and settle requests (socket readable). */
 void ll__pg_on_input(ll_pg_conn *c);
 /* Fail every request (held and sent) with `code`; a sent COMMIT gets LL_EPG_UNKNOWN_OUTCOME. */
 void ll__pg_fail_all(ll_pg_conn *c, int code, const char *why);
-void ll__pg_unlink(ll_pg_conn *c, pg_req *r);
 /* Settle a request's future from its collected results, then free it. */
 void ll__pg_complete(ll_pg_conn *c, pg_req *r);
 /* Submit a query made from inside the library (transactions, reset, housekeeping). */
-ll_future *ll__pg_query_internal(ll_pg_conn *c, const char *sql, pg_txop txop, ll_task *task);
+ll_future *ll__pg_query_internal(ll_pg_conn *c, const char *sql, pg_txop txop, uint64_t task_id);
 /* The same without a future (nobody waits for it; errors are ignored). */
-void ll__pg_query_noreply(ll_pg_conn *c, const char *sql, pg_txop txop, ll_task *task);
-void ll__pg_tx_on_send(ll_pg_conn *c, pg_req *r);
+void ll__pg_query_noreply(ll_pg_conn *c, const char *sql, pg_txop txop, uint64_t task_id);
 /* "name" quoted as an SQL identifier, allocated; NULL on out of memory. */
 char *ll__pg_quote_ident(const char *name);
+/* The id of the running task, 0 outside tasks. */
+uint64_t ll__pg_task_id(void);
+
+/* pool.c */
+void ll__pg_pool_conn_born(void *pool);         /* a connection of the pool was made */
+void ll__pg_pool_conn_gone(void *pool);         /* ... and freed (may free the pool) */
 
 /* prepared.c */
 /* The cached statement for sql, found or made (a new reference), NULL when the cache is off or
@@ -224,14 +302,25 @@ void ll__pg_stmt_free_all(ll_pg_conn *c);
 
 /* cancel.c */
 void ll__pg_cancel_hook(ll_future *f, void *arg);
-/* The head of the sent list changed, or a request was answered: start a wanted cancel, lift the
- * barrier when its work is done. */
+/* Something changed (a reply, a confirmation): send a due cancel request, re-arm the
+ * cancel_timeout timer. */
 void ll__pg_cancel_progress(ll_pg_conn *c);
-void ll__pg_cancel_detach(ll_pg_conn *c);       /* on close: forget the executor job */
-void ll__pg_cancel_timer(ll_pg_conn *c);        /* the cancel deadline timer fired */
-void ll__pg_cancel_arm(ll_pg_conn *c);          /* (re)arm it for the earliest wanted cancel */
+/* The connection ends: the cancel request in flight goes on alone; the timer stops. */
+void ll__pg_cancel_detach(ll_pg_conn *c);
 
 /* error.c */
+/* The fields of a server error kept without a PGresult (a connect error, a FATAL notice). */
+typedef struct pg_errfields pg_errfields;
+pg_errfields *ll__pg_errfields_from_result(const PGresult *res);
+/* From libpq's verbose connect error text ("FATAL:  3D000: database ... \nDETAIL: ..."). */
+pg_errfields *ll__pg_errfields_parse(const char *verbose);
+pg_errfields *ll__pg_errfields_copy(const pg_errfields *e);
+const char *ll__pg_errfields_get(const pg_errfields *e, int code);
+void ll__pg_errfields_free(pg_errfields *e);
+/* Fail f with LL_EPG_CONN "connection lost: why", with the server's FATAL fields if it sent one. */
+void ll__pg_fail_conn(ll_future *f, ll_pg_conn *c, const char *why);
+/* Fail f with `code`, the message and the fields e (adopted). */
+void ll__pg_fail_fields(ll_future *f, int code, pg_errfields *e, const char *msg);
 /* Fail f with the server error in `res` (adopted: freed with the future). `code` is usually
  * LL_EPG_SERVER. */
 void ll__pg_fail_result(ll_future *f, ll_pg_conn *c, int code, PGresult *res);
@@ -244,7 +333,7 @@ ll_pg_result *ll__pg_result_new(PGresult *res); /* adopts res; NULL on out of me
 /* tx.c */
 void ll__pg_tx_request_done(ll_pg_conn *c, pg_req *r, bool ok);
 void ll__pg_tx_clear(ll_pg_conn *c);            /* the connection is gone: no transaction */
-bool ll__pg_eligible(const ll_pg_conn *c, const pg_req *r);
+void ll__pg_tx_release_owner(ll_pg_conn *c);    /* the transaction's end was written */
 
 /* notify.c */
 void ll__pg_collect_notifies(ll_pg_conn *c);
@@ -252,6 +341,7 @@ void ll__pg_notify_fail_all(ll_pg_conn *c, int code, const char *why);
 void ll__pg_notify_free_all(ll_pg_conn *c);
 
 /* copy.c */
+void ll__pg_copy_sending(ll_pg_conn *c, pg_req *r); /* the COPY statement is written now */
 /* A COPY request got PGRES_COPY_IN/OUT: the copy starts (res is consumed). */
 void ll__pg_copy_started(ll_pg_conn *c, pg_req *r, PGresult *res);
 /* The COPY request is answered: settle the copy's futures (r is consumed). */

@@ -11,8 +11,10 @@
  *   next result belongs to. Per request: one result per command followed by NULL, then
  *   PGRES_PIPELINE_SYNC, which is when its future settles.
  * - Held requests are the exception (a script or COPY running alone, another task's transaction, a
- *   cancel in progress). ll__pg_pump() sends those that may go, oldest first; a script or COPY
- *   waiting for the pipeline to empty holds back everything behind it, so it cannot be starved.
+ *   cancel in progress). ll__pg_pump() sends those that may go, in the order sched.c decides. It
+ *   is never re-entered (sending can submit housekeeping, which then waits for the running pump)
+ *   and keeps no pointer to a held request across a send: a failed send fails and frees them all.
+ * - An abandoned request (its caller gave up) keeps its place: its replies are read and dropped.
  * - Every request carries a copy of its SQL and parameters in the same allocation: a held request
  *   is sent after the caller's buffers are gone, and a re-prepared one is sent twice.
  */
@@ -24,6 +26,17 @@
 
 static size_t align_up(size_t n, size_t a) {
     return (n + a - 1) & ~(a - 1);
+}
+
+uint64_t ll__pg_task_id(void) {
+    ll_task *t = ll_task_current();
+    return t ? ll_task_id(t) : 0;
+}
+
+/* The bytes of text parameter i: the caller's length when given (> 0; query.c refused a zero
+ * byte inside it), else up to the terminating zero. */
+static size_t text_len(const char *const *values, const int *lengths, size_t i) {
+    return lengths && lengths[i] > 0 ? (size_t)lengths[i] : strlen(values[i]);
 }
 
 pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int nparams,
@@ -41,7 +54,7 @@ pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int npa
             any_binary = true;
             size += (size_t)(lengths ? lengths[i] : 0);
         } else {
-            size += strlen(values[i]) + 1;
+            size += text_len(values, lengths, i) + 1;
         }
     }
     size_t off_sql = size;
@@ -52,9 +65,10 @@ pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int npa
     memset(r, 0, sizeof *r);
     r->conn = c;
     r->kind = (uint8_t)kind;
+    r->state = RQ_NEW;
     r->nparams = (int)n;
     r->seq = ++c->next_seq;
-    r->task = ll_task_current();
+    r->task_id = ll__pg_task_id();
     r->values = (char **)(mem + off_values);
     r->lengths = (int *)(mem + off_lengths);
     r->formats = any_binary ? (int *)(mem + off_formats) : NULL;
@@ -66,19 +80,22 @@ pg_req *ll__pg_req_new(ll_pg_conn *c, pg_req_kind kind, const char *sql, int npa
             if (r->formats) r->formats[i] = 0;
             continue;
         }
-        size_t len;
         if (formats && formats[i]) {
-            len = (size_t)(lengths ? lengths[i] : 0);
+            size_t len = (size_t)(lengths ? lengths[i] : 0);
             r->formats[i] = 1;
             r->lengths[i] = (int)len;
+            memcpy(p, values[i], len);
+            r->values[i] = p;
+            p += len;
         } else {
-            len = strlen(values[i]) + 1;
+            size_t len = text_len(values, lengths, i);
             if (r->formats) r->formats[i] = 0;
-            r->lengths[i] = (int)(len - 1);
+            r->lengths[i] = (int)len;
+            memcpy(p, values[i], len);
+            p[len] = 0; /* libpq reads text parameters up to the zero */
+            r->values[i] = p;
+            p += len + 1;
         }
-        memcpy(p, values[i], len);
-        r->values[i] = p;
-        p += len;
     }
     r->sql = mem + off_sql;
     memcpy(r->sql, sql, sl);
@@ -93,38 +110,6 @@ void ll__pg_req_free(pg_req *r) {
     ll_future_free(r->task_f);
     ll_future_free(r->f);
     ll_free(r);
-}
-
-/* ---- lists ---- */
-
-static void push(pg_req **head, pg_req **tail, pg_req *r) {
-    r->next = NULL;
-    r->prev = *tail;
-    if (*tail) (*tail)->next = r;
-    else *head = r;
-    *tail = r;
-}
-
-void ll__pg_unlink(ll_pg_conn *c, pg_req *r) {
-    pg_req **head, **tail;
-    if (r->where == AT_HELD) {
-        head = &c->held_head;
-        tail = &c->held_tail;
-        c->nheld--;
-    } else if (r->where == AT_SENT) {
-        head = &c->sent_head;
-        tail = &c->sent_tail;
-        c->nsent--;
-    } else {
-        return;
-    }
-    if (r == c->cur) c->cur = r->next;
-    if (r->prev) r->prev->next = r->next;
-    else *head = r->next;
-    if (r->next) r->next->prev = r->prev;
-    else *tail = r->prev;
-    r->prev = r->next = NULL;
-    r->where = AT_NONE;
 }
 
 /* ---- sending ---- */
@@ -177,13 +162,13 @@ void ll__pg_close_segment(ll_pg_conn *c) {
     else if (fl > 0) ll__pg_want_write(c);
 }
 
-/* Write r. False when libpq refused: the connection is then unusable (r is in the sent list and
- * fails with everything else). */
+/* Write r (state NEW, in no list). False when libpq refused: the connection is then unusable (r
+ * is in the sent list and fails with everything else). */
 static bool send_one(ll_pg_conn *c, pg_req *r) {
     PGconn *pg = c->pg;
     int ok = 1;
-    bool batch = c->opts.batch_sync && r->kind == REQ_QUERY && r->txop == TXOP_NONE && !r->solo &&
-                 batchable(r->sql);
+    bool batch = c->opts.batch_sync && r->kind == REQ_QUERY && r->txop == TXOP_NONE &&
+                 !(r->flags & RQF_SOLO) && batchable(r->sql);
     if (!batch && c->seg_open) {
         ll__pg_close_segment(c); /* what is batched so far ends before r */
         if (c->state != PG_READY) {
@@ -191,10 +176,7 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             return true;
         }
     }
-    r->where = AT_SENT;
-    push(&c->sent_head, &c->sent_tail, r);
-    c->nsent++;
-    if (!c->cur) c->cur = r;
+    ll__pg_req_set_state(c, r, RQ_SENT);
     ll__pg_tx_on_send(c, r);
     if (is_exclusive(r)) {
         if (c->pipeline_on) {
@@ -203,13 +185,14 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
         }
         c->exclusive = true;
         r->ncmds = 1;
+        if (r->kind == REQ_COPY) ll__pg_copy_sending(c, r);
         ok = PQsendQuery(pg, r->sql);
     } else {
         if (!c->pipeline_on) {
             if (PQenterPipelineMode(pg) != 1) return false;
             c->pipeline_on = true;
         }
-        pg_stmt *st = r->kind == REQ_QUERY && r->txop == TXOP_NONE && !r->nocache
+        pg_stmt *st = r->kind == REQ_QUERY && r->txop == TXOP_NONE && !(r->flags & RQF_NOCACHE)
                           ? ll__pg_stmt_get(c, r->sql)
                           : NULL;
         ll__pg_cork(c); /* schedules the end of the burst (uncork, batch Sync) */
@@ -219,7 +202,7 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             if (!st->sent) {
                 ok = PQsendPrepare(pg, st->name, r->sql, 0, NULL);
                 st->sent = true;
-                r->prepare_first = true;
+                r->flags |= RQF_PREPARE_FIRST;
                 r->ncmds = 2;
             }
             ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams, (const char *const *)r->values,
@@ -231,14 +214,14 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
         if (!batch) {
             ok = ok && PQpipelineSync(pg);
         } else if (ok) {
-            r->batched = true;
+            r->flags |= RQF_BATCHED;
             c->seg_open = true; /* the Sync goes out at the end of the burst (conn.c) */
             /* no end-of-burst callback (out of memory): do not leave the segment open */
             if (++c->seg_len >= 256 || !c->uncork_queued) ll__pg_close_segment(c);
         }
     }
     if (!ok) return false;
-    if (!r->batched) { /* a batched request leaves with its segment's Sync */
+    if (!(r->flags & RQF_BATCHED)) { /* a batched request leaves with its segment's Sync */
         int fl = PQflush(pg);
         if (fl < 0) return false;
         if (fl > 0) ll__pg_want_write(c);
@@ -249,30 +232,34 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
 }
 
 void ll__pg_pump(ll_pg_conn *c) {
-    bool excl_block = false;
-    for (pg_req *h = c->held_head, *next; h; h = next) {
-        next = h->next;
-        if (c->state != PG_READY || c->barrier || c->exclusive) break;
-        if (!ll__pg_eligible(c, h)) continue;
-        if (excl_block) continue;
-        bool excl = is_exclusive(h);
-        if (excl && c->nsent) {
-            excl_block = true; /* it waits for the pipeline to empty; so do those behind it */
-            continue;
-        }
-        ll__pg_unlink(c, h);
-        if (!send_one(c, h)) {
-            ll__pg_broken(c, NULL);
-            return;
-        }
-        if (excl) break;
+    if (c->pumping) {
+        c->pump_again = true; /* sending submitted something: the running pump sends it */
+        return;
     }
+    c->pumping = true;
+    do {
+        c->pump_again = false;
+        pg_req *h;
+        while ((h = ll__pg_sched_next(c)) != NULL) {
+            ll__pg_req_set_state(c, h, RQ_NEW);
+            if (!send_one(c, h)) ll__pg_broken(c, NULL);
+            /* no pointer into the held list survives a send: a failed one freed them all */
+            if (c->state != PG_READY) break;
+        }
+    } while (c->pump_again && c->state == PG_READY);
+    c->pumping = false;
     ll__pg_io_update(c);
 }
 
 void ll__pg_submit(ll_pg_conn *c, pg_req *r) {
+    if (c->state != PG_READY) {
+        /* a re-run or housekeeping after the connection was lost in the same pass */
+        fail_one(c, r, c->state == PG_BROKEN ? LL_EPG_CONN : LL_ECLOSED,
+                 c->state == PG_BROKEN ? "connection lost earlier" : "connection closed", false);
+        return;
+    }
     if (r->f) ll_future_on_cancel(r->f, ll__pg_cancel_hook, r);
-    if (!c->held_head && !is_exclusive(r) && ll__pg_eligible(c, r)) {
+    if (!c->pumping && !c->held_head && ll__pg_eligible(c, r)) {
         if (!send_one(c, r)) {
             ll__pg_broken(c, NULL);
             return;
@@ -280,9 +267,7 @@ void ll__pg_submit(ll_pg_conn *c, pg_req *r) {
         ll__pg_io_update(c);
         return;
     }
-    r->where = AT_HELD;
-    push(&c->held_head, &c->held_tail, r);
-    c->nheld++;
+    ll__pg_req_set_state(c, r, RQ_HELD);
     ll__pg_pump(c);
 }
 
@@ -293,44 +278,64 @@ static bool sqlstate_is(const PGresult *res, const char *code) {
     return s && strcmp(s, code) == 0;
 }
 
-/* Send r again as if new (its replies so far are dropped); it keeps its future. */
+/* Send r (state DONE, out of every list) again as if new (its replies so far are dropped); it
+ * keeps its future. */
 static void resend(ll_pg_conn *c, pg_req *r) {
     if (r->err) PQclear(r->err);
     if (r->res) PQclear(r->res);
     r->err = r->res = NULL;
     ll__pg_stmt_unref(r->stmt);
     r->stmt = NULL;
-    r->prepare_first = r->got_result = r->aborted = r->finished = r->batched = false;
+    r->flags &= (uint8_t)~(RQF_PREPARE_FIRST | RQF_BATCHED);
+    r->outcome = OUT_NONE;
     r->cmds_done = 0;
+    r->retries++;
     r->seq = ++c->next_seq;
+    r->state = RQ_NEW;
     if (r->f) ll_future_on_cancel(r->f, NULL, NULL); /* submit registers it again */
     ll__pg_submit(c, r);
+}
+
+/* Outside a transaction block nothing of a failed or skipped request stayed: it may run again. */
+static bool may_rerun(ll_pg_conn *c, const pg_req *r) {
+    return r->kind == REQ_QUERY && !r->retries && PQtransactionStatus(c->pg) == PQTRANS_IDLE &&
+           !c->tx.owner;
 }
 
 /* The cached statement went away or its plan no longer fits (a schema change): outside a
  * transaction block nothing happened, so prepare it again and run the query once more. */
 static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
-    if (!r->stmt || r->retried || r->kind != REQ_QUERY || !r->err) return false;
+    if (!r->stmt || !r->err || !may_rerun(c, r)) return false;
     bool gone = sqlstate_is(r->err, "26000");
     if (!gone && !sqlstate_is(r->err, "0A000")) return false;
-    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE || c->tx.owner) return false;
     ll__pg_stmt_forget(c, r->stmt, !gone);
-    r->retried = true;
+    resend(c, r);
+    return true;
+}
+
+/* Our cancel request, meant for the abandoned request in front of r, arrived when that one had
+ * just finished and hit r instead (the server cannot tell them apart). r was written before the
+ * cancel was confirmed and after its target; outside a transaction block it is simply run again. */
+static bool retry_hit_by_cancel(ll_pg_conn *c, pg_req *r) {
+    if (!r->err || !sqlstate_is(r->err, "57014") || !may_rerun(c, r)) return false;
+    const char *m = PQresultErrorField(r->err, PG_DIAG_MESSAGE_PRIMARY);
+    if (!m || !strstr(m, "user request")) return false; /* statement_timeout is the caller's */
+    if (!(r->seq > c->risk_lo && r->seq <= c->risk_hi)) return false;
     resend(c, r);
     return true;
 }
 
 /* Run r again in a segment of its own (batch_sync: its segment failed because of a neighbour). */
 static void rerun(ll_pg_conn *c, pg_req *r) {
-    if (r->cancel_wanted) {
-        /* it ran, but its effects were rolled back: as good as cancelled */
-        r->rolled_back = true;
-        ll__pg_complete(c, r);
+    if (!r->f) {
+        /* abandoned: it ran, its effects were rolled back, nobody waits for it */
+        ll__pg_req_free(r);
         return;
     }
-    if (r->aborted && r->prepare_first && r->stmt) ll__pg_stmt_forget(c, r->stmt, false);
-    r->solo = true;
-    resend(c, r);
+    if (r->outcome == OUT_SKIPPED && (r->flags & RQF_PREPARE_FIRST) && r->stmt)
+        ll__pg_stmt_forget(c, r->stmt, false);
+    r->flags |= RQF_SOLO;
+    resend(c, r); /* counts as its one retry: the re-run is not re-run or re-prepared again */
 }
 
 /* A Sync arrived: the requests at the head whose replies are all in form its segment. */
@@ -338,9 +343,15 @@ static void finalize_segment(ll_pg_conn *c) {
     pg_req *seg = NULL, **tail = &seg;
     bool failed = false;
     size_t n = 0;
-    while (c->sent_head && c->sent_head->finished) {
+    while (c->sent_head && ll__pg_replies_in(c->sent_head)) {
         pg_req *r = c->sent_head;
-        ll__pg_unlink(c, r);
+        if (r->state == RQ_CANCELLING) {
+            /* answered, but its cancel request is still on its way: nothing is written until the
+             * server confirms it, or it could hit the next query */
+            ll__pg_req_set_state(c, r, RQ_CANCEL_WAIT);
+            continue;
+        }
+        ll__pg_req_set_state(c, r, RQ_DONE);
         *tail = r;
         tail = &r->next;
         failed |= r->err != NULL;
@@ -353,20 +364,15 @@ static void finalize_segment(ll_pg_conn *c) {
         next = r->next;
         r->next = NULL;
         if (!failed || r->err || n == 1) ll__pg_complete(c, r);
-        else if (r->aborted || !in_block) rerun(c, r);
+        else if (r->outcome == OUT_SKIPPED || !in_block) rerun(c, r);
         else ll__pg_complete(c, r);
     }
 }
 
 void ll__pg_complete(ll_pg_conn *c, pg_req *r) {
-    if (c->barrier == r && c->cancel_job) {
-        /* its cancel request is still on its way: wait for it, or it could hit the next query */
-        r->answered = true;
-        return;
-    }
-    if (c->barrier == r) c->barrier = NULL;
-    if (r->cancel_wanted) ll__pg_cancel_arm(c); /* one deadline less to watch */
-    if (retry_prepared(c, r)) return;
+    if (r->state != RQ_DONE) ll__pg_req_set_state(c, r, RQ_DONE);
+    if (r->f && retry_prepared(c, r)) return;
+    if (r->f && retry_hit_by_cancel(c, r)) return;
     bool ok = !r->err;
     ll__pg_tx_request_done(c, r, ok);
     if (r->kind == REQ_COPY) {
@@ -375,20 +381,14 @@ void ll__pg_complete(ll_pg_conn *c, pg_req *r) {
     }
     ll_future *f = r->f;
     if (f && ll_future_get_state(f) == LL_FUTURE_PENDING) {
-        if (r->rolled_back) {
-            ll_future_set_cancelled(f);
-        } else if (r->err) {
-            if (r->cancel_wanted && sqlstate_is(r->err, "57014")) {
-                ll_future_set_cancelled(f);
-            } else {
-                int code = LL_EPG_SERVER;
-                if (PQstatus(c->pg) == CONNECTION_BAD ||
-                    (PQresultErrorField(r->err, PG_DIAG_SQLSTATE) &&
-                     strncmp(PQresultErrorField(r->err, PG_DIAG_SQLSTATE), "57P", 3) == 0))
-                    code = r->txop == TXOP_COMMIT ? LL_EPG_UNKNOWN_OUTCOME : LL_EPG_CONN;
-                ll__pg_fail_result(f, c, code, r->err);
-                r->err = NULL;
-            }
+        if (r->err) {
+            int code = LL_EPG_SERVER;
+            if (PQstatus(c->pg) == CONNECTION_BAD ||
+                (PQresultErrorField(r->err, PG_DIAG_SQLSTATE) &&
+                 strncmp(PQresultErrorField(r->err, PG_DIAG_SQLSTATE), "57P", 3) == 0))
+                code = r->txop == TXOP_COMMIT ? LL_EPG_UNKNOWN_OUTCOME : LL_EPG_CONN;
+            ll__pg_fail_result(f, c, code, r->err);
+            r->err = NULL;
         } else if (r->txop == TXOP_BEGIN) {
             ll_future_resolve(f, &c->tx, NULL);
         } else if (r->txop == TXOP_COMMIT && r->res &&
@@ -403,8 +403,8 @@ void ll__pg_complete(ll_pg_conn *c, pg_req *r) {
             if (!w) {
                 if (res) PQclear(res);
                 ll_future_fail(f, LL_ENOMEM, "postgres %s: out of memory for a result", c->peer);
-            } else {
-                ll_future_resolve(f, w, (ll_value_free)ll_pg_result_free);
+            } else if (ll_future_resolve(f, w, (ll_value_free)ll_pg_result_free) != 0) {
+                ll_pg_result_free(w);
             }
             r->res = NULL;
         }
@@ -424,43 +424,60 @@ static void exclusive_done(ll_pg_conn *c) {
     }
 }
 
+/* A result for a request whose caller gave up: only what the connection needs is kept. */
+static void drop_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
+    if ((r->flags & RQF_PREPARE_FIRST) && r->cmds_done == 0 && r->stmt) {
+        if (PQresultStatus(res) == PGRES_FATAL_ERROR) ll__pg_stmt_forget(c, r->stmt, false);
+        else if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) r->stmt->prepared = true;
+    } else if (r->state == RQ_ABANDONED && r->kind == REQ_QUERY) {
+        /* it finished: a cancel request now could only hit what runs after it */
+        ll__pg_req_set_state(c, r, RQ_DRAINING);
+    }
+    PQclear(res);
+}
+
+static void on_script_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
+    if (!res) {
+        ll__pg_req_set_state(c, r, r->state == RQ_CANCELLING ? RQ_CANCEL_WAIT : RQ_DONE);
+        exclusive_done(c);
+        if (r->state == RQ_DONE) ll__pg_complete(c, r);
+        return;
+    }
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+        if (r->kind == REQ_COPY) {
+            ll__pg_copy_started(c, r, res);
+            return;
+        }
+        /* a COPY inside a script: refuse its data */
+        PQclear(res);
+        if (st == PGRES_COPY_IN) {
+            PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported in ll_pg_exec: use "
+                                "ll_pg_copy_start");
+            if (PQflush(c->pg) > 0) ll__pg_want_write(c);
+        } else {
+            c->copy.state = COPY_OUT;
+            c->copy.req = NULL; /* no reader: copy.c discards the rows */
+            c->copy.discard = true;
+        }
+        return;
+    }
+    if (ll__pg_is_abandoned(r)) {
+        PQclear(res);
+        return;
+    }
+    if (st == PGRES_FATAL_ERROR) {
+        if (!r->err) r->err = res;
+        else PQclear(res);
+        return;
+    }
+    if (r->res) PQclear(r->res);
+    r->res = res;
+}
+
 static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
     if (!c->pipeline_on) {
-        /* a script or COPY: results until NULL */
-        if (!res) {
-            ll__pg_unlink(c, r);
-            exclusive_done(c);
-            ll__pg_complete(c, r);
-            return;
-        }
-        ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-            if (r->kind == REQ_COPY) {
-                ll__pg_copy_started(c, r, res);
-                return;
-            }
-            /* a COPY inside a script: refuse its data */
-            PQclear(res);
-            if (st == PGRES_COPY_IN) {
-                PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported in ll_pg_exec: use "
-                                    "ll_pg_copy_start");
-                if (PQflush(c->pg) > 0) ll__pg_want_write(c);
-            } else {
-                c->copy.state = COPY_OUT;
-                c->copy.req = NULL; /* no reader: copy.c discards the rows */
-                c->copy.discard = true;
-            }
-            return;
-        }
-        if (st == PGRES_FATAL_ERROR) {
-            if (!r->err) r->err = res;
-            else PQclear(res);
-            r->got_result = true;
-            return;
-        }
-        if (r->res) PQclear(r->res);
-        r->res = res;
-        r->got_result = true;
+        on_script_result(c, r, res);
         return;
     }
     if (res && PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
@@ -475,34 +492,32 @@ static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
         return;
     }
     if (!res) {
-        if (++r->cmds_done >= r->ncmds) {
-            r->finished = true; /* settles with its segment's Sync */
-            c->cur = r->next;
-        }
+        if (++r->cmds_done >= r->ncmds) c->cur = r->next; /* settles with its segment's Sync */
+        return;
+    }
+    if (ll__pg_is_abandoned(r)) {
+        drop_result(c, r, res);
         return;
     }
     switch (PQresultStatus(res)) {
     case PGRES_PIPELINE_ABORTED:
-        r->aborted = true;
+        r->outcome = OUT_SKIPPED;
         PQclear(res);
         break;
     case PGRES_FATAL_ERROR:
-        if (r->prepare_first && r->cmds_done == 0 && r->stmt) {
+        if ((r->flags & RQF_PREPARE_FIRST) && r->cmds_done == 0 && r->stmt) {
             /* the Parse failed: the statement does not exist on the server */
             ll__pg_stmt_forget(c, r->stmt, false);
-        } else {
-            r->got_result = true;
         }
         if (!r->err) r->err = res;
         else PQclear(res);
         break;
     default:
-        if (r->prepare_first && r->cmds_done == 0) {
+        if ((r->flags & RQF_PREPARE_FIRST) && r->cmds_done == 0) {
             if (r->stmt) r->stmt->prepared = true;
             PQclear(res);
             break;
         }
-        r->got_result = true;
         if (r->res) PQclear(r->res);
         r->res = res;
         break;
@@ -525,8 +540,11 @@ void ll__pg_on_input(ll_pg_conn *c) {
         if (!c->sent_head || PQisBusy(c->pg)) break;
         PGresult *res = PQgetResult(c->pg);
         on_result(c, c->cur, res);
-        ll__pg_cancel_progress(c);
     }
+    if (c->state != PG_READY) return;
+    /* only now, with every reply already received consumed: an abandoned query whose reply was
+     * in the buffer needs no cancel request */
+    ll__pg_cancel_progress(c);
     if (c->state != PG_READY) return;
     ll__pg_collect_notifies(c);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
@@ -539,11 +557,10 @@ void ll__pg_on_input(ll_pg_conn *c) {
 /* ---- failure of everything ---- */
 
 static void fail_one(ll_pg_conn *c, pg_req *r, int code, const char *why, bool sent) {
+    ll__pg_req_set_state(c, r, RQ_DONE);
     ll_future *f = r->f;
     if (f && ll_future_get_state(f) == LL_FUTURE_PENDING) {
-        if (r->cancel_wanted) {
-            ll_future_set_cancelled(f);
-        } else if (sent && r->txop == TXOP_COMMIT && code == LL_EPG_CONN) {
+        if (sent && r->txop == TXOP_COMMIT && code == LL_EPG_CONN) {
             ll_future_fail(f, LL_EPG_UNKNOWN_OUTCOME,
                            "postgres %s: connection lost during COMMIT: the transaction may or may "
                            "not have committed (%s)",
@@ -552,28 +569,19 @@ static void fail_one(ll_pg_conn *c, pg_req *r, int code, const char *why, bool s
             ll__pg_fail_result(f, c, code, r->err);
             r->err = NULL;
         } else if (code == LL_EPG_CONN) {
-            ll_future_fail(f, code, "postgres %s: connection lost: %s", c->peer, why);
+            ll__pg_fail_conn(f, c, why);
         } else {
             ll_future_fail(f, code, "postgres %s: %s", c->peer, why);
         }
     }
+    if (r->kind == REQ_COPY) ll__pg_copy_dropped(c, r);
     ll__pg_req_free(r);
 }
 
 void ll__pg_fail_all(ll_pg_conn *c, int code, const char *why) {
-    pg_req *b = c->barrier;
-    c->barrier = NULL;
-    if (b && b->answered) ll__pg_complete(c, b);
-    while (c->sent_head) {
-        pg_req *r = c->sent_head;
-        ll__pg_unlink(c, r);
-        fail_one(c, r, code, why, true);
-    }
-    while (c->held_head) {
-        pg_req *r = c->held_head;
-        ll__pg_unlink(c, r);
-        fail_one(c, r, code, why, false);
-    }
+    if (c->cancel_wait) fail_one(c, c->cancel_wait, code, why, true);
+    while (c->sent_head) fail_one(c, c->sent_head, code, why, true);
+    while (c->held_head) fail_one(c, c->held_head, code, why, false);
     c->exclusive = false;
     c->cur = NULL;
     c->seg_open = false;
@@ -582,17 +590,18 @@ void ll__pg_fail_all(ll_pg_conn *c, int code, const char *why) {
 
 /* ---- internal queries ---- */
 
-void ll__pg_query_noreply(ll_pg_conn *c, const char *sql, pg_txop txop, ll_task *task) {
+void ll__pg_query_noreply(ll_pg_conn *c, const char *sql, pg_txop txop, uint64_t task_id) {
     if (c->state != PG_READY) return;
     pg_req *r = ll__pg_req_new(c, REQ_INTERNAL, sql, 0, NULL, NULL, NULL);
     if (!r) return; /* housekeeping only: the statement stays, the transaction ends with the
                      * connection */
     r->txop = (uint8_t)txop;
-    r->task = task;
+    r->task_id = task_id;
+    r->flags |= RQF_NOCACHE;
     ll__pg_submit(c, r);
 }
 
-ll_future *ll__pg_query_internal(ll_pg_conn *c, const char *sql, pg_txop txop, ll_task *task) {
+ll_future *ll__pg_query_internal(ll_pg_conn *c, const char *sql, pg_txop txop, uint64_t task_id) {
     ll_future *f = ll_future_new(c->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg query");
@@ -608,8 +617,8 @@ ll_future *ll__pg_query_internal(ll_pg_conn *c, const char *sql, pg_txop txop, l
         return f;
     }
     r->txop = (uint8_t)txop;
-    r->task = task;
-    r->nocache = true;
+    r->task_id = task_id;
+    r->flags |= RQF_NOCACHE;
     r->f = ll_future_ref(f);
     ll__pg_submit(c, r);
     return f;

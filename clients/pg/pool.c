@@ -7,19 +7,34 @@
  *   whatever the server sent while the connection sat idle (a server that restarted or
  *   terminated the backend is noticed before a query is written), close is ll_pg_close, and reset
  *   brings a returned connection back to a clean session the way asyncpg does.
- * - Release decides what a connection is: lost, or with anything still pending (a query, a COPY, a
- *   waiter for notifications) means BROKEN and it is closed — never handed to the next user with
- *   someone else's reply in flight. Otherwise it is reset: ROLLBACK if a transaction is open,
- *   then pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *, RESET ALL as one script (one round
- *   trip). Prepared statements stay cached across leases: they hold no session state a user
- *   could see.
- * - The pool structure outlives ll_pg_pool_free() while connections are still lent (their
- *   release must remain valid) and while one-shot queries are in flight.
+ * - Release decides what a connection is: lost, or with anything still pending (a query, a COPY,
+ *   a waiter for notifications, a query whose caller gave up and that is still being cancelled)
+ *   means BROKEN and it is closed — never handed to the next user with someone else's reply in
+ *   flight, and never making the next borrower wait for a cancel: the generic pool counts a reset
+ *   under way as serving the next waiter, so a reset that first waited for the server to stop a
+ *   query would hold that waiter up to cancel_timeout. The cancel request goes on by itself
+ *   (cancel.c) and the waiter gets a new connection at once.
+ * - The reset leaves a session like a fresh one: ROLLBACK if a transaction is open, advisory locks
+ *   released, cursors closed, UNLISTEN *, SET SESSION AUTHORIZATION DEFAULT (undoes SET ROLE and
+ *   SET SESSION AUTHORIZATION), RESET ALL, temporary tables and sequences state dropped, and the
+ *   statements the user PREPAREd deallocated — in one script (one round trip; a second one only
+ *   when there are statements to deallocate). The library's own cached statements stay: they
+ *   hold nothing a user can see, and keeping them keeps the cache coherent. With a custom
+ *   reset_sql, that runs instead, alone (so it may be DISCARD ALL), followed by DEALLOCATE ALL and
+ *   an empty cache: the cache is coherent whatever the SQL does.
+ * - The conninfo is the connect argument, never the pool's key: the key (it appears in the generic
+ *   pool's messages) is the conninfo with the password left out.
+ * - The pool structure outlives ll_pg_pool_free() while any of its connections exists (a lent
+ *   one's release must remain valid) and while one-shot queries are in flight.
+ * - ll_pg_pool_acquire returns the generic pool's own future, with no wrapper holding a
+ *   reference: the generic pool can see that a caller abandoned its wait and lend the connection
+ *   to the next one instead of to nobody.
  * - ll_pg_pool_query is a chain of callbacks (acquire → query → release), no task: a thousand
  *   concurrent one-shot queries cost a thousand small records, not a thousand stacks.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include "libloop/pool.h"
@@ -28,24 +43,62 @@
 struct ll_pg_pool {
     ll_pool *pool;
     ll_loop *loop;
-    char *conninfo;          /* the pool's one key */
+    char *conninfo;          /* what connects use (may hold a password) */
+    char *key;               /* the conninfo without secrets: the generic pool's key */
+    char *reset_sql;         /* custom reset, or NULL */
     ll_pg_opts conn_opts;
-    size_t lent;             /* connections handed out and not yet released */
+    size_t conns;            /* connections of this pool that exist (connecting, lent, idle) */
     size_t jobs;             /* one-shot queries in flight */
-    bool closed;
+    bool closed, closing;
 };
 
 static void maybe_free(ll_pg_pool *p) {
-    if (!p->closed || p->lent || p->jobs) return;
+    if (!p->closed || p->closing || p->conns || p->jobs) return;
     ll_free(p->conninfo);
+    ll_free(p->key);
+    ll_free(p->reset_sql);
     ll_free(p);
+}
+
+void ll__pg_pool_conn_born(void *pool) {
+    ((ll_pg_pool *)pool)->conns++;
+}
+
+void ll__pg_pool_conn_gone(void *pool) {
+    ll_pg_pool *p = pool;
+    p->conns--;
+    maybe_free(p);
+}
+
+/* The conninfo as people may read it: every keyword that names the server, none that holds a
+ * secret. */
+static char *display_key(const char *conninfo) {
+    static const char *const shown[] = {"host", "hostaddr", "port", "user", "dbname", NULL};
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    if (err) PQfreemem(err);
+    if (!opts) return ll_strdup("postgres (conninfo not readable)");
+    char buf[512];
+    size_t o = 0;
+    buf[0] = 0;
+    for (const char *const *k = shown; *k; k++) {
+        for (PQconninfoOption *op = opts; op->keyword; op++) {
+            if (strcmp(op->keyword, *k) != 0 || !op->val || !*op->val) continue;
+            int n = snprintf(buf + o, sizeof buf - o, "%s%s=%s", o ? " " : "", *k, op->val);
+            if (n > 0 && (size_t)n < sizeof buf - o) o += (size_t)n;
+        }
+    }
+    PQconninfoFree(opts);
+    return ll_strdup(o ? buf : "postgres (defaults)");
 }
 
 /* ---- the vtable ---- */
 
 static ll_future *vt_connect(void *arg, const char *key) {
+    (void)key; /* the display form: connect with the real conninfo */
     ll_pg_pool *p = arg;
-    return ll_pg_connect(key, &p->conn_opts);
+    ll_future *f = ll__pg_connect_pooled(p->conninfo, &p->conn_opts, p);
+    return f;
 }
 
 static bool vt_is_alive(void *arg, void *conn) {
@@ -69,31 +122,99 @@ static bool vt_is_alive(void *arg, void *conn) {
     }
     (void)PQisBusy(c->pg); /* parses what was read: notices, notifications */
     ll__pg_collect_notifies(c);
-    return PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    return PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE &&
+           !c->fatal;
 }
 
 static void vt_close(void *arg, void *conn) {
     (void)arg;
-    ll_pg_conn *c = conn;
-    c->pool = NULL; /* the pool's own close frees it */
-    ll_pg_close(c);
+    ll__pg_conn_free(conn);
 }
 
-/* The reset's future. Cancelling it (reset_timeout, ll_pg_pool_free) must not send a cancel
- * request and wait: the pool closes the connection next anyway. So the cancel marks the
- * connection lost, which fails the script at once; the pool's close() then frees it. */
+/* The reset: a few scripts in a row (see the design notes). Cancelling it (reset_timeout,
+ * ll_pg_pool_free) must not send a cancel request and wait: the pool closes the connection next
+ * anyway. So the cancel marks the connection lost, which fails the script at once. */
+typedef enum { RS_FIRST, RS_CUSTOM, RS_DEALLOCATE, RS_END } reset_step;
+
 typedef struct reset_job {
     ll_future *outer;
     ll_pg_conn *c;
+    ll_pg_pool *p;
+    reset_step step;
 } reset_job;
 
-static void on_reset_script(ll_future *inner, void *arg) {
-    reset_job *j = arg;
-    if (ll_future_code(inner) == 0) ll_future_resolve(j->outer, NULL, NULL);
+static void on_reset_step(ll_future *inner, void *arg);
+
+static int reset_run(reset_job *j, const char *sql) {
+    ll_future *inner = ll_pg_exec(j->c, sql);
+    if (!inner) return LL_ENOMEM;
+    if (ll_future_add_done(inner, on_reset_step, j) != 0) {
+        ll__pg_broken(j->c, "out of memory");
+        ll_future_free(inner);
+        return LL_ENOMEM;
+    }
+    return 0;
+}
+
+/* The user's own prepared statements, as "DEALLOCATE a; DEALLOCATE b", or NULL when none. */
+static char *deallocate_sql(const ll_pg_result *r) {
+    int n = ll_pg_result_rows(r);
+    if (n <= 0 || ll_pg_result_cols(r) != 1) return NULL;
+    size_t len = 1;
+    for (int i = 0; i < n; i++) len += ll_pg_len(r, i, 0) + 13;
+    char *sql = ll_malloc(len);
+    if (!sql) return NULL;
+    size_t o = 0;
+    for (int i = 0; i < n; i++)
+        o += (size_t)snprintf(sql + o, len - o, "DEALLOCATE %s;", ll_pg_text(r, i, 0));
+    return sql;
+}
+
+static void reset_end(reset_job *j, ll_future *inner) {
+    if (!inner || ll_future_code(inner) == 0) ll_future_resolve(j->outer, NULL, NULL);
     else ll__pg_fail_from(j->outer, inner); /* no-op when already cancelled */
-    ll_future_free(inner);
     ll_future_free(j->outer);
     ll_free(j);
+}
+
+static void on_reset_step(ll_future *inner, void *arg) {
+    reset_job *j = arg;
+    int rc = ll_future_code(inner);
+    if (rc != 0 || ll_future_done(j->outer)) {
+        reset_end(j, inner);
+        ll_future_free(inner);
+        return;
+    }
+    char *sql = NULL;
+    if (j->step == RS_FIRST && j->p->reset_sql) {
+        j->step = RS_CUSTOM;
+        rc = reset_run(j, j->p->reset_sql);
+    } else if (j->step == RS_FIRST) {
+        sql = deallocate_sql(ll_future_value(inner));
+        j->step = RS_END;
+        if (sql) rc = reset_run(j, sql);
+        else {
+            reset_end(j, NULL);
+            ll_future_free(inner);
+            return;
+        }
+    } else if (j->step == RS_CUSTOM) {
+        /* whatever the custom SQL did to prepared statements, start from none */
+        j->step = RS_DEALLOCATE;
+        ll__pg_stmt_free_all(j->c);
+        rc = reset_run(j, "DEALLOCATE ALL");
+    } else {
+        reset_end(j, NULL);
+        ll_future_free(inner);
+        return;
+    }
+    ll_free(sql);
+    ll_future_free(inner);
+    if (rc != 0) {
+        ll_future_fail(j->outer, rc, "pool postgres: out of memory");
+        ll_future_free(j->outer);
+        ll_free(j);
+    }
 }
 
 static void reset_cancel(ll_future *outer, void *arg) {
@@ -116,15 +237,21 @@ static ll_future *vt_reset(void *arg, void *conn) {
     ll__pg_tx_clear(c);          /* a transaction left open by its task: rolled back below */
     ll__pg_notify_free_all(c);   /* the last user's notifications are not the next one's */
     bool in_tx = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
-    ll_future *inner = ll_pg_exec(c, in_tx ? "ROLLBACK; SELECT pg_advisory_unlock_all(); "
-                                             "CLOSE ALL; UNLISTEN *; RESET ALL"
-                                           : "SELECT pg_advisory_unlock_all(); CLOSE ALL; "
-                                             "UNLISTEN *; RESET ALL");
+    const char *first =
+        p->reset_sql ? (in_tx ? "ROLLBACK" : "SELECT 1")
+                     : in_tx ? "ROLLBACK; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+                               "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; "
+                               "DISCARD SEQUENCES; SELECT quote_ident(name) FROM "
+                               "pg_prepared_statements WHERE name !~ '^ll_s[0-9]+$'"
+                             : "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+                               "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; "
+                               "DISCARD SEQUENCES; SELECT quote_ident(name) FROM "
+                               "pg_prepared_statements WHERE name !~ '^ll_s[0-9]+$'";
     j->outer = ll_future_ref(f);
     j->c = c;
-    if (!inner || ll_future_add_done(inner, on_reset_script, j) != 0) {
-        if (inner) ll__pg_broken(c, "out of memory");
-        ll_future_free(inner);
+    j->p = p;
+    j->step = RS_FIRST;
+    if (reset_run(j, first) != 0) {
         ll_future_free(j->outer);
         ll_free(j);
         ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
@@ -145,6 +272,8 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     ll_pg_pool *p = ll_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->conninfo = ll_strdup(conninfo);
+    p->key = display_key(conninfo);
+    p->reset_sql = o.reset_sql ? ll_strdup(o.reset_sql) : NULL;
     p->conn_opts = o.conn;
     p->loop = ll__pg_loop(o.conn.loop);
     ll_pool_opts po = {
@@ -160,99 +289,49 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
         .max_idle = o.max_idle,
         .max_lifetime = o.max_lifetime,
     };
-    if (p->conninfo && p->loop) p->pool = ll_pool_new(&vtable, p, &po);
+    if (p->conninfo && p->key && p->loop && (p->reset_sql || !o.reset_sql))
+        p->pool = ll_pool_new(&vtable, p, &po);
     if (!p->pool) {
         ll_free(p->conninfo);
+        ll_free(p->key);
+        ll_free(p->reset_sql);
         ll_free(p);
         return NULL;
     }
-    if (o.min_size) ll_pool_warm(p->pool, p->conninfo);
+    if (o.min_size) ll_pool_warm(p->pool, p->key);
     return p;
 }
 
 void ll_pg_pool_free(ll_pg_pool *p) {
     if (!p || p->closed) return;
     p->closed = true;
+    p->closing = true; /* connections closed in here must not free p under our feet */
     ll_pool_free(p->pool);
+    p->closing = false;
     maybe_free(p);
 }
 
 /* ---- acquire and release ---- */
 
-typedef struct acq {
-    ll_pg_pool *p;
-    ll_future *outer, *inner;
-} acq;
-
-static void on_inner(ll_future *inner, void *arg) {
-    acq *a = arg;
-    ll_pg_pool *p = a->p;
-    if (ll_future_code(inner) == 0) {
-        ll_pg_conn *c = ll_future_value(inner);
-        c->pool = p;
-        p->lent++;
-        /* resolved even if the caller meant to give up: it holds the connection (pool.h) */
-        ll_future_on_cancel(a->outer, NULL, NULL);
-        if (ll_future_resolve(a->outer, c, NULL) != 0) {
-            /* the caller's future was settled meanwhile: nobody holds it, give it back */
-            ll_pg_pool_release(p, c);
-        }
-    } else {
-        ll__pg_fail_from(a->outer, inner);
-    }
-    p->jobs--;
-    ll_future_free(a->outer);
-    ll_future_free(inner);
-    ll_free(a);
-    maybe_free(p);
-}
-
-static void acq_cancel(ll_future *outer, void *arg) {
-    (void)outer;
-    acq *a = arg;
-    ll_future_cancel(a->inner); /* settles through on_inner */
-}
-
 ll_future *ll_pg_pool_acquire(ll_pg_pool *p) {
     LL_REQUIRE_ARG(p, "pool");
-    if (!p) return NULL;
-    ll_future *f = ll_future_new(p->loop);
-    if (!f) return NULL;
-    ll_future_set_label(f, "pg pool acquire");
-    acq *a = p->closed ? NULL : ll_calloc(1, sizeof *a);
-    if (!a) {
-        ll_future_fail(f, p->closed ? LL_EPOOLCLOSED : LL_ENOMEM, "pool postgres: %s",
-                       p->closed ? "closed" : "out of memory");
-        return f;
-    }
-    a->p = p;
-    a->outer = ll_future_ref(f);
-    a->inner = ll_pool_acquire(p->pool, p->conninfo);
-    if (!a->inner || ll_future_add_done(a->inner, on_inner, a) != 0) {
-        if (a->inner) ll_future_cancel(a->inner);
-        ll_future_free(a->inner);
-        ll_future_free(a->outer);
-        ll_free(a);
-        ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
-        return f;
-    }
-    p->jobs++;
-    ll_future_on_cancel(f, acq_cancel, a);
+    if (p->closed) return ll_future_failed(p->loop, LL_EPOOLCLOSED, "pool postgres: closed");
+    ll_future *f = ll_pool_acquire(p->pool, p->key);
+    if (f) ll_future_set_label(f, "pg pool acquire");
     return f;
+}
+
+/* Anything still pending, also a query whose caller gave up. */
+static bool work_pending(const ll_pg_conn *c) {
+    return c->nheld || c->nsent || c->nabandoned || c->cancel_wait || c->waiters_head ||
+           c->copy.state != COPY_NONE;
 }
 
 int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c) {
     if (!p || !c || c->pool != p) return LL_ENOENT;
     ll_pool_state st = LL_POOL_RESET;
-    if (!ll_pg_is_ok(c) || c->nsent || c->nheld || c->copy.state != COPY_NONE || c->barrier ||
-        c->waiters_head)
-        st = LL_POOL_BROKEN;
-    int rc = ll_pool_release(p->pool, c, st);
-    if (rc == 0) {
-        p->lent--;
-        maybe_free(p);
-    }
-    return rc;
+    if (!ll_pg_is_ok(c) || work_pending(c)) st = LL_POOL_BROKEN;
+    return ll_pool_release(p->pool, c, st);
 }
 
 void ll_pg_pool_get_stats(const ll_pg_pool *p, ll_pg_pool_stats *out) {

@@ -108,7 +108,7 @@ void ll__pg_stmt_forget(ll_pg_conn *c, pg_stmt *s, bool deallocate) {
     if (deallocate && s->sent && c->state == PG_READY) {
         char sql[64];
         snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
-        ll__pg_query_noreply(c, sql, TXOP_NONE, NULL);
+        ll__pg_query_noreply(c, sql, TXOP_NONE, 0);
     }
     ll__pg_stmt_unref(s);
 }

@@ -29,13 +29,22 @@ static ll_future *start(ll_pg_conn *c, pg_req_kind kind, const char *sql, int np
                        !c ? "no connection" : !sql ? "no SQL" : "parameters");
         return f;
     }
-    if (formats) {
-        for (int i = 0; i < nparams; i++) {
-            if (formats[i] && values[i] && (!lengths || lengths[i] < 0)) {
-                ll_future_fail(f, LL_EINVAL, "postgres query: binary parameter $%d has no length",
-                               i + 1);
-                return f;
-            }
+    for (int i = 0; i < nparams; i++) {
+        if (!values[i]) continue;
+        bool binary = formats && formats[i];
+        if (binary && (!lengths || lengths[i] < 0)) {
+            ll_future_fail(f, LL_EINVAL, "postgres query: binary parameter $%d has no length",
+                           i + 1);
+            return f;
+        }
+        /* libpq reads a text parameter up to its first zero byte and ignores the length: one
+         * inside the given length would silently cut the value */
+        if (!binary && lengths && lengths[i] > 0 && memchr(values[i], 0, (size_t)lengths[i])) {
+            ll_future_fail(f, LL_EINVAL,
+                           "postgres query: text parameter $%d contains a zero byte (PostgreSQL "
+                           "text cannot hold one: send it as binary, format 1, e.g. for bytea)",
+                           i + 1);
+            return f;
         }
     }
     if (c->state != PG_READY) return refuse(f, c);

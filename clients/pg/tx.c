@@ -20,43 +20,37 @@
 
 static void owner_done(ll_future *tf, void *arg);
 
-static void release_owner(ll_pg_conn *c) {
+void ll__pg_tx_release_owner(ll_pg_conn *c) {
     if (c->tx.owner_f) {
         ll_future_remove_done(c->tx.owner_f, owner_done, c);
         ll_future_free(c->tx.owner_f);
     }
     c->tx.owner_f = NULL;
-    c->tx.owner = NULL;
+    c->tx.owner = 0;
     c->tx.ending = false;
 }
 
 static void owner_done(ll_future *tf, void *arg) {
     (void)tf;
     ll_pg_conn *c = arg;
-    ll_task *owner = c->tx.owner;
+    uint64_t owner = c->tx.owner;
     ll_future_free(c->tx.owner_f);
     c->tx.owner_f = NULL;
     if (!owner || c->tx.ending) return;
-    /* the task ended inside its transaction: roll it back (written under the owner's name, so it
-     * may go; writing it ends the ownership) */
+    /* The task ended inside its transaction: roll it back, under the owner's id so that it may
+     * go before the other tasks' statements held behind the transaction. Ownership ends when the
+     * ROLLBACK is written (sched.c), never earlier: released now, those statements would be
+     * written first and run inside the dead transaction. */
     c->tx.ending = true;
     ll__pg_query_noreply(c, "ROLLBACK", TXOP_ROLLBACK, owner);
-    if (c->tx.owner == owner) release_owner(c); /* could not be sent: the connection is gone */
+    if (c->state != PG_READY && c->tx.owner == owner) ll__pg_tx_release_owner(c);
     ll__pg_pump(c);
-}
-
-bool ll__pg_eligible(const ll_pg_conn *c, const pg_req *r) {
-    if (c->state != PG_READY || c->barrier || c->exclusive) return false;
-    if (c->tx.owner && r->task != c->tx.owner && r->seq > c->tx.begin_seq &&
-        r->kind != REQ_INTERNAL)
-        return false;
-    return true;
 }
 
 void ll__pg_tx_on_send(ll_pg_conn *c, pg_req *r) {
     if (r->txop == TXOP_BEGIN) {
-        release_owner(c);
-        c->tx.owner = r->task;
+        ll__pg_tx_release_owner(c);
+        c->tx.owner = r->task_id;
         c->tx.begin_seq = r->seq;
         c->tx.owner_f = r->task_f;
         r->task_f = NULL;
@@ -64,19 +58,19 @@ void ll__pg_tx_on_send(ll_pg_conn *c, pg_req *r) {
             /* no automatic rollback possible: the pool's reset or the connection's end will do */
         }
     } else if (r->txop == TXOP_COMMIT || r->txop == TXOP_ROLLBACK) {
-        if (c->tx.owner && (r->task == c->tx.owner || !r->task)) release_owner(c);
+        if (c->tx.owner && (r->task_id == c->tx.owner || !r->task_id)) ll__pg_tx_release_owner(c);
     }
 }
 
 void ll__pg_tx_request_done(ll_pg_conn *c, pg_req *r, bool ok) {
     if (r->txop == TXOP_BEGIN && !ok && c->tx.owner && c->tx.begin_seq == r->seq) {
-        release_owner(c); /* no transaction after all */
+        ll__pg_tx_release_owner(c); /* no transaction after all */
         ll__pg_pump(c);
     }
 }
 
 void ll__pg_tx_clear(ll_pg_conn *c) {
-    release_owner(c);
+    ll__pg_tx_release_owner(c);
 }
 
 static ll_future *tx_fail(ll_loop *loop, int code, const char *why) {
@@ -90,9 +84,10 @@ ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
     if (!c) return tx_fail(NULL, LL_EINVAL, "no connection");
     ll_task *t = ll_task_current();
     if (!t) return tx_fail(c->loop, LL_ENOTASK, "ll_pg_begin must be called from a task");
-    if (c->tx.owner == t) return tx_fail(c->loop, LL_ESTATE, "this task already has one open");
+    uint64_t id = ll_task_id(t);
+    if (c->tx.owner == id) return tx_fail(c->loop, LL_ESTATE, "this task already has one open");
     for (pg_req *r = c->held_head; r; r = r->next)
-        if (r->txop == TXOP_BEGIN && r->task == t)
+        if (r->txop == TXOP_BEGIN && r->task_id == id)
             return tx_fail(c->loop, LL_ESTATE, "this task already began one");
     char *sql = options && *options ? ll_format("BEGIN %s", options) : NULL;
     if (options && *options && !sql) return tx_fail(c->loop, LL_ENOMEM, "out of memory");
@@ -116,7 +111,7 @@ ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
         return f;
     }
     r->txop = TXOP_BEGIN;
-    r->nocache = true;
+    r->flags |= RQF_NOCACHE;
     r->task_f = ll_future_ref(ll_task_future(t));
     r->f = ll_future_ref(f);
     ll__pg_submit(c, r);
@@ -126,7 +121,7 @@ ll_future *ll_pg_begin(ll_pg_conn *c, const char *options) {
 static ll_future *tx_stmt(ll_pg_tx *tx, const char *sql, pg_txop op) {
     if (!tx || !tx->conn) return tx_fail(NULL, LL_EINVAL, "no transaction");
     ll_pg_conn *c = tx->conn;
-    ll_task *t = ll_task_current();
+    uint64_t t = ll__pg_task_id();
     if (!c->tx.owner || c->tx.owner != t)
         return tx_fail(c->loop, LL_ESTATE, "not open, or not this task's");
     if (op == TXOP_COMMIT || op == TXOP_ROLLBACK) c->tx.ending = true;

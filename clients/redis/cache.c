@@ -250,16 +250,24 @@ int ll__redis_cache_new(ll_redis_pool *p, const ll_redis_pool_opts *po) {
     ll_loop *loop = ll__redis_pool_loop(p);
     rc_cfg *dcfg = ll__rc_cfg_dup(ll__redis_pool_cfg(p));
     rc_cfg *tcfg = ll__rc_cfg_dup(ll__redis_pool_cfg(p));
-    if (!dcfg || !tcfg || !(c->data = ll__rc_new(dcfg, loop, true))) {
+    if (!dcfg || !tcfg) {
+        ll__rc_cfg_free(dcfg);
         ll__rc_cfg_free(tcfg);
-        if (!c->data) ll__rc_cfg_free(dcfg);
+        ll_free(c);
+        return LL_ENOMEM;
+    }
+    if (!(c->data = ll__rc_new(dcfg, loop, true))) { /* dcfg is freed by it */
+        ll__rc_cfg_free(tcfg);
         ll_free(c);
         return LL_ENOMEM;
     }
     *ll__redis_pool_cache(p) = c;
     c->data->on_event = data_event;
     c->data->event_arg = c;
-    if (ll__rc_start(c->data)) return LL_ENOMEM;
+    if (ll__rc_start(c->data)) {
+        ll__rc_cfg_free(tcfg);
+        return LL_ENOMEM;
+    }
     tcfg->reconnect = true;
     c->track_f = ll__redis_sub_connect_cfg(tcfg, loop, 16, &c->track);
     if (!c->track_f || !c->track) return LL_ENOMEM;
@@ -268,8 +276,12 @@ int ll__redis_cache_new(ll_redis_pool *p, const ll_redis_pool_opts *po) {
     tc->persistent = true;
     tc->extra_setup = track_setup;
     tc->cache_arg = c;
-    ll_future_free(ll_redis_subscribe(c->track, "__redis__:invalidate"));
-    return 0;
+    /* registered now, subscribed in the tracking connection's setup (every link, the first too):
+     * if this cannot even be registered, there is no cache */
+    ll_future *sf = ll_redis_subscribe(c->track, "__redis__:invalidate");
+    int rc = !sf || (ll_future_done(sf) && ll_future_code(sf) == LL_ENOMEM) ? LL_ENOMEM : 0;
+    ll_future_free(sf);
+    return rc;
 }
 
 void ll__redis_cache_free(ll_redis_cache *c) {
@@ -286,10 +298,10 @@ void ll__redis_cache_free(ll_redis_cache *c) {
         if (ll_future_get_state(c->track_f) == LL_FUTURE_RESOLVED) {
             ll_future_take(c->track_f);
             ll_redis_sub_close(c->track);
-        } else {
+        } else if (!ll_future_done(c->track_f)) {
             ll__redis_sub_set_hooks(c->track, NULL, NULL, NULL);
             ll_future_cancel(c->track_f);
-        }
+        } /* failed: the subscriber is gone already */
         ll_future_free(c->track_f);
     }
     cache_unref(c);

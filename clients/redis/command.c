@@ -3,11 +3,55 @@
  * printf-style formatter), take a reply slot, return the future.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <hiredis/hiredis.h>
 #include "redis_internal.h"
 
+/* The n-th argument of a formatted command ("*N\r\n$L\r\n<bytes>\r\n..."), or false. */
+static bool arg_at(const char *data, size_t len, int n, const char **arg, size_t *alen) {
+    const char *p = memchr(data, '\n', len), *end = data + len;
+    for (int i = 0; p && i <= n; i++) {
+        if (++p >= end || *p != '$') return false;
+        size_t l = strtoul(p + 1, NULL, 10);
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl || (size_t)(end - nl - 1) < l + 2) return false;
+        if (i == n) {
+            *arg = nl + 1;
+            *alen = l;
+            return true;
+        }
+        p = nl + 1 + l + 1; /* at the '\n' after the argument */
+    }
+    return false;
+}
+
+static bool arg_is(const char *a, size_t n, const char *word) {
+    return n == strlen(word) && strncasecmp(a, word, n) == 0;
+}
+
+/* Commands after which replies no longer match commands one to one: on a pipelined connection
+ * they would hand one caller's reply to another, so they are refused (pub/sub has its own
+ * connection type; MONITOR and CLIENT REPLY OFF/SKIP have no place on a shared one). */
+static const char *refused(const char *data, size_t len) {
+    const char *a;
+    size_t n;
+    if (!arg_at(data, len, 0, &a, &n)) return NULL;
+    if (arg_is(a, n, "SUBSCRIBE") || arg_is(a, n, "PSUBSCRIBE") || arg_is(a, n, "SSUBSCRIBE"))
+        return "subscribing turns the connection into a subscriber: use ll_redis_sub_connect";
+    if (arg_is(a, n, "MONITOR")) return "MONITOR turns the connection into a feed";
+    if (arg_is(a, n, "CLIENT") && arg_at(data, len, 1, &a, &n) && arg_is(a, n, "REPLY"))
+        return "CLIENT REPLY would leave commands without their replies";
+    if (arg_is(a, n, "HELLO")) return "HELLO changes the protocol (RESP2 is spoken here)";
+    return NULL;
+}
+
 ll_future *ll__rc_command_bytes(ll_redis_conn *c, const char *data, size_t len) {
+    if (!c->pubsub) {
+        const char *why = refused(data, len);
+        if (why) return ll_future_failed(c->loop, LL_EINVAL, "ll_redis_command: %s", why);
+    }
     ll_future *f = ll_future_new(c->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "redis command");

@@ -281,7 +281,11 @@ static int read_once(ll_redis_conn *c, char *why, size_t wlen) {
     c->rearm = false;
     int rc = limit > 0 ? ll_await_timeout(f, limit) : ll_await(f);
     c->read_f = NULL;
-    if (rc == LL_ETIMEDOUT || (rc == LL_ECANCELED && c->rearm && !ll_task_cancelled())) {
+    /* Our own limit passed, or the fill was cancelled to re-read the limits: go round again.
+     * (A timeout of the scope around connect and setup is the scope's: it ends the attempt.) */
+    bool scope_expired = rc == LL_ETIMEDOUT && ll_task_deadline() <= ll_now();
+    if ((rc == LL_ETIMEDOUT && !scope_expired) ||
+        (rc == LL_ECANCELED && c->rearm && !ll_task_cancelled())) {
         ll_future_free(f);
         c->rearm = false;
         return 0; /* recompute the limits (the next call says whether one passed) */
@@ -481,6 +485,7 @@ static int manager(void *arg) {
     ll_redis_conn *c = arg;
     c->mgr_ran = true;
     int attempt = 0;
+    bool gave_up = false;
     char why[400];
     while (!c->owner_closed) {
         why[0] = 0;
@@ -532,9 +537,16 @@ static int manager(void *arg) {
             double step = wake - now;
             if (c->held_head && c->held_head->at + c->cfg->queue_timeout - now < step)
                 step = c->held_head->at + c->cfg->queue_timeout - now + 0.001;
-            if (ll_sleep(step)) break;
+            int src = ll_sleep(step);
+            if (src) {
+                /* cancelled (closed, loop shutdown), or no memory even for a timer: give up
+                 * rather than retry without ever waiting */
+                if (src != LL_ECANCELED) snprintf(why, sizeof why, "%s", ll_strerror(src));
+                gave_up = true;
+                break;
+            }
         }
-        if (ll_task_cancelled()) break;
+        if (gave_up || ll_task_cancelled()) break;
     }
     if (c->state != RC_CLOSED || c->held_head) {
         char msg[600];
@@ -596,14 +608,16 @@ int ll__rc_start(ll_redis_conn *c) {
     snprintf(name, sizeof name, "redis %s", ll__rc_peer(c));
     ll_spawn_opts so = {.name = name, .deadline = LL_NEVER, .loop = c->loop};
     c->mgr = ll_spawn_ex(manager, c, &so);
-    if (!c->mgr || ll_future_done(c->mgr)) return LL_ENOMEM;
-    c->refs++;
-    if (ll_future_add_done(c->mgr, mgr_done, c)) {
+    if (c->mgr && !ll_future_done(c->mgr)) {
+        c->refs++;
+        if (ll_future_add_done(c->mgr, mgr_done, c) == 0) return 0;
         c->refs--;
-        ll_future_cancel(c->mgr); /* never runs: the caller unwinds */
-        return LL_ENOMEM;
+        ll_future_cancel(c->mgr); /* cancelled before it ran: it never will */
     }
-    return 0;
+    /* the manager will not run: drop its reference (the owner's remains) */
+    c->state = RC_CLOSED;
+    ll__rc_unref(c);
+    return LL_ENOMEM;
 }
 
 /* ---- public ---- */
@@ -635,7 +649,7 @@ ll_future *ll__rc_connect_cfg(rc_cfg *cfg, ll_loop *loop, void (*prepare)(ll_red
         c->ready_f = NULL;
         ll_future_free(f);
         ll_future_fail(f, LL_ENOMEM, "ll_redis_connect: cannot start the connection task");
-        c->refs = 1;
+        c->owner_closed = true; /* nobody will have it: drop the owner's reference */
         ll__rc_unref(c);
     }
     return f;

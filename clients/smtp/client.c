@@ -78,7 +78,12 @@ static bool pool_is_alive(void *arg, void *conn) {
     size_t buffered;
     ll_stream_peek(c->s, &buffered);
     /* An idle SMTP session has nothing to say: bytes waiting are a 421 or garbage. */
-    return buffered == 0 && ll_stream_alive(c->s);
+    if (buffered || ll_stream_at_eof(c->s)) return false;
+    /* The poll of the socket is skipped for a session back for less than a millisecond (the
+     * common case under load): a close that recent races the next command anyway, and a lost
+     * connection is retried. */
+    if (ll_now() - c->idle_since < 0.001) return true;
+    return ll_stream_alive(c->s);
 }
 
 static void pool_close(void *arg, void *conn) {
@@ -288,7 +293,9 @@ static int client_send_task(void *arg) {
         }
         last_rc = rc;
         if (rc) snprintf(j->err, sizeof j->err, "%s", c->err);
-        bool reusable = rc == 0 && !c->broken && !t.closing && c->messages < cfg->max_messages;
+        /* refused before anything was sent (t.state still IDLE): the session is untouched */
+        bool reusable = (rc == 0 || t.state == LL__TX_IDLE) && !c->broken && !t.closing &&
+                        c->messages < cfg->max_messages;
         if (reusable) ll_pool_release(cl->pool, c, LL_POOL_IDLE);
         else ll_pool_discard(cl->pool, c); /* QUIT when the session is still sound */
         ll__smtp_txn_free(&t);

@@ -97,13 +97,13 @@ static int read_reply(ll_smtp_conn *c, double seconds, const char *phase) {
 
 static int write_all(ll_smtp_conn *c, const void *p, size_t n, double seconds, const char *phase,
                      bool drain) {
-    if (n == 0) return 0;
+    if (n == 0 && !drain) return 0;
     ll_time end = seconds < 0 ? LL_NEVER : ll_now() + seconds;
-    ll_future *f = ll_stream_write(c->s, p, n);
+    ll_future *f = n ? ll_stream_write(c->s, p, n) : ll_stream_drain(c->s);
     ll_scope sc;
     ll_scope_enter(&sc, end);
     int rc = ll_await(f);
-    if (!rc && drain) {
+    if (!rc && drain && n) {
         ll_future_free(f);
         f = ll_stream_drain(c->s);
         rc = ll_await(f);
@@ -234,10 +234,31 @@ static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t) {
             return ll__smtp_errf(c->err, rc, "smtp %s: %s", c->peer, t->err);
         }
         if (rc == LL__TX_SEND_BODY) {
-            rc = write_all(c, t->out.data, t->out.len, cfg->data_timeout, "sending the message data",
-                           true);
+            /* One deadline for the whole transfer; 64 KiB of input per write, each awaited, so
+             * a slow reader pushes back instead of the message being buffered twice. */
+            ll_time end = cfg->data_timeout < 0 ? LL_NEVER : ll_now() + cfg->data_timeout;
+            while ((rc = ll__smtp_txn_body(t, 64 * 1024)) == 1) {
+                double left = end == LL_NEVER ? -1 : end - ll_now();
+                if (left != -1 && left < 0) left = 0;
+                rc = write_all(c, t->out.data, t->out.len, left, "sending the message data", false);
+                if (rc) {
+                    if (c->err[0] && strstr(c->err, "timed out after"))
+                        ll__smtp_errf(c->err, LL_ETIMEDOUT, "smtp %s: sending the message data "
+                                      "timed out after %.3g s", c->peer, cfg->data_timeout);
+                    return rc;
+                }
+            }
             ll__sbuf_reset(&t->out);
-            if (rc) return rc;
+            if (rc < 0) return ll__smtp_errf(c->err, rc, "out of memory");
+            double left = end == LL_NEVER ? -1 : end - ll_now();
+            if (left != -1 && left < 0) left = 0;
+            rc = write_all(c, NULL, 0, left, "sending the message data", true);
+            if (rc) {
+                if (c->err[0] && strstr(c->err, "timed out after"))
+                    ll__smtp_errf(c->err, LL_ETIMEDOUT, "smtp %s: sending the message data timed "
+                                  "out after %.3g s", c->peer, cfg->data_timeout);
+                return rc;
+            }
             continue;
         }
         if (rc == LL__TX_COMPLETE) {

@@ -11,15 +11,15 @@
 #include "smtp_internal.h"
 #include "mime_internal.h"
 
-static bool plain_text_ok(const char *s) {
-    /* ASCII printable (and spaces), no "=?" (would read as an encoded word), words fold. */
+static bool plain_text_ok(const char *s, size_t max_word) {
+    /* ASCII printable (and spaces), no "=?" (would read as an encoded word), words that fold. */
     size_t word = 0;
     for (const char *p = s; *p; p++) {
         unsigned char c = (unsigned char)*p;
         if (c < 0x20 || c > 0x7e) return false;
         if (c == '=' && p[1] == '?') return false;
         word = c == ' ' ? 0 : word + 1;
-        if (word > 70) return false;
+        if (word > max_word) return false;
     }
     return true;
 }
@@ -53,7 +53,9 @@ int ll__mime_encoded_words(ll__sbuf *out, const char *s, size_t col) {
 int ll__mime_header_text(ll__sbuf *out, const char *name, const char *value) {
     if (ll__sbuf_printf(out, "%s:", name)) return LL_ENOMEM;
     size_t col = strlen(name) + 1;
-    if (!plain_text_ok(value)) {
+    /* a word must fit on the first line after "Name: " as well as on a continuation line */
+    size_t max_word = col + 2 < 70 ? 76 - col - 1 : 0;
+    if (!plain_text_ok(value, max_word)) {
         if (ll__sbuf_putc(out, ' ')) return LL_ENOMEM;
         if (ll__mime_encoded_words(out, value, col + 1)) return LL_ENOMEM;
         return ll__sbuf_appends(out, "\r\n");
@@ -90,9 +92,11 @@ static bool is_atext_phrase(const char *s) {
 int ll__mime_mailbox(ll__sbuf *out, const char *name, const char *addr, size_t *col) {
     size_t start = out->len;
     if (name && *name) {
-        if (is_atext_phrase(name) && strlen(name) < 60) {
+        size_t nl = strlen(name), ql = nl + 2; /* as a quoted string, with its escapes */
+        for (const char *p = name; *p; p++) ql += *p == '"' || *p == '\\';
+        if (*col + nl <= 76 && is_atext_phrase(name)) {
             if (ll__sbuf_appends(out, name)) return LL_ENOMEM;
-        } else if (ll__smtp_is_ascii(name, strlen(name)) && plain_text_ok(name) && strlen(name) < 60) {
+        } else if (*col + ql <= 76 && plain_text_ok(name, 76)) {
             if (ll__sbuf_putc(out, '"')) return LL_ENOMEM;
             for (const char *p = name; *p; p++) {
                 if ((*p == '"' || *p == '\\') && ll__sbuf_putc(out, '\\')) return LL_ENOMEM;
@@ -102,14 +106,22 @@ int ll__mime_mailbox(ll__sbuf *out, const char *name, const char *addr, size_t *
         } else {
             if (ll__mime_encoded_words(out, name, *col)) return LL_ENOMEM;
         }
-        if (ll__sbuf_printf(out, " <%s>", addr)) return LL_ENOMEM;
-    } else {
-        if (ll__sbuf_appends(out, addr)) return LL_ENOMEM;
+        /* the column after the name: count from the last line break written */
+        size_t k = out->len;
+        while (k > start && out->data[k - 1] != '\n') k--;
+        size_t c = k > start ? out->len - k : *col + (out->len - start);
+        /* "<addr>" goes on a line of its own when it would pass column 78 */
+        if (c + 3 + strlen(addr) > 78) {
+            if (ll__sbuf_printf(out, "\r\n <%s>", addr)) return LL_ENOMEM;
+            *col = 3 + strlen(addr);
+        } else {
+            if (ll__sbuf_printf(out, " <%s>", addr)) return LL_ENOMEM;
+            *col = c + 3 + strlen(addr);
+        }
+        return 0;
     }
-    /* The column after this mailbox: count from the last line break written. */
-    size_t k = out->len;
-    while (k > start && !(out->data[k - 1] == '\n')) k--;
-    *col = k > start ? out->len - k : *col + (out->len - start);
+    if (ll__sbuf_appends(out, addr)) return LL_ENOMEM;
+    *col += strlen(addr);
     return 0;
 }
 

@@ -5,7 +5,7 @@
  * what a hostile or broken server could abuse: every line of one reply carries the same code, the
  * code is three digits with a first digit of 2 to 5, a line is at most max_line bytes and a reply at
  * most max_lines lines (an endless multi-line reply fails instead of eating memory), and there is
- * no NUL. Lines end in CRLF; a bare LF is accepted as well (old servers), a CR before it dropped.
+ * no NUL and no bare CR (found by fuzzing: it would reach the caller's text and logs). Lines end in CRLF; a bare LF is accepted as well (old servers), a CR before it dropped.
  *
  * It consumes bytes up to the end of one reply and never further, so the adapter decides what
  * happens to the rest: after a STARTTLS go-ahead it is discarded, not parsed.
@@ -59,6 +59,8 @@ static size_t enhanced_len(const char *s, size_t n, int cls) {
 static int take_line(ll__smtp_parser *p, const char *s, size_t n) {
     ll__smtp_reply *r = &p->cur;
     if (memchr(s, 0, n)) return ll__smtp_errf(p->err, LL_ESMTP_PROTO, "NUL byte in a reply");
+    if (memchr(s, '\r', n))
+        return ll__smtp_errf(p->err, LL_ESMTP_PROTO, "bare CR in a reply line");
     if (n < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' || s[2] > '9')
         return ll__smtp_errf(p->err, LL_ESMTP_PROTO, "malformed reply line \"%.*s\"",
                              (int)(n > 60 ? 60 : n), s);

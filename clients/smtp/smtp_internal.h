@@ -190,6 +190,9 @@ typedef struct ll__smtp_txn {
     char enhanced[16];
     char *text;
     bool closing;        /* the server said 421: the session is over */
+    ll__smtp_dot dot;    /* the body's encoder state */
+    size_t body_off;     /* input bytes of the body encoded so far */
+    bool body_done;      /* the terminator was produced */
     ll__sbuf out;
     char err[LL__SMTP_ERRLEN];
 } ll__smtp_txn;
@@ -200,12 +203,15 @@ enum { LL__TX_CONTINUE = 0, LL__TX_SEND_BODY = 1, LL__TX_COMPLETE = 2 };
 int ll__smtp_txn_start(ll__smtp_txn *t, const ll__smtp_caps *caps, const char *from,
                        const char *const *rcpt, size_t nrcpt, const void *data, size_t len,
                        bool rset);
-/* A reply: LL__TX_CONTINUE (send out if non-empty, read on), LL__TX_SEND_BODY (out holds the
- * encoded body and terminator: send it under the data timeout, then read the final reply under
- * the final timeout), LL__TX_COMPLETE (results in rcpt[]/code/text), or a negative code with err
+/* A reply: LL__TX_CONTINUE (send out if non-empty, read on), LL__TX_SEND_BODY (the server said
+ * 354: call ll__smtp_txn_body until it returns 0, sending out after each call, under the data
+ * timeout; then read the final reply under the final timeout), LL__TX_COMPLETE (results in rcpt[]/code/text), or a negative code with err
  * (session unusable; unanswered recipients keep code 0). */
 int ll__smtp_txn_reply(ll__smtp_txn *t, const ll__smtp_reply *r);
 void ll__smtp_txn_free(ll__smtp_txn *t);
+/* The next piece of the encoded body (at most `max` input bytes; the last piece ends with the
+ * terminator) in out: 1 when out holds a piece to send, 0 when the body is complete, LL_ENOMEM. */
+int ll__smtp_txn_body(ll__smtp_txn *t, size_t max);
 /* The transaction broke off (lost connection, timeout): recipients accepted at RCPT time are
  * unanswered again (deferred), since the message did not reach them. */
 void ll__smtp_txn_abort(ll__smtp_txn *t);

@@ -215,11 +215,11 @@ int ll__smtp_txn_reply(ll__smtp_txn *t, const ll__smtp_reply *r) {
             return LL__TX_CONTINUE;
         case LL__EXP_DATA:
             if (r->code == 354) {
-                ll__smtp_dot e;
-                ll__smtp_dot_init(&e);
-                if (ll__smtp_dot_encode(&e, t->data, t->len, &t->out) ||
-                    ll__smtp_dot_finish(&e, &t->out))
-                    return LL_ENOMEM;
+                /* The body is encoded piece by piece (ll__smtp_txn_body) as the adapter writes
+                 * it: no second copy of a large message, no long stretch without the loop. */
+                ll__smtp_dot_init(&t->dot);
+                t->body_off = 0;
+                t->body_done = false;
                 set_state(t, LL__TX_BODY);
                 return LL__TX_SEND_BODY;
             }
@@ -249,4 +249,17 @@ void ll__smtp_txn_abort(ll__smtp_txn *t) {
     }
     t->accepted = 0;
     set_state(t, LL__TX_FAILED);
+}
+
+int ll__smtp_txn_body(ll__smtp_txn *t, size_t max) {
+    ll__sbuf_reset(&t->out);
+    if (t->state != LL__TX_BODY || t->body_done) return 0;
+    size_t k = t->len - t->body_off < max ? t->len - t->body_off : max;
+    if (ll__smtp_dot_encode(&t->dot, (const char *)t->data + t->body_off, k, &t->out))
+        return LL_ENOMEM;
+    t->body_off += k;
+    if (t->body_off < t->len) return 1;
+    if (ll__smtp_dot_finish(&t->dot, &t->out)) return LL_ENOMEM;
+    t->body_done = true;
+    return 1;
 }

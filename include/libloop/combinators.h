@@ -23,13 +23,15 @@
 LL_BEGIN_DECLS
 
 enum {
-    LL_GATHER_FAIL_FAST = 0, /* the first failure fails the gather and cancels the others */
+    LL_GATHER_FAIL_FAST = 0, /* the first failure cancels the others, then fails the gather */
     LL_GATHER_COLLECT = 1    /* wait for all; each keeps its own outcome (return_exceptions=True) */
 };
 
-/* A future that settles when all n futures have (or, fail-fast, at the first failure, whose code
- * and message it takes, prefixed with the input's index: "gather: item 2: connection refused";
- * the other inputs are then cancelled, and the gather does not wait for them to stop). In collect
+/* A future that settles when all n futures have. Fail-fast: the first failure cancels the other
+ * inputs and the gather fails with its code and message, prefixed with the input's index
+ * ("gather: item 2: connection refused"), once the cancelled inputs have stopped, as a task group
+ * does: their cleanup never runs after the awaiter has moved on (an input that ignores
+ * cancellation, a shielded task, is waited for). In collect
  * mode it always resolves; its value is the number of failed or cancelled inputs (cast from
  * uintptr_t; 0 in fail-fast mode). Cancelling the gather cancels all inputs; it then settles as
  * cancelled once every input has settled. n == 0 resolves at once. NULL on out of memory. */

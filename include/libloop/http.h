@@ -264,8 +264,9 @@ typedef struct ll_http_part {
  * a task of the session's loop and the future settles later. Cancelling the future stops the
  * request and closes its connection (it never goes back to the pool half-used).
  * Idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) that find their reused keep-alive
- * connection closed by the server before any response byte are retried once on a new connection.
- * NULL on out of memory. */
+ * connection closed by the server before any response byte are retried once on a new connection;
+ * a retry policy (ll_http_retry) may retry them further. A non-idempotent request is never sent on
+ * a kept-alive connection whose end has already arrived. NULL on out of memory. */
 LL_EXPORT ll_future *ll_http_send(ll_http_session *s, const ll_http_request *req);
 LL_EXPORT ll_future *ll_http_get(ll_http_session *s, const char *url);
 /* POST `len` bytes of `body` (content_type may be NULL). */

@@ -48,7 +48,12 @@ LL_EXPORT void ll_loop_stop(ll_loop *loop);
  * says so). Return 0 when everything finished, LL_ETIMEDOUT when something had to be destroyed. */
 LL_EXPORT int ll_loop_shutdown(ll_loop *loop, ll_time deadline);
 /* Shut down with a 5-second deadline if anything is alive, then free the loop (and its libev loop
- * unless embedded). Return 0, or LL_ETIMEDOUT as ll_loop_shutdown(). NULL: no-op, 0. */
+ * unless embedded). Return 0, or LL_ETIMEDOUT as ll_loop_shutdown(). NULL: no-op, 0.
+ * On the way it closes handles left open, stops the executor (queued jobs removed, running ones
+ * given LL_EXECUTOR_FREE_GRACE and then detached: see executor.h), and runs every callback still
+ * queued, posts from other threads included. Futures the application still holds outlive the loop
+ * safely: they can be read and must still be freed (the loop's record goes with the last one);
+ * settling or awaiting them afterwards does nothing, as no loop runs their callbacks. */
 LL_EXPORT int ll_loop_free(ll_loop *loop);
 
 /* Run cb(arg) from the loop soon, in FIFO order. Return 0 or LL_ENOMEM. */

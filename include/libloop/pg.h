@@ -51,16 +51,17 @@
  * message "postgres 127.0.0.1:5432: ERROR 23505: duplicate key value ... (DETAIL: ...)"; the
  * fields (SQLSTATE, message, detail, hint, ...) are read with ll_pg_error_*() on that future.
  *
- * Cancellation. Cancelling a query future that is not yet sent removes it. Cancelling one in
- * flight sends PostgreSQL's cancel request (PQcancel, run in the executor because libpq 15 has only
- * a blocking one) once the query is the only one in flight — a cancel request stops whatever the
- * backend runs at that moment, so it is never sent while another task's query could be the one
- * running (a query with others already written behind it is waited for instead) — and the
- * future settles when the query's reply is in: cancelled (SQLSTATE 57014), or with its real
- * outcome if it finished first. Nothing new is sent until then, so a late cancel cannot hit the
- * next query. If the query has not stopped within cancel_timeout, the connection is closed (the
- * cancelled future ends LL_ECANCELED, everything else on it LL_EPG_CONN). A COMMIT is never
- * cancelled (its outcome would be unknown): cancelling its future waits for its reply.
+ * Cancellation and deadlines. Cancelling a query future, or an await of it passing its deadline,
+ * settles it at once (the await returns LL_ECANCELED / LL_ETIMEDOUT at the deadline, whatever the
+ * server or the network does). A query not yet written is removed. A written one is abandoned: its
+ * replies are dropped when they come; PostgreSQL's cancel request (our own, over a libloop stream,
+ * bounded by cancel_timeout) is sent when it is the statement the server runs — never while another
+ * query could be the one running — and nothing new is written until the server has stopped it and
+ * confirmed the cancel; the connection is then reused. If it is not over within cancel_timeout of
+ * being abandoned, the connection is closed and what waits on it fails with LL_EPG_CONN. Queries
+ * already written behind it get their own results. Transaction control (BEGIN, COMMIT, ROLLBACK)
+ * is never interrupted: an abandoned COMMIT completes on the server and its caller does not learn
+ * the outcome. Freeing the loop never waits for a cancel request. docs/pg.md has the details.
  *
  * Errors: LL_EPG_SERVER (the server reported an error), LL_EPG_CONN (the connection failed or was
  * lost; later calls fail at once), LL_EPG_AUTH (authentication failed or rejected; the message
@@ -93,8 +94,8 @@ typedef struct ll_pg_opts {
     ll_loop *loop;             /* NULL: the current loop */
     double connect_timeout;    /* seconds; 0: the conninfo's connect_timeout, else 10; < 0: none
                                 * (only the awaiting task's deadline) */
-    double cancel_timeout;     /* how long a cancelled query may take to stop before the
-                                * connection is closed; 0: 5 s; < 0: no limit (wait for it) */
+    double cancel_timeout;     /* how long an abandoned (cancelled, timed out) query may take to
+                                * stop before the connection is closed; 0: 5 s; < 0: no limit */
     unsigned stmt_cache_size;  /* named prepared statements kept per connection; 0: 256 */
     bool unnamed_statements;   /* never make named prepared statements (PgBouncer) */
     size_t notify_queue_max;   /* notifications kept unread; older ones are dropped; 0: 10000 */
@@ -141,7 +142,10 @@ LL_EXPORT ll_future *ll_pg_query(ll_pg_conn *c, const char *sql, int nparams, ..
 LL_EXPORT ll_future *ll_pg_queryv(ll_pg_conn *c, const char *sql, int nparams,
                                   const char *const *values);
 /* The same with per-parameter lengths and formats: formats[i] == 1 sends values[i] as binary data
- * of lengths[i] bytes (a bytea parameter with embedded zero bytes); 0 or a NULL array is text. */
+ * of lengths[i] bytes (a bytea parameter with embedded zero bytes); 0 or a NULL array is text. A
+ * text parameter is lengths[i] bytes when lengths[i] > 0 (it need not be zero-terminated), else up
+ * to its zero byte; one with a zero byte inside its length fails with LL_EINVAL (PostgreSQL text
+ * cannot hold one; libpq would silently cut it there), before anything is sent. */
 LL_EXPORT ll_future *ll_pg_query_params(ll_pg_conn *c, const char *sql, int nparams,
                                         const char *const *values, const int *lengths,
                                         const int *formats);
@@ -220,7 +224,8 @@ LL_EXPORT ll_future *ll_pg_begin(ll_pg_conn *c, const char *options);
  * constraint, a serialization failure: the server's fields are on the future), or when the
  * transaction had already failed (the server rolled it back; the message says so, there are no
  * fields), and with LL_EPG_UNKNOWN_OUTCOME when the connection was lost while the COMMIT was in
- * flight. Cancelling it does not cancel the COMMIT. */
+ * flight. Cancelling it (a deadline) does not cancel the COMMIT on the server: the future settles
+ * at once and the outcome stays unknown to the caller. */
 LL_EXPORT ll_future *ll_pg_commit(ll_pg_tx *tx);
 LL_EXPORT ll_future *ll_pg_rollback(ll_pg_tx *tx);
 /* SAVEPOINT name / ROLLBACK TO SAVEPOINT name / RELEASE SAVEPOINT name (name quoted as an
@@ -254,8 +259,11 @@ LL_EXPORT uint64_t ll_pg_notifications_dropped(const ll_pg_conn *c);
 
 /* ---- COPY ----
  * ll_pg_copy_start() runs a COPY ... FROM STDIN or COPY ... TO STDOUT statement. It waits for the
- * queries in flight; while the copy runs, other queries on the connection wait. The value is the
- * ll_pg_copy, borrowed, valid until ll_pg_copy_finish()'s future settles. */
+ * queries in flight (and for a COPY already running or ending); while the copy runs, other queries
+ * on the connection wait. The value is the ll_pg_copy, borrowed, valid until
+ * ll_pg_copy_finish()'s future settles. The copy belongs to the calling task: if that task ends
+ * without ll_pg_copy_finish, FROM STDIN is aborted (CopyFail) and TO STDOUT cancelled on the
+ * server; the connection is usable again once the server has answered. */
 LL_EXPORT ll_future *ll_pg_copy_start(ll_pg_conn *c, const char *sql);
 /* True for COPY FROM STDIN (write), false for COPY TO STDOUT (read). */
 LL_EXPORT bool ll_pg_copy_is_in(const ll_pg_copy *cp);
@@ -272,8 +280,10 @@ typedef struct ll_pg_copy_data {
 } ll_pg_copy_data;
 LL_EXPORT ll_future *ll_pg_copy_read(ll_pg_copy *cp);
 /* End the copy. FROM STDIN: `error` NULL finishes the load, otherwise aborts it with that message.
- * TO STDOUT: discards what was not read. Resolves with the ll_pg_result of the COPY (rows copied in
- * ll_pg_result_affected) or fails with the server's error. */
+ * TO STDOUT: discards what was not read (before the end: the server is asked to stop, and the
+ * result's affected count is -1). Resolves with the ll_pg_result of the COPY (rows copied in
+ * ll_pg_result_affected) or fails with the server's error. Cancelled (a deadline), it settles at
+ * once and the copy ends in the background, its outcome dropped. */
 LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
 
 /* ---- pool ---- */
@@ -287,6 +297,9 @@ typedef struct ll_pg_pool_opts {
     double max_lifetime;     /* 0: 3600 */
     double reset_timeout;    /* 0: 10 */
     ll_pg_opts conn;         /* for each connection (connect_timeout bounds the pool's connects) */
+    const char *reset_sql;   /* run alone when a connection comes back, instead of the default
+                              * reset (see ll_pg_pool_release); then DEALLOCATE ALL. Copied.
+                              * NULL: the default. E.g. "DISCARD ALL" */
 } ll_pg_pool_opts;
 
 /* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL
@@ -299,10 +312,12 @@ LL_EXPORT void ll_pg_pool_free(ll_pg_pool *p);
  * ll_pg_pool_release(). Fails with LL_ETIMEDOUT after acquire_timeout, a connect's error,
  * LL_EPOOLCLOSED. */
 LL_EXPORT ll_future *ll_pg_pool_acquire(ll_pg_pool *p);
-/* Give a connection back. A connection with nothing pending is reset the way asyncpg does
- * (ROLLBACK of an open transaction, UNLISTEN *, RESET ALL, advisory locks released) and reused;
- * one that is broken, busy or fails the reset is closed and later replaced. Return 0 or
- * LL_ENOENT (not a connection of this pool). */
+/* Give a connection back. A connection with nothing pending is reset to a session like a fresh
+ * one (ROLLBACK of an open transaction, advisory locks released, CLOSE ALL, UNLISTEN *, SET SESSION
+ * AUTHORIZATION DEFAULT, RESET ALL, DISCARD TEMP, DISCARD SEQUENCES, the user's PREPAREd statements
+ * deallocated; or reset_sql) and reused; one that is broken, busy (also a cancelled query still
+ * being stopped: the next borrower does not wait for it) or fails the reset is closed and later
+ * replaced. Return 0 or LL_ENOENT (not a connection of this pool). */
 LL_EXPORT int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c);
 /* One query on a pooled connection: acquire, run, release. Resolves with the ll_pg_result. A
  * query on a connection that turned out to be dead before anything was sent is retried once on

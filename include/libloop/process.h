@@ -24,6 +24,8 @@
  * ll_process_run(), which owns its process, kills the child when it is cancelled or times out, and
  * settles only after the child has been reaped.
  *
+ * A NULL process given to a call that returns a future fails it with LL_EINVAL, naming the call.
+ *
  * Ownership: the future of ll_process_spawn() holds an ll_process *; take it with ll_future_take()
  * and close it with ll_process_close() (left in the future, it is closed with the future). The
  * stdio streams belong to the process: use them, never ll_stream_close() them yourself (to send

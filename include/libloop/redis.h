@@ -72,7 +72,8 @@ typedef struct ll_redis_opts {
     const char *password;     /* NULL: no AUTH */
     int db;                   /* SELECT db when > 0 */
     const char *client_name;  /* CLIENT SETNAME */
-    double connect_timeout;   /* seconds for resolve + connect + TLS + setup; 0: 10 */
+    double connect_timeout;   /* seconds for resolve + connect + TLS + setup; 0: 10; < 0: no
+                               * limit of its own */
     double abandon_grace;     /* close the connection when a reply owed to an abandoned command
                                * has not come for this long; 0: 5; < 0: never */
     double reply_timeout;     /* close the connection when no reply byte came for this long while
@@ -100,7 +101,8 @@ LL_EXPORT void ll_redis_close(ll_redis_conn *c);
 /* A command with binary-safe arguments: argv[i] is lens[i] bytes (lens NULL: NUL-terminated
  * strings). Arguments are copied before the call returns. The future is never settled when the
  * call returns unless the arguments are bad (LL_EINVAL) or the connection is closed (LL_ECLOSED).
- * NULL on out of memory. */
+ * Commands that would break the one-reply-per-command rule (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE,
+ * MONITOR, CLIENT REPLY, HELLO) fail with LL_EINVAL. NULL on out of memory. */
 LL_EXPORT ll_future *ll_redis_command(ll_redis_conn *c, int argc, const char *const *argv,
                                       const size_t *lens);
 /* hiredis's printf-style format: words split on spaces; %s is one argument (a C string), %b one

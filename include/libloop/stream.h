@@ -12,6 +12,7 @@
  *   LL_ETRUNCATED    TLS: the peer closed without close_notify
  *   LL_ECLOSED       the stream was closed (ll_stream_close) while the operation was pending
  *   LL_EBUSY         a second read while one is in progress
+ *   LL_EINVAL        a NULL stream ("ll_stream_read: stream is NULL")
  * A read or connect past the task's deadline is cancelled and the await returns LL_ETIMEDOUT.
  *
  * Concurrency: one read operation (read, read_exactly, read_until, fill) at a time; any number of

@@ -41,7 +41,8 @@ typedef struct ll_spawn_opts {
 
 /* Start fn(arg) as a task on the current loop; it first runs from the loop, not inside this call.
  * A task spawned from a task inherits its deadline and its context values. Returns the task's
- * future, or NULL on out of memory (no loop, no stack: the future is failed with LL_ESTACK). */
+ * future, or NULL on out of memory or when there is no loop (no stack: the future is failed with
+ * LL_ESTACK; fn NULL: LL_EINVAL). */
 LL_EXPORT ll_future *ll_spawn(ll_task_fn fn, void *arg);
 LL_EXPORT ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts);
 
@@ -59,7 +60,9 @@ LL_EXPORT int ll_await_timeout(ll_future *f, double seconds);
 /* Sleep inside a task (negative: 0 s). 0, or LL_ECANCELED / LL_ETIMEDOUT / LL_ENOTASK /
  * LL_ENOMEM. */
 LL_EXPORT int ll_sleep(double seconds);
-/* Let every other runnable task and callback run once, then continue. */
+/* Let every other runnable task and callback run once, then continue. 0, or LL_ECANCELED when the
+ * task was cancelled, or LL_ETIMEDOUT once its deadline has passed (a task that only yields is bound
+ * by its deadline too; stop working when it says so), or LL_ENOTASK. */
 LL_EXPORT int ll_yield(void);
 
 /* Inside a task: the result for the task's future when fn returns 0. A previous value is

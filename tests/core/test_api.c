@@ -209,13 +209,21 @@ static ll_future *takes_pool(void *pool) {
     return ll_future_failed(NULL, LL_ESTATE, "not reached");
 }
 
+static bool fails_naming(ll_future *f, const char *msg) {
+    return f && lt_await_msg(f, lt_last_err, sizeof lt_last_err) == LL_EINVAL &&
+           strcmp(lt_last_err, msg) == 0;
+}
+
 static int require_arg_task(void *arg) {
     (void)arg;
-    ll_future *f = takes_pool(NULL);
-    LT_CHECK(f != NULL);
-    LT_CHECK(ll_await(f) == LL_EINVAL);
-    LT_CHECK(strcmp(ll_future_errmsg(f), "takes_pool: pool is NULL") == 0);
-    ll_future_free(f);
+    LT_CHECK(fails_naming(takes_pool(NULL), "takes_pool: pool is NULL"));
+    /* the core's own calls on a NULL stream, process or function */
+    char buf[4];
+    LT_CHECK(fails_naming(ll_stream_read(NULL, buf, 4), "ll_stream_read: stream is NULL"));
+    LT_CHECK(fails_naming(ll_stream_write(NULL, "x", 1), "ll_stream_write: stream is NULL"));
+    LT_CHECK(fails_naming(ll_stream_starttls(NULL, NULL), "ll_stream_starttls: stream is NULL"));
+    LT_CHECK(fails_naming(ll_process_wait(NULL), "ll_process_wait: process is NULL"));
+    LT_CHECK(fails_naming(ll_spawn(NULL, NULL), "ll_spawn_ex: fn is NULL"));
     return 0;
 }
 

@@ -277,7 +277,18 @@ static void test_cancel_task_awaiting_job(void **state) {
     value_frees = 0;
     ll_spawn_opts o = {.loop = c.loop};
     ll_future *t = ll_spawn_ex(await_gated, &g, &o);
-    ll_future *later = ll_loop_call_later(c.loop, 0.02, cancel_cb, t);
+    /* the job must be running, not queued (a queued job is removed and never gives a value): wait
+     * for a worker to take it, which is slow under valgrind */
+    for (;;) {
+        pthread_mutex_lock(&g.lock);
+        bool started = g.started;
+        pthread_mutex_unlock(&g.lock);
+        if (started) break;
+        ll_future *z = ll_sleep_future(c.loop, 0.005);
+        ll_loop_run_until(c.loop, z);
+        ll_future_free(z);
+    }
+    ll_future *later = ll_loop_call_later(c.loop, 0.001, cancel_cb, t);
     ll_time t0 = ll_now();
     assert_int_equal(ll_loop_run_until(c.loop, t), LL_ECANCELED);
     assert_true(ll_now() - t0 < 1.0);

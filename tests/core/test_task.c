@@ -311,7 +311,9 @@ static void test_misuse(void **state) {
     assert_int_equal(ll_future_code(NULL), LL_ENOMEM);
     assert_true(ll_future_done(NULL));
     assert_null(ll_future_value(NULL));
-    assert_null(ll_spawn_ex(NULL, NULL, NULL));
+    ll_future *nf = ll_spawn_ex(NULL, NULL, NULL); /* a bad argument: a failed future, not NULL */
+    assert_int_equal(ll_future_code(nf), LL_EINVAL);
+    ll_future_free(nf);
     ll_future_free(NULL);
     assert_int_equal(ll_loop_free(NULL), 0);
     assert_int_equal(ll_loop_run(NULL), LL_EINVAL);

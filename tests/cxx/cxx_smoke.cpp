@@ -1,13 +1,17 @@
 // cxx_smoke.cpp — libloop from C++17: the headers compile as C++ (extern "C" via LL_BEGIN_DECLS)
 // and the program links against the shared libraries and runs: tasks written as captureless
 // lambdas, a gather under a deadline, a PostgreSQL query and an HTTP GET read through the typed
-// accessors. Run it under build/tools/with-servers (LL_PG_URL, LL_HTTP_BASE). Exit status 0 = pass.
+// accessors, a Redis PING, a MIME message built. Run it under build/tools/with-servers (LL_PG_URL,
+// LL_HTTP_BASE, LL_REDIS_URL). Exit status 0 = pass.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <libloop.h>
 #include <libloop/http.h>
 #include <libloop/pg.h>
+#include <libloop/redis.h>
+#include <libloop/mime.h>
+#include <libloop/smtp.h>
 
 namespace {
 
@@ -63,6 +67,41 @@ int main_task(void *) {
         ll_future_free(f);
         ll_http_session_free(s);
     }
+    const char *redis_url = std::getenv("LL_REDIS_URL");
+    check(redis_url != nullptr, "LL_REDIS_URL is set (run under with-servers)");
+    if (redis_url) {
+        ll_future *cf = ll_redis_connect(redis_url, nullptr);
+        int rc = ll_await(cf);
+        check(rc == 0, "Redis connect");
+        if (rc) std::printf("  %s\n", ll_future_errmsg(cf));
+        ll_redis_conn *c = static_cast<ll_redis_conn *>(ll_future_take(cf));
+        ll_future_free(cf);
+        if (c) {
+            ll_future *f = ll_redis_commandf(c, "PING");
+            rc = ll_await(f);
+            const char *s = nullptr;
+            size_t len = 0;
+            ll_redis_reply *r = ll_redis_reply_of(f);
+            check(rc == 0 && r && ll_redis_reply_string(r, &s, &len) == 0 && std::string(s, len) == "PONG",
+                  "Redis PING");
+            ll_future_free(f);
+            ll_redis_close(c);
+        }
+    }
+
+    check(ll_smtp_result_of(nullptr) == nullptr, "SMTP: the typed accessor links");
+    ll_smtp_mime *m = ll_smtp_mime_new();
+    char *msg = nullptr, *err = nullptr;
+    size_t len = 0;
+    bool built = m && ll_smtp_mime_set_from(m, "C++", "cxx@example.com") == 0 &&
+                 ll_smtp_mime_add_to(m, nullptr, "to@example.com") == 0 &&
+                 ll_smtp_mime_set_subject(m, "h\xc3\xa9llo") == 0 &&
+                 ll_smtp_mime_set_text(m, "hi") == 0 && ll_smtp_mime_build(m, &msg, &len, &err) == 0;
+    check(built && std::string(msg, len).find("Subject: =?") != std::string::npos,
+          "SMTP: a MIME message with an encoded subject built");
+    ll_free(msg);
+    ll_free(err);
+    ll_smtp_mime_free(m);
     return failures ? LL_EINVAL : 0;
 }
 

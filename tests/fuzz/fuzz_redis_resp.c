@@ -5,9 +5,10 @@
  * Input: byte 0 picks small caps (bit 0) and single-byte pieces (bit 1); the rest is what the
  * server sent. The bytes are read twice, whole and in random splits, draining replies after each
  * piece. Invariants: the same replies (compared by a canonical hash) and the same final code
- * either way (malformed-and-oversize input may say either); every reply respects the caps (bulk length, array count, nesting depth); a failure
- * says why; a reply copied with ll__redis_reply_dup hashes the same; an array of bulk strings
- * formatted as a command and read back is the same array.
+ * either way (input both malformed and over a cap may say either); every reply respects the caps
+ * (bulk length, array count, nesting depth); a failure says why; a reply copied with
+ * ll__redis_reply_dup hashes the same; an array of bulk strings formatted as a command and read
+ * back is the same array.
  */
 #include <string.h>
 #include "fuzz.h"

@@ -26,6 +26,13 @@
 #define LT_ASAN 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define LT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LT_TSAN 1
+#endif
+#endif
 
 int lt_count_fds(void) {
     int n = 0;
@@ -303,6 +310,14 @@ bool lt_under_valgrind(void) {
 
 bool lt_under_asan(void) {
 #ifdef LT_ASAN
+    return true;
+#else
+    return false;
+#endif
+}
+
+bool lt_under_tsan(void) {
+#ifdef LT_TSAN
     return true;
 #else
     return false;

@@ -102,6 +102,7 @@ bool lt_child_wait(lt_child *c, double timeout);
 /* True under valgrind or ASan (tests skip or relax what those tools change). */
 bool lt_under_valgrind(void);
 bool lt_under_asan(void);
+bool lt_under_tsan(void); /* ThreadSanitizer keeps per-thread state: memory figures mean nothing */
 
 /* Collects debug warnings for assertions. */
 typedef struct lt_warnings {

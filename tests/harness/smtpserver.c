@@ -21,7 +21,9 @@
 
 #define PYTHON "/usr/bin/python3"
 
-/* The harness scripts live next to this file; LT_HARNESS_DIR overrides (programs run elsewhere). */
+/* The harness scripts live next to this file: LT_HARNESS_DIR if set, else this file's directory
+ * as compiled (relative to the source tree, so right when run from there), else the first
+ * tests/harness/ found walking up from the program's own directory (build/.../prog). */
 static void script_path(char *out, size_t n, const char *name) {
     const char *env = getenv("LT_HARNESS_DIR");
     if (env) {
@@ -31,6 +33,21 @@ static void script_path(char *out, size_t n, const char *name) {
     char here[512];
     snprintf(here, sizeof here, "%s", __FILE__);
     snprintf(out, n, "%s/%s", dirname(here), name);
+    if (access(out, R_OK) == 0) return;
+    char exe[512];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) return;
+    exe[k] = 0;
+    char *slash;
+    while ((slash = strrchr(exe, '/')) != NULL) {
+        *slash = 0;
+        char cand[1200];
+        snprintf(cand, sizeof cand, "%s/tests/harness/%s", exe[0] ? exe : "", name);
+        if (access(cand, R_OK) == 0 && strlen(cand) < n) {
+            memcpy(out, cand, strlen(cand) + 1);
+            return;
+        }
+    }
 }
 
 static bool run_quiet(char *const argv[]) {

@@ -117,11 +117,12 @@ async def main():
 
     def plain_factory():
         return PlainAuthSMTP(handler, tls_context=ctx, authenticator=authenticator,
-                             auth_require_tls=False,
+                             auth_require_tls=False, enable_SMTPUTF8=True,
                              hostname="aiosmtpd.test", ident="libloop test server")
 
     def tls_factory():
         return SMTP(handler, authenticator=authenticator, hostname="aiosmtpd.test",
+                    enable_SMTPUTF8=True,
                     ident="libloop test server")
 
     plain = await loop.create_server(plain_factory, "127.0.0.1", 0)

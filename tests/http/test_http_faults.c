@@ -167,6 +167,36 @@ static void test_freeze_mid_body(void **state) {
     run_in_task(t_freeze_mid_body, NULL);
 }
 
+/* A per-request connect timeout, against a blackholed listener (connect() hangs): the request's
+ * value, not the session's 10 s, bounds the connect made for it. */
+static int t_connect_timeout(void *arg) {
+    (void)arg;
+    ll_http_session *s = ll_http_session_new(NULL);
+    char url[256];
+    snprintf(url, sizeof url, "%s/1k.bin", base);
+    lt_fault bh = {LT_FAULT_BLACKHOLE, 0, 0, 0, 0};
+    lt_proxy_set(px, &bh);
+    ll_sleep(0.5); /* the proxy's thread fills its accept queue (up to 100 ms per probe) */
+    ll_http_request q = {.url = url, .timeouts.connect = 0.3, .timeouts.total = 5};
+    double took;
+    int rc = fetch(s, &q, &took);
+    lt_proxy_set(px, NULL);
+    LT_CHECKF(rc == LL_EHTTP_TIMEOUT_CONNECT, "%s (%s)", ll_err_name(rc), lt_last_err);
+    LT_CHECKF(took >= 0.29 && took < 0.3 + SLACK, "took %.3f s", took);
+    ll_http_session_free(s);
+    /* the abandoned connect may still be in the proxy's accept queue: let it be accepted, see the
+     * end of stream and close (its sockets are in our process: the descriptor check counts them) */
+    ll_sleep(0.3);
+    for (int i = 0; i < 300 && lt_proxy_open_connections(px); i++) ll_sleep(0.01);
+    return 0;
+}
+
+static void test_connect_timeout(void **state) {
+    (void)state;
+    if (!have_ngx || !px) skip();
+    run_in_task(t_connect_timeout, NULL);
+}
+
 static int group_setup(void **state) {
     (void)state;
     have_ngx = lt_nginx_start(&ngx);
@@ -191,6 +221,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_freeze_mid_body),
+        cmocka_unit_test(test_connect_timeout),
     };
     return cmocka_run_group_tests_name("http faults", tests, group_setup, group_teardown);
 }

@@ -25,7 +25,7 @@ typedef struct fakedns {
     int fd;
     uint16_t port;
     pthread_t thread;
-    volatile bool stop;
+    _Atomic bool stop; /* set by the test, read by the server thread */
     int queries;        /* questions received for names under .test */
     int a_queries_a;    /* A questions for a.test */
     pthread_mutex_t lock;

@@ -70,13 +70,14 @@ static inline int64_t pgt_int(ll_pg_conn *c, const char *sql) {
     return v;
 }
 
-/* Inside a task: let callbacks still queued (connections a closed pool is closing, a cancel
- * request finishing in the executor) run until nothing is open, at most 5 s. */
+/* Inside a task: let work still going on in the background (connections a closed pool is
+ * closing, a cancel request on its way in its own task) end until nothing is open and this is the
+ * only task, at most 10 s. */
 static inline void pgt_settle(void) {
     ll_loop_stats st;
-    for (int i = 0; i < 500; i++) {
+    for (int i = 0; i < 1000; i++) {
         ll_loop_get_stats(ll_loop_current(), &st);
-        if (st.handles == 0) return;
+        if (st.handles == 0 && st.tasks <= 1) return;
         ll_sleep(0.01);
     }
 }

@@ -167,7 +167,8 @@ static int t_bytea(void *arg) {
     int lens[2] = {0, (int)sizeof data};
     int fmts[2] = {0, 1};
     ll_future *f = ll_pg_query_params(c, "INSERT INTO blobs VALUES ($1, $2)", 2, vals, lens, fmts);
-    assert_int_equal(ll_await(f), 0);
+    if (ll_await(f)) fprintf(stderr, "insert: %s\n", ll_future_errmsg(f));
+    assert_int_equal(ll_future_code(f), 0);
     assert_int_equal(ll_pg_result_affected(ll_future_value(f)), 1);
     ll_future_free(f);
 

@@ -95,8 +95,19 @@ static int t_types(void *arg) {
     LT_CHECK(ll_future_code(f) == LL_EINVAL && strstr(ll_future_errmsg(f), "conn is NULL"));
     ll_future_free(f);
 
+    /* commands that would break the one-reply-per-command rule are refused on a pipelined
+     * connection, whatever their case */
+    const char *refused[] = {"SUBSCRIBE ch", "psubscribe p*", "MONITOR", "CLIENT REPLY OFF",
+                             "HELLO 3"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        f = ll_redis_commandf(c, refused[i]);
+        LT_CHECKF(ll_future_code(f) == LL_EINVAL, "%s", refused[i]);
+        ll_future_free(f);
+    }
+    f = rt_cmd(c, "CLIENT GETNAME"); /* CLIENT itself is fine */
+    LT_CHECK(ll_future_code(f) == 0);
+    ll_future_free(f);
     ll_redis_close(c);
-    /* after close: a clear error, not a crash (the handle is gone: use a fresh one) */
     return 0;
 }
 RT_TEST(test_types, t_types)
@@ -113,13 +124,30 @@ static int t_transports(void *arg) {
     ll_future_free(f);
     ll_redis_close(c);
 
-    /* TLS with the test CA: verified */
+    /* TLS with the test CA: verified; after the server drops the connection, the reconnect
+     * verifies again and the settings are re-applied */
     ll_tls_opts tls = {.ca_file = rt_server.cert};
-    ll_redis_opts o = {.tls = &tls};
+    ll_redis_opts o = {.tls = &tls, .client_name = "tls-client"};
     c = rt_connect_opts(rt_server.tls_url, &o);
     LT_CHECK(c);
     f = rt_cmd(c, "PING");
     LT_CHECK(rt_str_is(f, "PONG"));
+    ll_future_free(f);
+    ll_redis_conn *killer = rt_connect();
+    LT_CHECK(killer);
+    f = rt_cmd(killer, "CLIENT KILL USER default SKIPME yes");
+    LT_CHECK(rt_int(f) >= 1);
+    ll_future_free(f);
+    ll_redis_close(killer);
+    ll_redis_stats st;
+    for (int i = 0; i < 500; i++) { /* until the loss is noticed and the link re-made */
+        ll_redis_get_stats(c, &st);
+        if (st.reconnects == 1) break;
+        ll_sleep(0.01);
+    }
+    LT_CHECK(st.reconnects == 1);
+    f = rt_cmd(c, "CLIENT GETNAME");
+    LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "tls-client"), "%s", ll_future_errmsg(f));
     ll_future_free(f);
     ll_redis_close(c);
 

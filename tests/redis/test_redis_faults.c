@@ -7,7 +7,7 @@
 #include "redistest.h"
 #include "harness/faultproxy.h"
 
-static double slack(void) { return (lt_under_valgrind() || lt_under_asan()) ? 0.6 : 0.25; }
+static double slack(void) { return (lt_under_valgrind() || lt_under_asan()) ? 1.0 : 0.5; }
 
 static lt_proxy *proxy;
 static char purl[64];

@@ -84,10 +84,10 @@ static int t_pool(void *arg) {
 }
 RT_TEST(test_pool, t_pool)
 
-/* Inside a task: wait until the cache is enabled (tracking on), at most 3 s. */
+/* Inside a task: wait until the cache is enabled (tracking on), at most 10 s. */
 static bool cache_ready(ll_redis_pool *p) {
     ll_redis_cache_stats st;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 1000; i++) {
         ll_redis_cache_get_stats(p, &st);
         if (st.enabled) return true;
         ll_sleep(0.01);
@@ -127,7 +127,7 @@ static int t_cache(void *arg) {
         snprintf(v, sizeof v, "v%d", i);
         ll_redis_cache_get_stats(p, &st0);
         LT_CHECK(rt_ok(other, "SET ck %s", v));
-        for (int k = 0; k < 300; k++) {
+        for (int k = 0; k < 1000; k++) {
             ll_redis_cache_get_stats(p, &st);
             if (st.invalidations > st0.invalidations) break;
             ll_sleep(0.005);
@@ -140,7 +140,7 @@ static int t_cache(void *arg) {
     LT_CHECK(st.hits >= st0.hits);
     /* HGET entries go with their key */
     LT_CHECK(rt_ok(other, "HSET ch f %s", "h1"));
-    for (int k = 0; k < 300 && !cached_is(p, "ch", "f", "h1"); k++) ll_sleep(0.005);
+    for (int k = 0; k < 1000 && !cached_is(p, "ch", "f", "h1"); k++) ll_sleep(0.005);
     LT_CHECK(cached_is(p, "ch", "f", "h1"));
 
     /* losing the tracking connection flushes the cache; reads go to the server meanwhile */
@@ -151,7 +151,7 @@ static int t_cache(void *arg) {
     ll_future *f = rt_cmd(other, kill);
     LT_CHECK(ll_future_code(f) == 0);
     ll_future_free(f);
-    for (int k = 0; k < 300; k++) {
+    for (int k = 0; k < 1000; k++) {
         ll_redis_cache_get_stats(p, &st);
         if (st.flushes > st0.flushes) break;
         ll_sleep(0.005);
@@ -165,7 +165,7 @@ static int t_cache(void *arg) {
     LT_CHECK(st.tracking_client_id != st0.tracking_client_id);
     LT_CHECK(cached_is(p, "ck", NULL, "while-down"));
     LT_CHECK(rt_ok(other, "SET ck %s", "new"));
-    for (int k = 0; k < 300 && !cached_is(p, "ck", NULL, "new"); k++) ll_sleep(0.005);
+    for (int k = 0; k < 1000 && !cached_is(p, "ck", NULL, "new"); k++) ll_sleep(0.005);
     LT_CHECK(cached_is(p, "ck", NULL, "new"));
 
     ll_redis_close(other);

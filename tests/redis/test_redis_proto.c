@@ -250,6 +250,54 @@ static void test_alloc_failures(void **state) {
     fail_msg("still failing after 200 allocations");
 }
 
+/* URLs and options: what reaches the connection, and the key that names it never holds the
+ * password. */
+static void test_config(void **state) {
+    (void)state;
+    char err[200];
+    rc_cfg *c;
+    assert_int_equal(ll__rc_cfg_new(&c, "redis://bob:s%40cret@cache.example:6380/3", NULL, err,
+                                    sizeof err), 0);
+    assert_string_equal(c->host, "cache.example");
+    assert_int_equal(c->port, 6380);
+    assert_string_equal(c->user, "bob");
+    assert_string_equal(c->password, "s@cret");
+    assert_int_equal(c->db, 3);
+    assert_false(c->tls);
+    assert_null(strstr(c->key, "s@cret"));
+    assert_non_null(strstr(c->key, "bob@cache.example:6380/3"));
+    assert_string_equal(c->peer_name, "cache.example:6380");
+    ll__rc_cfg_free(c);
+
+    ll_redis_opts o = {.password = "pw-from-opts", .db = 7, .client_name = "n"};
+    assert_int_equal(ll__rc_cfg_new(&c, "rediss://:urlpw@[::1]", &o, err, sizeof err), 0);
+    assert_true(c->tls);
+    assert_string_equal(c->host, "::1");
+    assert_int_equal(c->port, 6379);
+    assert_null(c->user);
+    assert_string_equal(c->password, "pw-from-opts"); /* options override the URL */
+    assert_int_equal(c->db, 7);
+    assert_string_equal(c->peer_name, "[::1]:6379");
+    assert_null(strstr(c->key, "pw"));
+    ll__rc_cfg_free(c);
+
+    assert_int_equal(ll__rc_cfg_new(&c, "unix:///run/redis.sock?db=2", NULL, err, sizeof err), 0);
+    assert_string_equal(c->unix_path, "/run/redis.sock");
+    assert_int_equal(c->db, 2);
+    ll__rc_cfg_free(c);
+
+    assert_int_equal(ll__rc_cfg_new(&c, NULL, NULL, err, sizeof err), 0); /* all defaults */
+    assert_string_equal(c->peer_name, "127.0.0.1:6379");
+    ll__rc_cfg_free(c);
+
+    const char *bad[] = {"http://x", "redis://h:99999", "redis://h:12x", "redis://h/abc",
+                         "unix://relative", "redis://[::1", "redis://u:%zz@h"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(ll__rc_cfg_new(&c, bad[i], NULL, err, sizeof err), LL_EINVAL);
+        assert_non_null(strstr(err, "ll_redis_connect"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole),          cmocka_unit_test(test_byte_by_byte),
@@ -257,6 +305,7 @@ int main(void) {
         cmocka_unit_test(test_truncated_waits), cmocka_unit_test(test_array_growth),
         cmocka_unit_test(test_format),         cmocka_unit_test(test_format_printf),
         cmocka_unit_test(test_ring),           cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

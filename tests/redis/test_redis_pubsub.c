@@ -53,7 +53,7 @@ static int t_messages(void *arg) {
     for (int i = 1; i < 20; i++) {
         ll_future *keep;
         m = next_msg(s, &keep);
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "m%d", i);
         LT_CHECKF(m && !strcmp(m->data, want), "message %d", i);
         ll_future_free(keep);
@@ -100,7 +100,7 @@ static int t_bound(void *arg) {
     for (int i = 0; i < 5; i++) { /* the oldest five were kept */
         ll_future *keep;
         ll_redis_message *m = next_msg(s, &keep);
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "%d", i);
         LT_CHECK(m && !strcmp(m->data, want));
         ll_future_free(keep);

@@ -273,6 +273,21 @@ static void test_fifty_recipients_and_8bit(void **st) {
     assert_non_null(strstr(out, "SIZE="));
 }
 
+static void test_smtputf8(void **st) {
+    (void)st;
+    NEED_SERVER();
+    tcase t;
+    tcase_init(&t, srv.url);
+    t.from = "jörg@example.test";
+    t.rcpt[0] = "élève@école.test";
+    run_case(&t);
+    char out[8192];
+    inspect_last(out, sizeof out, NULL);
+    assert_non_null(strstr(out, "from: jörg@example.test"));
+    assert_non_null(strstr(out, "rcpt: élève@école.test"));
+    assert_non_null(strstr(out, "SMTPUTF8"));
+}
+
 static void test_injection_refused(void **st) {
     (void)st;
     NEED_SERVER();
@@ -370,7 +385,8 @@ int main(void) {
         cmocka_unit_test(test_starttls_default),     cmocka_unit_test(test_implicit_tls),
         cmocka_unit_test(test_verification_on_by_default), cmocka_unit_test(test_auth_mechanisms),
         cmocka_unit_test(test_plaintext_credentials), cmocka_unit_test(test_per_recipient_results),
-        cmocka_unit_test(test_fifty_recipients_and_8bit), cmocka_unit_test(test_injection_refused),
+        cmocka_unit_test(test_fifty_recipients_and_8bit), cmocka_unit_test(test_smtputf8),
+        cmocka_unit_test(test_injection_refused),
         cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -36,7 +36,7 @@ typedef enum {
     M_REFUSE_GREETING, M_EHLO_421, M_MAIL_550, M_RCPT_MIXED, M_DATA_554, M_FINAL_451,
     M_DROP_MID_DATA, M_NO_STARTTLS, M_INJECT, M_ENDLESS, M_SILENT_AFTER_EHLO, M_SILENT_GREETING,
     M_TRICKLE_GREETING, M_PIPELINE_CHECK, M_421_THEN_OK, M_SILENT_FINAL, M_NORMAL,
-    M_CLOSE_AFTER_FIRST
+    M_CLOSE_AFTER_FIRST, M_STALL_DATA
 } mode;
 
 typedef struct fake {
@@ -107,6 +107,10 @@ static int normal(ll_stream *s, fake *fk, int conn) {
                 continue;
             }
             say(s, "354 go ahead\r\n");
+            if (fk->m == M_STALL_DATA) { /* stops reading: the client's writes back up */
+                ll_sleep(10);
+                return 0;
+            }
             if (fk->m == M_DROP_MID_DATA && conn == 1) {
                 readline(s, line, sizeof line); /* one line of the body, then gone */
                 ll_stream_reset(s);
@@ -187,7 +191,9 @@ typedef struct run {
     const char *rcpt[60];
     size_t nrcpt;
     bool use_client;
-    unsigned retries;
+    int retries;
+    double data_timeout;
+    size_t big;
 } run;
 
 static int run_task(void *arg) {
@@ -202,13 +208,22 @@ static int run_task(void *arg) {
     ll_smtp_opts o = {.security = r->sec ? r->sec : LL_SMTP_PLAIN, .tls = &tls,
                       .greeting_timeout = r->greeting_timeout, .command_timeout = r->command_timeout,
                       .final_timeout = r->final_timeout, .message_timeout = r->message_timeout,
+                      .data_timeout = r->data_timeout,
                       .retries = r->retries, .retry_backoff = 0.01};
     if (!r->nrcpt) {
         r->rcpt[0] = "a@example.test";
         r->nrcpt = 1;
     }
     const char *data = "Subject: t\r\n\r\nbody line one\r\nbody line two\r\n";
-    ll_smtp_mail m = {"s@example.test", r->rcpt, r->nrcpt, data, strlen(data)};
+    char *big = NULL;
+    if (r->big) { /* lines of 78 'x' */
+        big = malloc(r->big);
+        LT_CHECK(big != NULL);
+        memset(big, 'x', r->big);
+        for (size_t i = 78; i + 1 < r->big; i += 80) big[i] = '\r', big[i + 1] = '\n';
+        data = big;
+    }
+    ll_smtp_mail m = {"s@example.test", r->rcpt, r->nrcpt, data, r->big ? r->big : strlen(data)};
     ll_time t0 = ll_now();
     ll_future *f;
     ll_smtp_client *cl = NULL;
@@ -246,7 +261,8 @@ static int run_task(void *arg) {
     }
     ll_future_free(f);
     ll_smtp_client_free(cl);
-out:;
+out:
+    free(big);
     ll_future *cl_f = ll_server_close(srv, 0.5);
     ll_await(cl_f);
     ll_future_free(cl_f);
@@ -305,6 +321,13 @@ static void test_drop_mid_data(void **st) {
     run r = {.fk.m = M_DROP_MID_DATA};
     go(&r);
     assert_true(r.send_rc == LL_EOF || r.send_rc == LL_ECONNRESET || r.send_rc == LL_EPIPE);
+    assert_int_equal(r.res.deferred, 1);
+    /* through the pool with retries off: one attempt, deferred */
+    r = (run){.fk.m = M_DROP_MID_DATA, .use_client = true, .retries = -1};
+    go(&r);
+    assert_true(r.send_rc == LL_EOF || r.send_rc == LL_ECONNRESET || r.send_rc == LL_EPIPE);
+    assert_int_equal(r.fk.conns, 1);
+    assert_int_equal(r.res.attempts, 1);
     assert_int_equal(r.res.deferred, 1);
     /* through the pool: retried on a new connection, delivered */
     r = (run){.fk.m = M_DROP_MID_DATA, .use_client = true, .retries = 2};
@@ -383,6 +406,17 @@ static void test_replies_that_never_come(void **st) {
     assert_non_null(strstr(r.msg, "message data"));
     assert_int_equal(r.res.deferred, 1);
     assert_true(r.took >= 0.29 && r.took < 0.8);
+
+    /* the server stops reading after 354: 24 MiB back up in the socket buffers; data_timeout */
+    r = (run){.fk.m = M_STALL_DATA, .data_timeout = 0.5, .big = 24u << 20};
+    go(&r);
+    assert_int_equal(r.send_rc, LL_ETIMEDOUT);
+    assert_non_null(strstr(r.msg, "sending the message data timed out after 0.5 s"));
+    assert_int_equal(r.res.deferred, 1);
+    /* took also covers copying and checking 24 MiB before the data phase starts (seconds of it
+     * under valgrind) */
+    double upper = lt_under_valgrind() ? 30 : 2.5;
+    if (!(r.took >= 0.49 && r.took < upper)) fail_msg("took %.3f s", r.took);
 
     /* the per-message deadline bounds everything, retries included */
     r = (run){.fk.m = M_SILENT_FINAL, .message_timeout = 0.4, .use_client = true, .retries = 5};

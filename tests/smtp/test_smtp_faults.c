@@ -28,7 +28,8 @@ static int group_teardown(void **st) {
 typedef struct fcase {
     lt_proxy *px;
     lt_fault before_connect, after_connect;
-    double greeting_timeout, command_timeout, final_timeout;
+    double greeting_timeout, command_timeout, final_timeout, connect_timeout, data_timeout;
+    size_t big;           /* message size (0: a small one) */
     int connect_rc, send_rc;
     double took;
     char msg[512];
@@ -40,8 +41,10 @@ static int fault_task(void *arg) {
     char url[96];
     snprintf(url, sizeof url, "smtp://127.0.0.1:%d", lt_proxy_port(fc->px));
     ll_smtp_opts o = {.security = LL_SMTP_PLAIN, .greeting_timeout = fc->greeting_timeout,
-                      .command_timeout = fc->command_timeout, .final_timeout = fc->final_timeout};
+                      .command_timeout = fc->command_timeout, .final_timeout = fc->final_timeout,
+                      .connect_timeout = fc->connect_timeout, .data_timeout = fc->data_timeout};
     lt_proxy_set(fc->px, &fc->before_connect);
+    ll_sleep(0.1); /* the proxy's thread applies the fault (a blackhole fills its accept queue) */
     ll_time t0 = ll_now();
     ll_future *cf = ll_smtp_connect(url, &o);
     fc->connect_rc = ll_await(cf);
@@ -56,7 +59,14 @@ static int fault_task(void *arg) {
     lt_proxy_set(fc->px, &fc->after_connect);
     const char *rcpt[] = {"alice@example.test", "bob@example.test"};
     const char *data = "Subject: fault\r\n\r\nbody\r\n";
-    ll_smtp_mail m = {"s@client.test", rcpt, 2, data, strlen(data)};
+    char *big = NULL;
+    if (fc->big) {
+        big = malloc(fc->big);
+        memset(big, 'x', fc->big);
+        for (size_t i = 78; i < fc->big; i += 80) big[i] = '\r', big[i + 1] = '\n';
+        data = big;
+    }
+    ll_smtp_mail m = {"s@client.test", rcpt, 2, data, fc->big ? fc->big : strlen(data)};
     t0 = ll_now();
     ll_future *f = ll_smtp_conn_send(c, &m);
     fc->send_rc = ll_await(f);
@@ -66,6 +76,7 @@ static int fault_task(void *arg) {
     fc->deferred = r ? r->deferred : 99;
     ll_future_free(f);
     ll_future_free(ll_smtp_close(c));
+    free(big);
     return 0;
 }
 
@@ -121,11 +132,24 @@ static void test_trickle_under_deadline(void **st) {
     assert_true(fc.took >= 0.39 && fc.took < 0.9);
 }
 
+static void test_connect_deadline(void **st) {
+    (void)st;
+    if (!have_srv) skip();
+    /* connect() that never completes (the proxy stops accepting): cut by connect_timeout */
+    fcase fc = {.before_connect = {.kind = LT_FAULT_BLACKHOLE}, .connect_timeout = 0.4,
+                .greeting_timeout = 2};
+    run_fault(&fc);
+    assert_int_equal(fc.connect_rc, LL_ETIMEDOUT);
+    assert_non_null(strstr(fc.msg, "connect"));
+    assert_true(fc.took >= 0.39 && fc.took < 0.9);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reset_mid_reply),
         cmocka_unit_test(test_freeze_under_deadline),
         cmocka_unit_test(test_trickle_under_deadline),
+        cmocka_unit_test(test_connect_deadline),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -85,8 +85,8 @@ static void test_malformed(void **st) {
     (void)st;
     char out[512];
     const char *bad[] = {"250-a\r\n251 b\r\n", "2x0 hi\r\n", "600 hi\r\n", "250xhi\r\n",
-                         "25\r\n", "250 a\0b\r\n"};
-    size_t lens[] = {0, 0, 0, 0, 0, 10};
+                         "25\r\n", "250 a\0b\r\n", "250 a\rb\r\n"};
+    size_t lens[] = {0, 0, 0, 0, 0, 10, 0};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         size_t n = lens[i] ? lens[i] : strlen(bad[i]);
         for (int split = 0; split < 3; split++) {
