@@ -5,7 +5,8 @@
  * timeouts:
  *   - a server frozen while the client would retry for longer than the deadline: control comes
  *     back at the deadline, the message is not reported delivered, the frozen session is not
- *     reused (the next send works once the network does);
+ *     reused (the next send works once the network does); and frozen before the first session
+ *     exists (the deadline falls in the greeting), the message still says a deadline passed;
  *   - message data trickling to the server (1 byte per ms) under a deadline;
  *   - the connection reset in the middle of the replies to a pipelined envelope, with retries:
  *     the send ends either delivered (every recipient accepted, after a retry) or failed with
@@ -103,6 +104,18 @@ static int t_client_freeze(void *arg) {
     lt_proxy_set(px, NULL);
     /* the frozen sessions are not trusted again: the next send works */
     LT_CHECKF(send_one(cl, small, strlen(small), 5, &took, &acc) == 0 && acc == 2, "%s", lt_last_err);
+    ll_smtp_client_free(cl);
+    LT_CHECK(proxy_idle());
+    /* frozen before the first session exists: the deadline falls in the greeting, which a pooled
+     * connect is waiting for; the message still says a deadline passed */
+    cl = ll_smtp_client_new(url, &o, NULL);
+    LT_CHECK(cl);
+    lt_proxy_set(px, &fz);
+    rc = send_one(cl, small, strlen(small), 0.5, &took, &acc);
+    lt_proxy_set(px, NULL);
+    LT_CHECKF(rc == LL_ETIMEDOUT, "%s %s", ll_err_name(rc), lt_last_err);
+    LT_CHECKF(took >= 0.49 && took < 0.5 + SLACK, "took %.3f s for a 0.5 s deadline", took);
+    LT_CHECKF(strstr(lt_last_err, "timed out") || strstr(lt_last_err, "deadline"), "%s", lt_last_err);
     ll_smtp_client_free(cl);
     LT_CHECK(proxy_idle());
     return 0;
