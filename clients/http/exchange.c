@@ -613,41 +613,6 @@ static int qfail(ll__http_req *q, int rc, const char *fmt, ...) {
     return rc;
 }
 
-/* Prepare q for the next hop of a redirect. */
-static int apply_redirect(ll__http_req *q, ll__http_redirect *rd) {
-    if (rd->drop_body) {
-        ll__hbuf_free(&q->body);
-        q->has_body = false;
-        q->body_fn = NULL;
-        ll__http_multipart_free(q->mp);
-        q->mp = NULL;
-        ll_free(q->content_type);
-        q->content_type = NULL;
-        if (q->headers) {
-            ll_http_headers_remove(q->headers, "content-type");
-            ll_http_headers_remove(q->headers, "content-encoding");
-        }
-    }
-    if (rd->cross_origin) {
-        if (q->headers)
-            for (size_t i = q->headers->n; i-- > 0;) {
-                ll__hdr *x = &q->headers->v[i];
-                if (ll__http_is_credential_header(x->name, x->nlen))
-                    ll_http_headers_remove(q->headers, x->name), i = q->headers->n;
-            }
-        ll_free(q->auth);
-        q->auth = NULL;
-    }
-    if (strcmp(rd->method, q->method) != 0) { /* redirects only ever switch to GET */
-        if (q->method != q->method_buf) ll_free(q->method);
-        q->method = strcpy(q->method_buf, rd->method);
-    }
-    ll__http_url_free(&q->url);
-    q->url = rd->url;
-    memset(&rd->url, 0, sizeof rd->url);
-    return 0;
-}
-
 int ll__http_req_run(ll__http_req *q, ll_http_response **out) {
     *out = NULL;
     ll_scope total;
@@ -737,7 +702,7 @@ int ll__http_req_run(ll__http_req *q, ll_http_response **out) {
             ll__http_redirect_free(&rd);
             break;
         }
-        rc = apply_redirect(q, &rd);
+        rc = ll__http_redirect_apply(q, &rd);
         ll__http_redirect_free(&rd);
         if (rc) rc = qfail(q, rc, "out of memory");
         else if ((rc = ll__http_req_route(q, err))) rc = qfail(q, rc, "%s", err);

@@ -349,6 +349,9 @@ struct ll__http_req {
     char *errmsg;              /* the failure's message (owned) */
 };
 
+/* Prepare q for the next hop of a redirect (redirect.c): drop the body and credentials as rd says,
+ * switch method and URL (taking rd's). 0. */
+int ll__http_redirect_apply(ll__http_req *q, ll__http_redirect *rd);
 /* Pick the connection profile and pool key for q's current URL (after each redirect too). */
 int ll__http_req_route(ll__http_req *q, char *err);
 /* Is `status` one the retry policy retries? */

@@ -15,6 +15,7 @@
  *   URL's userinfo are not carried either).
  * - Loops: each (method, URL) visited by one request is remembered; coming back to one fails at
  *   once instead of running to the redirect limit.
+ * ll__http_redirect_apply, at the end, carries a decision out on a request (no I/O either).
  */
 #include <string.h>
 #include "http_internal.h"
@@ -103,4 +104,40 @@ void ll__http_visited_free(ll__http_visited *vis) {
     for (size_t i = 0; i < vis->n; i++) ll_free(vis->v[i]);
     ll_free(vis->v);
     memset(vis, 0, sizeof *vis);
+}
+
+/* ---- applying a redirect to a request (the adapter's side) ---- */
+
+int ll__http_redirect_apply(ll__http_req *q, ll__http_redirect *rd) {
+    if (rd->drop_body) {
+        ll__hbuf_free(&q->body);
+        q->has_body = false;
+        q->body_fn = NULL;
+        ll__http_multipart_free(q->mp);
+        q->mp = NULL;
+        ll_free(q->content_type);
+        q->content_type = NULL;
+        if (q->headers) {
+            ll_http_headers_remove(q->headers, "content-type");
+            ll_http_headers_remove(q->headers, "content-encoding");
+        }
+    }
+    if (rd->cross_origin) {
+        if (q->headers)
+            for (size_t i = q->headers->n; i-- > 0;) {
+                ll__hdr *x = &q->headers->v[i];
+                if (ll__http_is_credential_header(x->name, x->nlen))
+                    ll_http_headers_remove(q->headers, x->name), i = q->headers->n;
+            }
+        ll_free(q->auth);
+        q->auth = NULL;
+    }
+    if (strcmp(rd->method, q->method) != 0) { /* redirects only ever switch to GET */
+        if (q->method != q->method_buf) ll_free(q->method);
+        q->method = strcpy(q->method_buf, rd->method);
+    }
+    ll__http_url_free(&q->url);
+    q->url = rd->url;
+    memset(&rd->url, 0, sizeof rd->url);
+    return 0;
 }

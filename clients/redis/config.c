@@ -214,7 +214,7 @@ int ll__rc_cfg_new(rc_cfg **out, const char *url, const ll_redis_opts *o, char *
             !set_str((char **)&c->tls_opts.alpn, o->tls->alpn))
             goto fail;
     }
-    c->connect_timeout = o->connect_timeout > 0 ? o->connect_timeout : 10;
+    c->connect_timeout = o->connect_timeout != 0 ? o->connect_timeout : 10; /* < 0: no limit */
     c->abandon_grace = o->abandon_grace == 0 ? 5 : o->abandon_grace;
     c->reply_timeout = o->reply_timeout > 0 ? o->reply_timeout : -1;
     c->queue_timeout = o->queue_timeout > 0 ? o->queue_timeout : 10;

@@ -293,7 +293,9 @@ static int client_send_task(void *arg) {
         }
         last_rc = rc;
         if (rc) snprintf(j->err, sizeof j->err, "%s", c->err);
-        bool reusable = rc == 0 && !c->broken && !t.closing && c->messages < cfg->max_messages;
+        /* refused before anything was sent (t.state still IDLE): the session is untouched */
+        bool reusable = (rc == 0 || t.state == LL__TX_IDLE) && !c->broken && !t.closing &&
+                        c->messages < cfg->max_messages;
         if (reusable) ll_pool_release(cl->pool, c, LL_POOL_IDLE);
         else ll_pool_discard(cl->pool, c); /* QUIT when the session is still sound */
         ll__smtp_txn_free(&t);

@@ -229,7 +229,7 @@ int ll__smtp_cfg_new(const char *url, const ll_smtp_opts *opts, ll__smtp_cfg **o
     c->max_lines = opts->max_reply_lines;
     c->max_sessions = opts->max_sessions ? opts->max_sessions : 4;
     c->max_messages = opts->max_messages_per_session ? opts->max_messages_per_session : 100;
-    c->retries = opts->retries ? opts->retries : 3;
+    c->retries = opts->retries == 0 ? 3 : opts->retries < 0 ? 0 : (unsigned)opts->retries;
     c->backoff = tmo(opts->retry_backoff, 1);
     if (c->backoff < 0) c->backoff = 0;
     c->noop_after = tmo(opts->noop_after, 5);

@@ -230,9 +230,7 @@ char *ll_smtp_dkim_sign(const ll_smtp_dkim *d, const char *msg, size_t len, char
         col++;
     }
     if (!rc) rc = ll__sbuf_printf(&hdr, ";\r\n\tbh=%s;\r\n\tb=", bh.data);
-    size_t mark = data.len;
     if (!rc) rc = canon_header(&data, hdr.data, hdr.len, false);
-    (void)mark;
     /* Sign. */
     unsigned char *sig = NULL;
     size_t slen = 0;

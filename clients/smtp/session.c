@@ -4,6 +4,7 @@
  * a send's future is separate from its task so it can fail with the per-recipient result as its
  * detail (and a cancel of that future cancels the task).
  */
+#include <stdio.h>
 #include <string.h>
 #include "smtp_internal.h"
 
@@ -16,12 +17,17 @@ ll_smtp_mail *ll__smtp_mail_copy(const ll_smtp_mail *m, char *err) {
         ll__smtp_errf(err, LL_EINVAL, "mail: from, rcpt or data is NULL");
         return NULL;
     }
+    /* Refused here, before any connection: CR/LF/NUL in an address, a NUL in the data. */
+    if (ll__smtp_check_address("sender", m->from, true, err)) return NULL;
+    if (m->len && memchr(m->data, 0, m->len)) {
+        ll__smtp_errf(err, LL_EINVAL, "message data contains a NUL byte (refused before sending)");
+        return NULL;
+    }
     size_t n = sizeof(ll_smtp_mail) + m->nrcpt * sizeof(char *) + strlen(m->from) + 1 + m->len + 1;
     for (size_t i = 0; i < m->nrcpt; i++) {
-        if (!m->rcpt[i]) {
-            ll__smtp_errf(err, LL_EINVAL, "mail: recipient %zu is NULL", i + 1);
-            return NULL;
-        }
+        char what[48];
+        snprintf(what, sizeof what, "recipient %zu", i + 1);
+        if (ll__smtp_check_address(what, m->rcpt[i], false, err)) return NULL;
         n += strlen(m->rcpt[i]) + 1;
     }
     ll_smtp_mail *c = ll_malloc(n);

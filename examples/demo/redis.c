@@ -12,6 +12,7 @@
 #include <libloop.h>
 #include <libloop/redis.h>
 #include "harness/redisserver.h"
+#include "demo/latency.h"
 #include "demo/sections.h"
 
 typedef struct {
@@ -42,11 +43,6 @@ static int rworker(void *arg) {
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int pipelined(ll_redis_conn *c) {
     enum { TASKS = 3000, ROUNDS = 20 };
     printf("== Redis: %d tasks sharing one auto-pipelined connection, %d SET+GET each\n", TASKS,
@@ -73,11 +69,9 @@ static int pipelined(ll_redis_conn *c) {
     double took = ll_now() - t0;
     ll_future_free(all);
     for (int i = 0; i < TASKS; i++) ll_future_free(fs[i]);
-    qsort(lat, (size_t)TASKS * ROUNDS, sizeof *lat, cmp_double);
-    size_t n = (size_t)TASKS * ROUNDS;
-    printf("%s   %ld commands in %.2f s = %.0f/s; SET+GET latency p50 %.1f ms, p99 %.1f ms, max "
-           "%.1f ms; wrong replies: %ld\n", tty ? "\r" : "", done, took, done / took,
-           lat[n / 2] * 1e3, lat[n * 99 / 100] * 1e3, lat[n - 1] * 1e3, wrong);
+    printf("%s   %ld commands in %.2f s = %.0f/s; wrong replies: %ld; per SET+GET pair:\n",
+           tty ? "\r" : "", done, took, done / took, wrong);
+    demo_latency_report("   ", lat, (size_t)TASKS * ROUNDS);
     free(jobs);
     free(lat);
     free(fs);

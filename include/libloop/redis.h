@@ -72,7 +72,8 @@ typedef struct ll_redis_opts {
     const char *password;     /* NULL: no AUTH */
     int db;                   /* SELECT db when > 0 */
     const char *client_name;  /* CLIENT SETNAME */
-    double connect_timeout;   /* seconds for resolve + connect + TLS + setup; 0: 10 */
+    double connect_timeout;   /* seconds for resolve + connect + TLS + setup; 0: 10; < 0: no
+                               * limit of its own */
     double abandon_grace;     /* close the connection when a reply owed to an abandoned command
                                * has not come for this long; 0: 5; < 0: never */
     double reply_timeout;     /* close the connection when no reply byte came for this long while

@@ -67,7 +67,8 @@ typedef struct ll_smtp_opts {
     /* ll_smtp_client only. */
     unsigned max_sessions;        /* sessions to the server at once [4] */
     unsigned max_messages_per_session; /* then QUIT and open a new session [100] */
-    unsigned retries;             /* extra attempts for 4xx / 421 / lost connections [3] */
+    int retries;                  /* extra attempts for 4xx / 421 / lost connections [3];
+                                   * negative: none (one attempt) */
     double retry_backoff;         /* first pause in seconds, doubled each time [1] */
     double noop_after;            /* NOOP a session idle this long before reusing it [5] */
 } ll_smtp_opts;
@@ -171,8 +172,9 @@ typedef struct ll_smtp_client_stats {
 } ll_smtp_client_stats;
 LL_EXPORT void ll_smtp_client_get_stats(const ll_smtp_client *c, ll_smtp_client_stats *out);
 
-/* Close idle sessions (QUIT) and free the client; sends in flight fail with LL_ECLOSED. NULL:
- * no-op. */
+/* Free the client: sends waiting for a session fail (LL_EPOOLCLOSED), sends already on a session
+ * finish their transaction, then every session says QUIT in the background (bounded tasks of a
+ * few seconds at most: keep the loop running a moment to let them end). NULL: no-op. */
 LL_EXPORT void ll_smtp_client_free(ll_smtp_client *c);
 
 LL_END_DECLS

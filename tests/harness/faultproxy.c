@@ -290,7 +290,7 @@ static bool pump(lt_proxy *p, pconn *c, int i, double t) {
         double never = 1e9;
         size_t n = allowance(p, c, i, t, &never);
         if (n > 0) {
-            ssize_t w = write(dst, d->buf, n);
+            ssize_t w = send(dst, d->buf, n, MSG_NOSIGNAL); /* a peer gone must not kill the test */
             if (w < 0 && errno != EAGAIN && errno != EINTR) {
                 conn_kill(p, c, true);
                 return false;

@@ -36,6 +36,7 @@ static void *echo_main(void *arg) {
         pf[0] = (struct pollfd){.fd = e->wake[0], .events = POLLIN};
         pf[1] = (struct pollfd){.fd = e->lfd, .events = POLLIN};
         for (int i = 0; i < n; i++) pf[2 + i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+        int polled = n; /* connections accepted below have no poll result yet */
         poll(pf, (nfds_t)(2 + n), -1);
         if (pf[0].revents) break;
         if (pf[1].revents & POLLIN) {
@@ -43,7 +44,7 @@ static void *echo_main(void *arg) {
             if (fd >= 0 && n < 32) fds[n++] = fd;
             else if (fd >= 0) close(fd);
         }
-        for (int i = n - 1; i >= 0; i--) {
+        for (int i = polled - 1; i >= 0; i--) {
             if (!pf[2 + i].revents) continue;
             char buf[16384];
             ssize_t r = read(fds[i], buf, sizeof buf);

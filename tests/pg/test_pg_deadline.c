@@ -49,6 +49,9 @@ static int timed_query(ll_pg_conn *c, const char *sql, double d, double *took) {
     ll_time t0 = ll_now();
     int rc = ll_await_timeout(q, d);
     *took = ll_now() - t0;
+    if (getenv("PGT_VERBOSE"))
+        fprintf(stderr, "%.40s under a %g s deadline: %s after %.3f s\n", sql, d, ll_err_name(rc),
+                *took);
     if (rc && rc != LL_ETIMEDOUT) snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(q));
     ll_future_free(q);
     return rc;
@@ -179,6 +182,50 @@ static void test_reset_mid_reply(void **state) {
     lt_setup(&t);
     proxy_up();
     lt_run_checked(t.loop, t_reset_mid_reply, NULL);
+    proxy_down();
+    lt_teardown(&t);
+}
+
+/* ---- the connection reset while a held burst is being written (batch_sync) ---- */
+
+static int t_reset_during_burst(void *arg) {
+    (void)arg;
+    for (int round = 0; round < 5; round++) {
+        ll_pg_opts o = {.batch_sync = true};
+        ll_future *cf = ll_pg_connect(proxied, &o);
+        LT_CHECK(ll_await(cf) == 0);
+        ll_pg_conn *c = ll_future_take(cf);
+        ll_future_free(cf);
+        /* a script runs alone: the 300 queries behind it are held, then written in one burst
+         * (segments of 256 share a Sync) when it ends — and the path resets during that burst */
+        ll_future *script = ll_pg_exec(c, "SELECT pg_sleep(0.1)");
+        ll_future *q[300];
+        for (int i = 0; i < 300; i++) q[i] = ll_pg_query(c, "SELECT $1::int", 1, "5");
+        lt_proxy_set(proxy, &(lt_fault){.kind = LT_FAULT_RESET_AFTER, .dir = 1,
+                                        .bytes = 200 + 300 * round});
+        (void)ll_await(script);
+        ll_future_free(script);
+        int ok = 0, lost = 0;
+        for (int i = 0; i < 300; i++) {
+            int rc = ll_await_timeout(q[i], 5);
+            ok += rc == 0;
+            lost += rc == LL_EPG_CONN;
+            ll_future_free(q[i]);
+        }
+        LT_CHECKF(ok + lost == 300, "round %d: %d ok, %d lost", round, ok, lost);
+        ll_pg_close(c);
+        lt_proxy_set(proxy, NULL);
+    }
+    pgt_settle();
+    return 0;
+}
+
+static void test_reset_during_burst(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    proxy_up();
+    lt_run_checked(t.loop, t_reset_during_burst, NULL);
     proxy_down();
     lt_teardown(&t);
 }
@@ -347,6 +394,46 @@ static void test_pipeline_neighbours(void **state) {
     lt_teardown(&t);
 }
 
+/* ---- many pipelined queries, every 7th cancelled: no other fails, none gets a wrong answer ---- */
+
+static int t_many_cancelled(void *arg) {
+    (void)arg;
+    ll_pg_conn *c = connect_opts(pgt_server.conninfo, 5.0);
+    LT_CHECK(c);
+    enum { N = 20000 };
+    ll_future **q = calloc(N, sizeof *q);
+    LT_CHECK(q);
+    for (int i = 0; i < N; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        q[i] = ll_pg_query(c, "SELECT $1::int", 1, v);
+        if (i % 7 == 3) ll_future_cancel(q[i]);
+    }
+    int ok = 0, cancelled = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+        int rc = ll_await(q[i]);
+        int64_t v = -1;
+        if (rc == 0 && ll_pg_int64(ll_pg_result_of(q[i]), 0, 0, &v) == 0 && v == i) ok++;
+        else if (rc == LL_ECANCELED && i % 7 == 3) cancelled++;
+        else bad++;
+        ll_future_free(q[i]);
+    }
+    free(q);
+    LT_CHECKF(bad == 0 && ok + cancelled == N, "%d ok, %d cancelled, %d wrong", ok, cancelled, bad);
+    LT_CHECK(pgt_int(c, "SELECT 6") == 6);
+    ll_pg_close(c);
+    pgt_settle();
+    return 0;
+}
+
+static void test_many_cancelled(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    lt_run_checked(t.loop, t_many_cancelled, NULL);
+    lt_teardown(&t);
+}
+
 /* ---- freeing the loop never waits for a cancel on a frozen path ---- */
 
 static int t_shutdown(void *arg) {
@@ -388,9 +475,11 @@ int main(void) {
         PGT_TEST(test_trickle),
         PGT_TEST(test_bandwidth),
         PGT_TEST(test_reset_mid_reply),
+        PGT_TEST(test_reset_during_burst),
         PGT_TEST(test_cut_and_reuse),
         PGT_TEST(test_pool_meanwhile),
         PGT_TEST(test_pipeline_neighbours),
+        PGT_TEST(test_many_cancelled),
         PGT_TEST(test_shutdown_never_blocks),
     };
     return PGT_RUN(tests);
