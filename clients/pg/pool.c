@@ -361,6 +361,7 @@ typedef struct pq_job {
     int nparams;
     char **values;
     char *sql;
+    pg_enc *enc;             /* a typed query's parameters (params.c), or NULL */
 } pq_job;
 
 static void job_start(pq_job *j);
@@ -368,6 +369,7 @@ static void job_start(pq_job *j);
 static void job_end(pq_job *j) {
     ll_pg_pool *p = j->p;
     ll_future_free(j->f);
+    ll_free(j->enc);
     ll_free(j);
     p->jobs--;
     maybe_free(p);
@@ -404,7 +406,8 @@ static void on_acquired(ll_future *a, void *arg) {
     }
     ll_pg_conn *c = ll_future_value(a);
     ll_future_free(a);
-    ll_future *q = ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
+    ll_future *q = j->enc ? ll__pg_query_enc(c, j->sql, j->enc)
+                          : ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
     if (q && ll_future_get_state(q) == LL_FUTURE_FAILED && ll_future_code(q) == LL_EPG_CONN &&
         !j->retried) {
         /* dead before anything was written (it died between the liveness check and now): a new
@@ -507,5 +510,30 @@ ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
     va_end(ap);
     ll_future *f = ll_pg_pool_queryv(p, sql, nparams, n ? v : NULL);
     if (v != small) ll_free(v);
+    return f;
+}
+
+/* The typed form (params.c encoded the parameters into enc, adopted here; f is the caller's). */
+ll_future *ll__pg_pool_query_enc(ll_pg_pool *p, const char *sql, pg_enc *enc, ll_future *f) {
+    if (p->closed) {
+        ll_free(enc);
+        ll_future_fail(f, LL_EPOOLCLOSED, "pool postgres: closed");
+        return f;
+    }
+    size_t sl = strlen(sql) + 1;
+    pq_job *j = ll_calloc(1, sizeof(pq_job) + sl);
+    if (!j) {
+        ll_free(enc);
+        ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
+        return f;
+    }
+    j->p = p;
+    j->f = ll_future_ref(f);
+    j->enc = enc;
+    j->sql = (char *)(j + 1);
+    memcpy(j->sql, sql, sl);
+    p->jobs++;
+    ll_future_on_cancel(f, job_cancel, j);
+    job_start(j);
     return f;
 }
