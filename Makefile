@@ -139,7 +139,7 @@ fuzz:
 # The thread-facing parts built with clang -fsanitize=thread: the executor, thread-safe posts and
 # ll_loop_free with posts in flight, a loop per thread, shutdown with jobs running, and the tests
 # whose peers are threads (the fake DNS server, the fault proxy, process reaping).
-TSAN_TESTS := tests/core/test_executor tests/core/test_loop tests/core/test_loop_free \
+TSAN_TESTS := tests/core/test_executor tests/core/test_loop tests/core/test_loop_free tests/core/test_loops \
               tests/core/test_shutdown tests/io/test_dns tests/io/test_faultproxy tests/io/test_process
 check-tsan:
 	scripts/deps
@@ -155,7 +155,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: fuzz check-tsan bench-smtp
+.PHONY: fuzz check-tsan bench-smtp bench-loops
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
@@ -215,6 +215,23 @@ WITH_SERVERS := $(BUILD)/tools/with-servers
 $(WITH_SERVERS): tests/tools/with_servers.c $(DEMO_HARNESS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -Itests -o $@ $< $(DEMO_HARNESS) $(LDFLAGS_SAN)
+
+# ---- soak (tests/soak, docs/reliability.md) ----
+# Every client at once against the throwaway servers, each behind a fault proxy, for SOAK_SECONDS;
+# checks at the end, a summary, sparklines, and $(BUILD)/soak/soak.svg (gnuplot). Built outside
+# $(BUILD)/tests so that make check does not run the long version.
+SOAK_SECONDS ?= 60
+SOAK_SRC := $(sort $(wildcard tests/soak/*.c))
+$(BUILD)/soak/soak: $(SOAK_SRC) tests/soak/soak.h $(EXAMPLE_LIBS) $(HARNESS_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -Itests -rdynamic -o $@ $(SOAK_SRC) $(HARNESS_OBJ) \
+	  $(EXAMPLE_LIBS) $(LDFLAGS_SAN) $(EXAMPLE_LDLIBS) $(LIBS) -lcmocka
+soak:
+	scripts/deps soak
+	$(MAKE) $(BUILD)/soak/soak
+	$(BUILD)/soak/soak $(SOAK_SECONDS) $(BUILD)/soak; rc=$$?; \
+	  tests/soak/soak-chart $(BUILD)/soak/soak.tsv $(BUILD)/soak/soak.svg; exit $$rc
+.PHONY: soak
 
 $(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
@@ -345,6 +362,15 @@ bench-redis:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_redis
 	bench/run-redis $(BUILD)/bench/bench_redis
+
+# One loop per core: 1 loop against 2 loops (ll_loop_group), a client-bound mix and Redis SET/GET
+$(BUILD)/bench/bench_loops: bench/bench_loops.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 -o $@ $< $(BUILD)/libloop-redis.a $(BUILD)/libloop.a $(LIBS_redis) $(LIBS)
+bench-loops:
+	scripts/deps bench
+	$(MAKE) $(BUILD)/bench/bench_loops
+	bench/run-loops $(BUILD)/bench/bench_loops
 
 # SMTP: libloop next to Postfix's smtp-source and aiosmtplib (asyncio, uvloop), against smtp-sink
 $(BUILD)/bench/bench_smtp: bench/bench_smtp.c $(BUILD)/libloop-smtp.a $(BUILD)/libloop.a

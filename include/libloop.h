@@ -24,5 +24,6 @@
 #include "libloop/server.h"
 #include "libloop/pool.h"
 #include "libloop/process.h"
+#include "libloop/loops.h"
 
 #endif

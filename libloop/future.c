@@ -141,6 +141,11 @@ static void enqueue(ll_future *f) {
     if (f->queued) return;
     if (f->loop->freed) return; /* outlived its loop: nothing can run its callbacks any more */
     if (!f->has_cb0 && f->ncbs == 0) return;
+    if (f->has_cb0 && f->ncbs == 0 && f->cb0.cb == ll__task_wake_cb &&
+        ll__task_wake_scheduled(f, f->cb0.arg)) {
+        f->has_cb0 = false; /* the awaiting task resumes directly (task.c) */
+        return;
+    }
     f->queued = true;
     f->refs++;
     f->work.run = dispatch;

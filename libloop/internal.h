@@ -270,6 +270,7 @@ int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
 extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */
+bool ll__task_wake_scheduled(ll_future *f, void *arg); /* future.c's shortcut, see task.c */
 void ll__task_destroy_all(ll_loop *loop);
 void ll__task_cancel_all(ll_loop *loop);
 const char *ll__task_label(const ll_task *t, char *buf, size_t n);

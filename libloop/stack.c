@@ -74,6 +74,19 @@
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
 #define RUNNING_ON_VALGRIND 0
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define LL_STACK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LL_STACK_ASAN 1
+#endif
+#endif
+#ifdef LL_STACK_ASAN
+#include <sanitizer/asan_interface.h>
+#define STACK_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define STACK_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -485,6 +498,9 @@ bool ll__stack_canary_ok(const ll__stack *s) {
 
 void ll__stack_put(ll_loop *loop, ll__stack *s) {
     ll__stackpool *pool = s->pool;
+    /* A task destroyed while suspended never returned through its frames, so ASan still has their
+     * redzones poisoned: the next task on this stack would trip over them. */
+    STACK_UNPOISON(s->lo, s->size);
     s->owner = NULL;
     if (s->guarded) loop->stacks_guarded--;
     else loop->stacks_unguarded--;

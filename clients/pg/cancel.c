@@ -152,7 +152,8 @@ static void start_cancel(ll_pg_conn *c, pg_req *r) {
     ll_future_free(tf); /* the task lives on without our reference */
     c->cancel_req = q;
     c->cancels_sent++;
-    c->risk_lo = r->seq;
+    /* the window of requests a late signal could hit grows until the pipeline drains */
+    c->risk_lo = c->risk_hi && c->risk_lo < r->seq ? c->risk_lo : r->seq;
     c->risk_hi = UINT64_MAX;
     ll__pg_req_set_state(c, r, RQ_CANCELLING);
 }
@@ -195,6 +196,7 @@ static void stop_timer(ll_pg_conn *c) {
 
 void ll__pg_cancel_progress(ll_pg_conn *c) {
     if (c->state != PG_READY) return;
+    if (!c->nsent && !c->cancel_target) c->risk_lo = c->risk_hi = 0; /* nothing left to hit */
     pg_req *r = ll__pg_sched_cancel_due(c);
     if (r) start_cancel(c, r);
     ll_time due = ll__pg_sched_cancel_deadline(c);

@@ -542,8 +542,11 @@ void ll__pg_on_input(ll_pg_conn *c) {
         if (!c->sent_head || PQisBusy(c->pg)) break;
         PGresult *res = PQgetResult(c->pg);
         on_result(c, c->cur, res);
-        ll__pg_cancel_progress(c);
     }
+    if (c->state != PG_READY) return;
+    /* only now, with every reply already received consumed: an abandoned query whose reply was
+     * in the buffer needs no cancel request */
+    ll__pg_cancel_progress(c);
     if (c->state != PG_READY) return;
     ll__pg_collect_notifies(c);
     if (PQstatus(c->pg) == CONNECTION_BAD) {

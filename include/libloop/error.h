@@ -77,6 +77,8 @@ LL_BEGIN_DECLS
     XX(EREDIS_CONN, -3202, "redis connection lost")                                  \
     XX(EREDIS_TYPE, -3203, "redis reply has another type")                           \
     XX(EREDIS_WATCH, -3204, "redis transaction aborted: a watched key changed")      \
+    XX(EREDIS_CROSSSLOT, -3210, "redis cluster: keys in different hash slots")       \
+    XX(EREDIS_CLUSTER, -3211, "redis cluster: no node could serve the command")      \
     XX(EHTTP_PROTO, -3300, "http protocol error")                                    \
     XX(EHTTP_REDIRECT, -3301, "too many redirects or redirect loop")                 \
     XX(EHTTP_STATUS, -3302, "unexpected http status")                                \

@@ -49,6 +49,9 @@ static int timed_query(ll_pg_conn *c, const char *sql, double d, double *took) {
     ll_time t0 = ll_now();
     int rc = ll_await_timeout(q, d);
     *took = ll_now() - t0;
+    if (getenv("PGT_VERBOSE"))
+        fprintf(stderr, "%.40s under a %g s deadline: %s after %.3f s\n", sql, d, ll_err_name(rc),
+                *took);
     if (rc && rc != LL_ETIMEDOUT) snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(q));
     ll_future_free(q);
     return rc;

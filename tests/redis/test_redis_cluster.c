@@ -1,0 +1,478 @@
+/*
+ * test_redis_cluster.c — Redis Cluster (libloop/redis_cluster.h) against a real local cluster of
+ * 6 nodes (3 masters, 3 replicas; rediscluster.h), started once for the program:
+ *   - hash slots: CRC16 known values and {hash tags};
+ *   - routing: keys spread over every master; MGET/DEL/EXISTS/MSET across slots split and
+ *     combined in order; other cross-slot commands refused before sending (LL_EREDIS_CROSSSLOT);
+ *   - READONLY replica reads (opt-in): a value confirmed with WAIT 1 read from a replica;
+ *   - live resharding (redis-cli --cluster reshard, 1000 slots) while 50 tasks SET/GET their own
+ *     keys with verification: no wrong value, no error (MOVED/ASK followed transparently);
+ *   - failover: writes confirmed with WAIT 1 on a master, the master killed (SIGKILL), its replica
+ *     promoted by the cluster; the client finds the new master on its own and every confirmed write
+ *     is read back. The recovery time is printed (docs/scale-out.md records it).
+ * Missing redis-server/redis-cli fails the program (the harness says which binary).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "harness/harness.h"
+#include "harness/rediscluster.h"
+#include "harness/serverutil.h"
+#include "libloop/redis.h"
+#include "libloop/redis_cluster.h"
+
+static lt_cluster cl;
+
+static int group_setup(void **state) {
+    (void)state;
+    return lt_cluster_start(&cl, 3, 1, 1000) ? 0 : -1;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    lt_cluster_stop(&cl);
+    return 0;
+}
+
+static ll_redis_cluster *cluster_connect(const ll_redis_cluster_opts *o) {
+    ll_future *f = ll_redis_cluster_connect(cl.seeds, o);
+    ll_redis_cluster *c = NULL;
+    if (ll_await(f)) snprintf(lt_last_err, sizeof lt_last_err, "cluster connect: %s", ll_future_errmsg(f));
+    else c = ll_future_take(f);
+    ll_future_free(f);
+    return c;
+}
+
+/* Run a command (words split on spaces, no quoting); the settled future. */
+static ll_future *ccmd(ll_redis_cluster *c, const char *words) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", words);
+    const char *argv[64];
+    int argc = 0;
+    for (char *save, *w = strtok_r(buf, " ", &save); w && argc < 64; w = strtok_r(NULL, " ", &save)) argv[argc++] = w;
+    ll_future *f = ll_redis_cluster_command(c, argc, argv, NULL);
+    ll_await(f);
+    if (ll_future_code(f)) snprintf(lt_last_err, sizeof lt_last_err, "%s: %s", words, ll_future_errmsg(f));
+    return f;
+}
+
+static bool str_is(ll_future *f, const char *want) {
+    const char *s;
+    size_t n;
+    if (ll_redis_reply_string(ll_redis_reply_of(f), &s, &n)) return false;
+    return n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+static long long int_of(ll_future *f) {
+    long long v = -1;
+    ll_redis_reply_integer(ll_redis_reply_of(f), &v);
+    return v;
+}
+
+/* ---- slots ---- */
+
+static void test_keyslot(void **state) {
+    (void)state;
+    assert_int_equal(ll_redis_cluster_keyslot("123456789", 9), 0x31C3 & 16383); /* CRC16-XMODEM check */
+    assert_int_equal(ll_redis_cluster_keyslot("foo", 3), 12182);
+    assert_int_equal(ll_redis_cluster_keyslot("{user1000}.following", 20),
+                     ll_redis_cluster_keyslot("{user1000}.followers", 20));
+    assert_int_equal(ll_redis_cluster_keyslot("{user1000}.x", 12), ll_redis_cluster_keyslot("user1000", 8));
+    /* empty tag: the whole key */
+    assert_int_equal(ll_redis_cluster_keyslot("{}foo", 5), ll_redis_cluster_keyslot("{}foo", 5));
+    assert_int_not_equal(ll_redis_cluster_keyslot("{}foo", 5), ll_redis_cluster_keyslot("", 0));
+    /* only the first tag counts */
+    assert_int_equal(ll_redis_cluster_keyslot("foo{bar}{zap}", 13), ll_redis_cluster_keyslot("bar", 3));
+    /* the server agrees */
+    char out[64];
+    assert_int_equal(lt_redis_cli_port(cl.node[0].port, out, sizeof out, "cluster keyslot foo{bar}{zap}"), 0);
+    assert_int_equal(atoi(out), (int)ll_redis_cluster_keyslot("bar", 3));
+}
+
+/* ---- routing, split, cross-slot ---- */
+
+static int routing_task(void *arg) {
+    (void)arg;
+    ll_redis_cluster *c = cluster_connect(NULL);
+    LT_CHECK(c);
+    ll_redis_cluster_stats st;
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECK(st.masters == 3);
+    LT_CHECK(st.refreshes == 1);
+    char cmd[128], val[32];
+    for (int i = 0; i < 30; i++) {
+        snprintf(cmd, sizeof cmd, "SET route:%d v%d", i, i);
+        ll_future *f = ccmd(c, cmd);
+        LT_CHECK(ll_future_code(f) == 0 && str_is(f, "OK"));
+        ll_future_free(f);
+    }
+    for (int i = 0; i < 30; i++) {
+        snprintf(cmd, sizeof cmd, "GET route:%d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        ll_future *f = ccmd(c, cmd);
+        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, val), "%s", lt_last_err);
+        ll_future_free(f);
+    }
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECK(st.moved == 0); /* the map was right: every key went straight to its master */
+    LT_CHECK(st.nodes == 6);
+    /* MGET across slots, in the caller's order, with a missing key */
+    ll_future *f = ccmd(c, "MGET route:3 route:nope route:7 route:1 route:3");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_redis_reply *r = ll_redis_reply_of(f);
+    LT_CHECK(ll_redis_reply_len(r) == 5);
+    const char *want[] = {"v3", NULL, "v7", "v1", "v3"};
+    for (size_t i = 0; i < 5; i++) {
+        const ll_redis_reply *e = ll_redis_reply_element(r, i);
+        if (!want[i]) {
+            LT_CHECK(ll_redis_reply_is_nil(e));
+            continue;
+        }
+        const char *s;
+        size_t n;
+        LT_CHECK(ll_redis_reply_string(e, &s, &n) == 0 && n == strlen(want[i]) && !memcmp(s, want[i], n));
+    }
+    ll_future_free(f);
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECK(st.split == 1);
+    f = ccmd(c, "MSET route:a 1 route:b 2 route:c 3");
+    LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "OK"), "%s", lt_last_err);
+    ll_future_free(f);
+    f = ccmd(c, "EXISTS route:a route:b route:c route:zzz");
+    LT_CHECK(ll_future_code(f) == 0 && int_of(f) == 3);
+    ll_future_free(f);
+    f = ccmd(c, "DEL route:a route:b route:c route:zzz");
+    LT_CHECK(ll_future_code(f) == 0 && int_of(f) == 3);
+    ll_future_free(f);
+    /* same slot via a hash tag: not split */
+    f = ccmd(c, "MSET {t}a 1 {t}b 2");
+    LT_CHECK(ll_future_code(f) == 0);
+    ll_future_free(f);
+    f = ccmd(c, "SUNIONSTORE {t}dst {t}s1 {t}s2");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_future_free(f);
+    /* cross-slot and not splittable: refused before anything is sent */
+    uint64_t moved_before = st.moved;
+    f = ccmd(c, "SUNION route:1 route:2");
+    LT_CHECK(ll_future_code(f) == LL_EREDIS_CROSSSLOT);
+    LT_CHECKF(strstr(ll_future_errmsg(f), "SUNION") && strstr(ll_future_errmsg(f), "hash tag"), "%s",
+              ll_future_errmsg(f));
+    ll_future_free(f);
+    f = ccmd(c, "EVAL return 5 a");
+    LT_CHECK(ll_future_code(f) == LL_EINVAL); /* numkeys past the arguments */
+    ll_future_free(f);
+    /* a server error reply comes through with its text */
+    f = ccmd(c, "INCR route:1");
+    LT_CHECK(ll_future_code(f) == LL_EREDIS_REPLY && ll_redis_error_is(f, "ERR"));
+    ll_future_free(f);
+    /* keyless commands go to some master */
+    f = ccmd(c, "PING");
+    LT_CHECK(ll_future_code(f) == 0 && str_is(f, "PONG"));
+    ll_future_free(f);
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECK(st.moved == moved_before);
+    /* bad arguments */
+    f = ll_redis_cluster_command(NULL, 1, (const char *[]){"PING"}, NULL);
+    LT_CHECK(ll_future_code(f) == LL_EINVAL);
+    ll_future_free(f);
+    f = ll_redis_cluster_command(c, 0, NULL, NULL);
+    LT_CHECK(ll_future_code(f) == LL_EINVAL);
+    ll_future_free(f);
+    ll_redis_cluster_close(c);
+    ll_redis_cluster_close(NULL);
+    /* a cluster nobody answers for: the seed's error */
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%d", lt_free_port());
+    f = ll_redis_cluster_connect(seed, NULL);
+    LT_CHECK(ll_await(f) != 0);
+    LT_CHECKF(strstr(ll_future_errmsg(f), seed), "%s", ll_future_errmsg(f));
+    ll_future_free(f);
+    f = ll_redis_cluster_connect("nonsense", NULL);
+    LT_CHECK(ll_await(f) == LL_EINVAL);
+    ll_future_free(f);
+    return 0;
+}
+
+static void test_routing(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, routing_task, NULL), 0);
+    lt_teardown(&ctx);
+}
+
+/* ---- replica reads ---- */
+
+/* A direct connection to the master serving key's slot (for WAIT, which counts this link's writes). */
+static ll_redis_conn *master_conn_for(const char *key) {
+    int m = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot(key, strlen(key)));
+    if (m < 0) return NULL;
+    ll_redis_opts o = {.host = "127.0.0.1", .port = (uint16_t)cl.node[m].port};
+    ll_future *f = ll_redis_connect(NULL, &o);
+    ll_redis_conn *c = ll_await(f) == 0 ? ll_future_take(f) : NULL;
+    ll_future_free(f);
+    return c;
+}
+
+static int replica_task(void *arg) {
+    (void)arg;
+    ll_redis_conn *m = master_conn_for("{ro}k");
+    LT_CHECK(m);
+    ll_future *f = ll_redis_commandf(m, "SET {ro}k replicated");
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    f = ll_redis_commandf(m, "WAIT 1 5000");
+    LT_CHECK(ll_await(f) == 0 && int_of(f) >= 1);
+    ll_future_free(f);
+    ll_redis_close(m);
+    ll_redis_cluster_opts o = {.read_from_replicas = true};
+    ll_redis_cluster *c = cluster_connect(&o);
+    LT_CHECK(c);
+    /* Redis 7 lists a replica in CLUSTER SLOTS only once the cluster bus has carried a non-zero
+     * replication offset for it (a moment after the first write): re-read the map until it does. */
+    ll_redis_cluster_stats st;
+    for (ll_time t0 = ll_now();;) {
+        f = ccmd(c, "GET {ro}k");
+        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "replicated"), "%s", lt_last_err);
+        ll_future_free(f);
+        ll_redis_cluster_get_stats(c, &st);
+        if (st.replica_reads) break;
+        LT_CHECK(ll_now() - t0 < 15);
+        ll_sleep(0.2);
+        f = ll_redis_cluster_refresh(c);
+        LT_CHECK(ll_await(f) == 0);
+        ll_future_free(f);
+    }
+    uint64_t before = st.replica_reads;
+    for (int i = 0; i < 4; i++) {
+        f = ccmd(c, "GET {ro}k");
+        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "replicated"), "%s", lt_last_err);
+        ll_future_free(f);
+    }
+    /* writes still go to the master (a replica would answer MOVED) */
+    f = ccmd(c, "SET {ro}k2 x");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_future_free(f);
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECKF(st.replica_reads == before + 4, "%llu replica reads, %llu moved", (unsigned long long)st.replica_reads,
+              (unsigned long long)st.moved);
+    LT_CHECK(st.moved == 0);
+    ll_redis_cluster_close(c);
+    return 0;
+}
+
+static void test_replica_reads(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, replica_task, NULL), 0);
+    lt_teardown(&ctx);
+}
+
+/* ---- resharding under load ---- */
+
+typedef struct load {
+    ll_redis_cluster *c;
+    atomic_bool stop;
+    long ops, errors, wrong;
+    char first_err[512];
+} load;
+
+typedef struct loader {
+    load *l;
+    int index;
+} loader;
+
+static int load_task(void *arg) {
+    loader *ld = arg;
+    load *l = ld->l;
+    char key[32], val[32];
+    /* the ld->index-th key whose slot is below 1000: the slots the reshard moves */
+    for (int i = 0, found = -1; found < ld->index; i++) {
+        snprintf(key, sizeof key, "load:%d", i);
+        if (ll_redis_cluster_keyslot(key, strlen(key)) < 1000) found++;
+    }
+    for (long n = 0; !atomic_load(&l->stop); n++) {
+        snprintf(val, sizeof val, "%d-%ld", ld->index, n);
+        const char *sv[3] = {"SET", key, val};
+        ll_future *f = ll_redis_cluster_command(l->c, 3, sv, NULL);
+        int rc = ll_await(f);
+        if (rc) {
+            if (!l->errors++) snprintf(l->first_err, sizeof l->first_err, "SET: %s", ll_future_errmsg(f));
+            ll_future_free(f);
+            ll_sleep(0.01);
+            continue;
+        }
+        ll_future_free(f);
+        const char *gv[2] = {"GET", key};
+        f = ll_redis_cluster_command(l->c, 2, gv, NULL);
+        rc = ll_await(f);
+        if (rc) {
+            if (!l->errors++) snprintf(l->first_err, sizeof l->first_err, "GET: %s", ll_future_errmsg(f));
+        } else if (!str_is(f, val)) {
+            l->wrong++;
+        }
+        ll_future_free(f);
+        l->ops += 2;
+    }
+    return 0;
+}
+
+typedef struct cli_job {
+    const char *const *args;
+    int rc;
+    char out[16384];
+    atomic_bool done;
+} cli_job;
+
+static void *cli_thread(void *arg) {
+    cli_job *j = arg;
+    j->rc = lt_redis_cli(j->out, sizeof j->out, j->args);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static void node_id(int port, char *id, size_t n) {
+    char out[128] = "";
+    lt_redis_cli_port(port, out, sizeof out, "cluster myid");
+    out[strcspn(out, "\r\n")] = 0;
+    snprintf(id, n, "%s", out);
+}
+
+static int reshard_task(void *arg) {
+    load *l = arg;
+    l->c = cluster_connect(NULL);
+    LT_CHECK(l->c);
+    loader ld[50];
+    ll_future *tasks[50];
+    for (int i = 0; i < 50; i++) {
+        ld[i] = (loader){l, i};
+        tasks[i] = ll_spawn(load_task, &ld[i]);
+    }
+    LT_CHECK(ll_sleep(0.3) == 0);
+    /* move 1000 slots from the master of slot 0 to the master of slot 16383 */
+    int from = lt_cluster_master_of(&cl, 0), to = lt_cluster_master_of(&cl, 16383);
+    LT_CHECK(from >= 0 && to >= 0 && from != to);
+    char from_id[64], to_id[64], seed[32];
+    node_id(cl.node[from].port, from_id, sizeof from_id);
+    node_id(cl.node[to].port, to_id, sizeof to_id);
+    snprintf(seed, sizeof seed, "127.0.0.1:%d", cl.node[from].port);
+    const char *args[] = {"--cluster", "reshard", seed, "--cluster-from", from_id, "--cluster-to", to_id,
+                          "--cluster-slots", "1000", "--cluster-yes", "--cluster-pipeline", "10", NULL};
+    cli_job job = {.args = args};
+    pthread_t th;
+    LT_CHECK(pthread_create(&th, NULL, cli_thread, &job) == 0);
+    ll_time t0 = ll_now();
+    while (!atomic_load(&job.done) && ll_now() - t0 < 60) ll_sleep(0.05);
+    pthread_join(th, NULL);
+    LT_CHECKF(job.rc == 0, "reshard failed: %.3000s", job.out + (strlen(job.out) > 3000 ? strlen(job.out) - 3000 : 0));
+    ll_sleep(0.3);
+    atomic_store(&l->stop, true);
+    for (int i = 0; i < 50; i++) {
+        ll_await(tasks[i]);
+        ll_future_free(tasks[i]);
+    }
+    ll_redis_cluster_stats st;
+    ll_redis_cluster_get_stats(l->c, &st);
+    printf("reshard: %.1f s, %ld ops, %llu MOVED, %llu ASK, %llu retries, %llu map reads, %ld errors, %ld wrong\n",
+           ll_now() - t0, l->ops, (unsigned long long)st.moved, (unsigned long long)st.ask,
+           (unsigned long long)st.retries, (unsigned long long)st.refreshes, l->errors, l->wrong);
+    LT_CHECK(l->wrong == 0);
+    LT_CHECKF(l->errors == 0, "%ld errors, first: %s", l->errors, l->first_err);
+    LT_CHECK(st.moved + st.ask > 0); /* the load really crossed the moving slots */
+    LT_CHECK(lt_cluster_master_of(&cl, 0) == to);
+    LT_CHECK(lt_cluster_master_of(&cl, 999) == to);
+    ll_redis_cluster_close(l->c);
+    return 0;
+}
+
+static void test_reshard_under_load(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    static load l;
+    assert_int_equal(lt_run_checked(ctx.loop, reshard_task, &l), 0);
+    lt_teardown(&ctx);
+}
+
+/* ---- failover ---- */
+
+static int failover_task(void *arg) {
+    (void)arg;
+    ll_redis_cluster *c = cluster_connect(NULL);
+    LT_CHECK(c);
+    const char *key0 = "{fo}0";
+    int master = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot(key0, strlen(key0)));
+    LT_CHECK(master >= 0);
+    ll_redis_conn *m = master_conn_for(key0);
+    LT_CHECK(m);
+    char key[32], val[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "{fo}%d", i);
+        snprintf(val, sizeof val, "confirmed-%d", i);
+        ll_future_free(ll_redis_commandf(m, "SET %s %s", key, val));
+    }
+    ll_future *f = ll_redis_commandf(m, "WAIT 1 5000");
+    LT_CHECK(ll_await(f) == 0 && int_of(f) >= 1);
+    ll_future_free(f);
+    ll_redis_close(m);
+    f = ccmd(c, "GET {fo}5"); /* the cluster client has a link to that master now */
+    LT_CHECK(str_is(f, "confirmed-5"));
+    ll_future_free(f);
+    lt_cluster_kill(&cl, master);
+    ll_time t0 = ll_now();
+    /* The client recovers by itself: the first commands fail only while no master serves the slot
+     * (each command retries within its 10 s budget), then every confirmed write reads back. */
+    int attempts = 0;
+    for (;;) {
+        attempts++;
+        f = ccmd(c, "GET {fo}0");
+        int rc = ll_future_code(f);
+        bool ok = rc == 0 && str_is(f, "confirmed-0");
+        LT_CHECKF(rc != 0 || ok, "wrong value after failover");
+        ll_future_free(f);
+        if (ok) break;
+        LT_CHECKF(ll_now() - t0 < 40, "no recovery in 40 s: %s", lt_last_err);
+        if (!ok && rc != LL_EREDIS_CONN && rc != LL_EREDIS_CLUSTER)
+            LT_CHECKF(false, "unexpected error during failover: %s", lt_last_err);
+    }
+    double recovery = ll_now() - t0;
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "GET {fo}%d", i);
+        snprintf(val, sizeof val, "confirmed-%d", i);
+        f = ccmd(c, key);
+        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, val), "%s: %s", key, lt_last_err);
+        ll_future_free(f);
+    }
+    f = ccmd(c, "SET {fo}after yes");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_future_free(f);
+    ll_redis_cluster_stats st;
+    ll_redis_cluster_get_stats(c, &st);
+    printf("failover: master killed -> first successful read %.2f s later (%d commands issued; "
+           "cluster-node-timeout 1000 ms), %llu retries, %llu map reads\n",
+           recovery, attempts, (unsigned long long)st.retries, (unsigned long long)st.refreshes);
+    ll_redis_cluster_close(c);
+    return 0;
+}
+
+static void test_failover(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, failover_task, NULL), 0);
+    lt_teardown(&ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keyslot),
+        cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_replica_reads),
+        cmocka_unit_test(test_reshard_under_load),
+        cmocka_unit_test(test_failover),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
