@@ -384,23 +384,24 @@ static int arr_alloc(ll_pg_result *r, size_t n, size_t size, void **vals, bool *
     return 0;
 }
 
-int ll_pg_get_int8_array(ll_pg_result *r, int row, int col, const int64_t **out,
-                         const bool **nulls, size_t *n) {
-    static const unsigned oids[] = {OID_INT2_ARR, OID_INT4_ARR, OID_INT8_ARR, 0};
+/* A 1-D array of fixed-size numbers: each element decoded by `dec` into `size` bytes. */
+static int num_array(ll_pg_result *r, int row, int col, const unsigned *oids, size_t size,
+                     int (*dec)(const cell *c, void *out), void **out, const bool **nulls,
+                     size_t *n) {
     arr a;
     int rc = arr_of(r, row, col, oids, &a);
     if (rc) return rc;
-    int64_t *v;
+    void *v;
     bool *nl;
-    if ((rc = arr_alloc(r, a.n, sizeof *v, (void **)&v, &nl))) return rc;
+    if ((rc = arr_alloc(r, a.n, size, &v, &nl))) return rc;
+    memset(v, 0, a.n * size);
     for (size_t i = 0; i < a.n; i++) {
         const uint8_t *p = NULL;
         int32_t len;
         if (!arr_next(&a, &p, &len)) return LL_EINVAL;
         nl[i] = len < 0;
         cell c = {p, len < 0 ? 0 : (size_t)len, a.elem, true};
-        v[i] = 0;
-        if (len >= 0 && int_of(&c, &v[i])) return LL_EINVAL;
+        if (len >= 0 && dec(&c, (char *)v + i * size)) return LL_EINVAL;
     }
     if (out) *out = v;
     if (nulls) *nulls = nl;
@@ -408,28 +409,25 @@ int ll_pg_get_int8_array(ll_pg_result *r, int row, int col, const int64_t **out,
     return 0;
 }
 
+static int dec_int(const cell *c, void *out) { return int_of(c, out); }
+static int dec_float(const cell *c, void *out) { return float_of(c, out); }
+
+int ll_pg_get_int8_array(ll_pg_result *r, int row, int col, const int64_t **out,
+                         const bool **nulls, size_t *n) {
+    static const unsigned oids[] = {OID_INT2_ARR, OID_INT4_ARR, OID_INT8_ARR, 0};
+    void *v;
+    int rc = num_array(r, row, col, oids, sizeof(int64_t), dec_int, &v, nulls, n);
+    if (!rc && out) *out = v;
+    return rc;
+}
+
 int ll_pg_get_float8_array(ll_pg_result *r, int row, int col, const double **out,
                            const bool **nulls, size_t *n) {
     static const unsigned oids[] = {OID_FLOAT4_ARR, OID_FLOAT8_ARR, 0};
-    arr a;
-    int rc = arr_of(r, row, col, oids, &a);
-    if (rc) return rc;
-    double *v;
-    bool *nl;
-    if ((rc = arr_alloc(r, a.n, sizeof *v, (void **)&v, &nl))) return rc;
-    for (size_t i = 0; i < a.n; i++) {
-        const uint8_t *p = NULL;
-        int32_t len;
-        if (!arr_next(&a, &p, &len)) return LL_EINVAL;
-        nl[i] = len < 0;
-        cell c = {p, len < 0 ? 0 : (size_t)len, a.elem, true};
-        v[i] = 0;
-        if (len >= 0 && float_of(&c, &v[i])) return LL_EINVAL;
-    }
-    if (out) *out = v;
-    if (nulls) *nulls = nl;
-    if (n) *n = a.n;
-    return 0;
+    void *v;
+    int rc = num_array(r, row, col, oids, sizeof(double), dec_float, &v, nulls, n);
+    if (!rc && out) *out = v;
+    return rc;
 }
 
 /* Text arrays in binary: each element is its own length-prefixed string, so no quoting or
