@@ -45,9 +45,17 @@ enum {
 #define PG_EPOCH_DAYS 10957
 #define PG_EPOCH_USECS (INT64_C(10957) * 86400 * 1000000)
 
+/* the constructors' tag: a parameter without it was not made by one (a zeroed struct, an int or
+ * a string that slipped into the list past a warning) */
+struct ll_pg_param_made {
+    char unused;
+};
+static const struct ll_pg_param_made made_tag;
+
 static ll_pg_param mk(unsigned type, int kind) {
     ll_pg_param p;
     memset(&p, 0, sizeof p);
+    p.made = &made_tag;
     p.type = type;
     p.kind = kind;
     return p;
@@ -433,6 +441,11 @@ pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *
     for (int i = 0; i < n; i++) {
         const ll_pg_param *p = &params[i];
         const char *why = NULL;
+        if (p->made != &made_tag) {
+            ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d was not made by an "
+                                         "ll_pg_param_* constructor", i + 1);
+            return NULL;
+        }
         if (p->err) {
             ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d: %s", i + 1,
                            p->err == LL_ERANGE ? "array too large"

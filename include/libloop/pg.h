@@ -218,6 +218,11 @@ typedef struct ll_pg_interval {
 } ll_pg_interval;
 
 typedef struct ll_pg_param {
+    /* First, and a pointer to a private type, so that neither an int nor a string in a
+     * parameter list initialises a parameter without a diagnostic (a constraint violation:
+     * an error with gcc >= 14, clang >= 16, or -Werror); the query refuses a parameter whose
+     * tag is not the constructors'. */
+    const struct ll_pg_param_made *made;
     unsigned type;      /* the PostgreSQL type OID */
     int kind;           /* how the value is held (private) */
     int err;            /* a constructor refused the value: the query fails with LL_EINVAL */

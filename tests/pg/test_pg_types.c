@@ -364,6 +364,13 @@ static int t_refused(void *arg) {
     f = ll_pg_query_typed(c, "SELECT $1", 1, p, NULL);
     assert_int_equal(ll_await(f), LL_EINVAL);
     ll_future_free(f);
+    /* a parameter not made by a constructor (a zeroed struct) */
+    ll_pg_param zero;
+    memset(&zero, 0, sizeof zero);
+    f = ll_pg_query_typed(c, "SELECT $1", 1, &zero, NULL);
+    assert_int_equal(ll_await(f), LL_EINVAL);
+    assert_non_null(strstr(ll_future_errmsg(f), "constructor"));
+    ll_future_free(f);
     /* bad arguments */
     f = ll_pg_query_typed(c, "SELECT $1", 1, NULL, NULL);
     assert_int_equal(ll_await(f), LL_EINVAL);
