@@ -336,6 +336,32 @@ LL_EXPORT int ll_pg_get_text_array(ll_pg_result *r, int row, int col, const char
 /* True when column col of r came in binary format. */
 LL_EXPORT bool ll_pg_result_binary(const ll_pg_result *r, int col);
 
+/* ---- streamed rows ----
+ * A query's rows read in chunks through a server-side cursor: the client holds one chunk at a
+ * time whatever the row count. From a task (the calls await; LL_ENOTASK otherwise). Outside a
+ * transaction the stream opens one of its own (other tasks' queries on the connection wait until
+ * it is closed) and ll_pg_rows_close ends it (COMMIT after reading to the end, else ROLLBACK);
+ * inside the task's transaction it uses that one. Deadlines and cancellation apply to each step
+ * as to any query; after a failed step only ll_pg_rows_close is allowed, and the connection is
+ * usable after it. */
+typedef struct ll_pg_rows ll_pg_rows;
+typedef struct ll_pg_rows_opts {
+    int chunk_rows;    /* rows per chunk; 0: 1000 */
+    bool text_results; /* chunks in text format; default binary (ll_pg_get_*) */
+} ll_pg_rows_opts;
+/* Open the stream: *out is set (also on failure: close it). Returns 0 or the failed step's code
+ * (ll_pg_rows_errmsg says why). sql must be a query a cursor can run (SELECT, VALUES, ...). */
+LL_EXPORT int ll_pg_rows_open(ll_pg_rows **out, ll_pg_conn *c, const char *sql, int n,
+                              const ll_pg_param *params, const ll_pg_rows_opts *opts);
+/* The next chunk (1..chunk_rows rows, the caller's: ll_pg_result_free it), or LL_EOF after the
+ * last row, or an error code (LL_ETIMEDOUT at the task's deadline, LL_ECANCELED, ...). */
+LL_EXPORT int ll_pg_rows_next(ll_pg_rows *it, ll_pg_result **chunk);
+/* Why the last step failed ("" if none); valid until close. */
+LL_EXPORT const char *ll_pg_rows_errmsg(const ll_pg_rows *it);
+/* End the stream (see above) and free it; returns 0 or the code of the COMMIT/ROLLBACK/CLOSE.
+ * NULL: no-op. */
+LL_EXPORT int ll_pg_rows_close(ll_pg_rows *it);
+
 /* ---- errors ----
  * These read the server's error fields from a future that failed because of a PostgreSQL error
  * (a query, a COMMIT, ...). They return NULL when the future did not fail that way or the server
