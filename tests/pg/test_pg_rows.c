@@ -16,11 +16,28 @@ static long peak_rss_kb(void) {
  * the same result costs well over 150 MB in libpq's PGresult). The issue asks for 10 million
  * rows; 2 million keeps the test under a minute on the shared 2-core machine: the bound does not
  * depend on the count. */
-#define STREAM_ROWS 2000000
+#define STREAM_ROWS_FULL 2000000
+
+/* The RSS bound holds for the plain build only: ASan keeps freed memory in quarantine (256 MB)
+ * and valgrind is too slow for two million rows (there the stream is shorter and the bound is
+ * not checked; the leak checks still run). */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_CHECKED 0
+#endif
+#endif
+#ifndef RSS_CHECKED
+#define RSS_CHECKED 1
+#endif
 
 static int t_stream_bounded(void *arg) {
     (void)arg;
     ll_pg_conn *c = pgt_connect();
+    bool vg = getenv("LIBLOOP_VALGRIND") && strcmp(getenv("LIBLOOP_VALGRIND"), "1") == 0;
+    const int64_t STREAM_ROWS = vg ? 50000 : STREAM_ROWS_FULL;
+    bool check_rss = RSS_CHECKED && !vg;
     long before = peak_rss_kb();
     ll_pg_rows *it;
     ll_pg_param p = ll_pg_param_int8(STREAM_ROWS);
@@ -49,8 +66,9 @@ static int t_stream_bounded(void *arg) {
     assert_int_equal(count, STREAM_ROWS);
     assert_true(sum == (int64_t)STREAM_ROWS * (STREAM_ROWS + 1) / 2);
     long grew = peak_rss_kb() - before;
-    fprintf(stderr, "streamed %d rows: peak RSS grew by %ld kB\n", STREAM_ROWS, grew);
-    assert_true(grew < 48 * 1024);
+    fprintf(stderr, "streamed %lld rows: peak RSS grew by %ld kB%s\n", (long long)STREAM_ROWS, grew,
+            check_rss ? "" : " (not checked in this build)");
+    if (check_rss) assert_true(grew < 48 * 1024);
     assert_false(ll_pg_in_transaction(c));
     assert_int_equal(pgt_int(c, "SELECT 7"), 7);
     ll_pg_close(c);
