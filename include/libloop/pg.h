@@ -362,6 +362,27 @@ LL_EXPORT const char *ll_pg_rows_errmsg(const ll_pg_rows *it);
  * NULL: no-op. */
 LL_EXPORT int ll_pg_rows_close(ll_pg_rows *it);
 
+/* ---- executemany ----
+ * One statement run with nrows parameter sets (params holds nrows * nparams parameters, row by
+ * row), pipelined up to `window` rows in flight. From a task (it awaits; LL_ENOTASK otherwise).
+ * Returns 0, or the first failing row's code with *err (may be NULL) saying which row and why.
+ * Without atomic every row runs on its own and the successful rows stay; with atomic the rows
+ * run in one transaction (the task's, or one begun and ended here: rolled back on any failure,
+ * the later rows not run). */
+typedef struct ll_pg_many_opts {
+    bool atomic;
+    size_t window; /* rows in flight; 0: 512 */
+} ll_pg_many_opts;
+typedef struct ll_pg_many_error {
+    int code;          /* 0: no failure */
+    size_t row;        /* the failing row's index (nrows: the final COMMIT failed) */
+    char sqlstate[6];  /* "" when not a server error */
+    char message[256];
+} ll_pg_many_error;
+LL_EXPORT int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, size_t nrows,
+                                const ll_pg_param *params, const ll_pg_many_opts *opts,
+                                ll_pg_many_error *err);
+
 /* ---- errors ----
  * These read the server's error fields from a future that failed because of a PostgreSQL error
  * (a query, a COMMIT, ...). They return NULL when the future did not fail that way or the server
