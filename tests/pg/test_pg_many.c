@@ -7,11 +7,11 @@
 
 #define NROWS 10000
 
-static ll_pg_param *make_rows(int64_t *ids, char (*names)[16], int dup_at) {
+static ll_pg_param *make_rows(int64_t *ids, char (*names)[24], int dup_at) {
     ll_pg_param *p = malloc(NROWS * 2 * sizeof *p);
     for (int i = 0; i < NROWS; i++) {
         ids[i] = i == dup_at ? 0 : i; /* a second 0: a unique violation at row dup_at */
-        snprintf(names[i], 16, "name %d", i);
+        snprintf(names[i], 24, "name %d", i);
         p[2 * i] = ll_pg_param_int8(ids[i]);
         p[2 * i + 1] = ll_pg_param_text(names[i], -1);
     }
@@ -27,7 +27,7 @@ static int t_many(void *arg) {
     ll_pg_conn *c = pgt_connect();
     pgt_ok(c, "CREATE TABLE many_t (id int8 PRIMARY KEY, name text NOT NULL)");
     int64_t *ids = malloc(NROWS * sizeof *ids);
-    char(*names)[16] = malloc(NROWS * sizeof *names);
+    char(*names)[24] = malloc(NROWS * sizeof *names);
 
     /* all good */
     ll_pg_param *p = make_rows(ids, names, -1);
