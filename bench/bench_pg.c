@@ -19,6 +19,10 @@
  *       results with the ll_pg_get_* getters, or text results parsed (the timestamp by a small
  *       parser here, as an application would). The best of REPS runs, in rows/s.
  *
+ *       `stream` instead reads the same rows through ll_pg_rows (binary, 10,000-row chunks).
+ *   bench_pg many URL ROWS REPS
+ *       ll_pg_executemany of ROWS rows (int8, text, float8) into a table; rows/s, best of REPS.
+ *
  * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
  * query failed, so a broken client cannot produce a number. Measurements start after a short
  * warm-up (statements prepared, connections busy) and are taken inside the driving task.
@@ -188,7 +192,115 @@ static bool parse_ts(const char *s, int64_t *out) {
     return true;
 }
 
-static bool decode_binary;
+static bool decode_binary, decode_stream;
+
+/* Decode rows [0, rows) of r; count into the sums. */
+typedef struct dsums {
+    int64_t sum, tsum;
+    double dsum;
+    size_t tlen;
+    long evens, bad, rows;
+} dsums;
+
+static void decode_chunk(ll_pg_result *r, dsums *s) {
+    int rows = ll_pg_result_rows(r);
+    for (int i = 0; i < rows; i++) {
+        int64_t v = 0, ts = 0;
+        double d = 0;
+        size_t len = 0;
+        bool b = false;
+        const char *t;
+        s->bad += ll_pg_get_int8(r, i, 0, &v) != 0;
+        s->bad += ll_pg_get_float8(r, i, 1, &d) != 0;
+        s->bad += ll_pg_get_text(r, i, 2, &t, &len) != 0;
+        s->bad += ll_pg_get_timestamptz(r, i, 3, &ts) != 0;
+        s->bad += ll_pg_get_bool(r, i, 4, &b) != 0;
+        s->sum += v;
+        s->dsum += d;
+        s->tlen += len;
+        s->tsum += ts - INT64_C(1577836800000000);
+        s->evens += b;
+    }
+    s->rows += rows;
+}
+
+static int stream_main(void *arg) {
+    (void)arg;
+    nconns = 1;
+    connect_all();
+    double best = 0;
+    for (int rep = 0; rep < fetch_reps; rep++) {
+        ll_time t0 = ll_now();
+        ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
+        ll_pg_rows_opts o = {.chunk_rows = 10000};
+        ll_pg_rows *it;
+        if (ll_pg_rows_open(&it, conns[0], DECODE_SQL, 1, &p, &o) != 0) {
+            fprintf(stderr, "bench_pg: stream: %s\n", ll_pg_rows_errmsg(it));
+            exit(1);
+        }
+        dsums s = {0};
+        ll_pg_result *r;
+        int rc;
+        while ((rc = ll_pg_rows_next(it, &r)) == 0) {
+            decode_chunk(r, &s);
+            ll_pg_result_free(r);
+        }
+        if (rc != LL_EOF || ll_pg_rows_close(it) != 0) {
+            fprintf(stderr, "bench_pg: stream failed\n");
+            exit(1);
+        }
+        double dt = ll_now() - t0;
+        int64_t want = (int64_t)fetch_rows * (fetch_rows + 1) / 2;
+        if (s.bad || s.rows != fetch_rows || s.sum != want || s.tsum != want * 1000000) {
+            fprintf(stderr, "bench_pg: stream: wrong values\n");
+            exit(1);
+        }
+        if (s.rows / dt > best) best = s.rows / dt;
+    }
+    ll_pg_close(conns[0]);
+    free(conns);
+    printf("rows_per_s=%.0f rows=%ld reps=%d format=stream\n", best, fetch_rows, fetch_reps);
+    return 0;
+}
+
+static int many_main(void *arg) {
+    (void)arg;
+    nconns = 1;
+    connect_all();
+    ll_future *f = ll_pg_exec(conns[0], "DROP TABLE IF EXISTS bench_many; "
+                                        "CREATE TABLE bench_many (id int8, name text, v float8)");
+    if (ll_await(f) != 0) die("create", f);
+    ll_future_free(f);
+    ll_pg_param *p = malloc((size_t)fetch_rows * 3 * sizeof *p);
+    char (*names)[24] = malloc((size_t)fetch_rows * sizeof *names);
+    for (long i = 0; i < fetch_rows; i++) {
+        snprintf(names[i], sizeof names[i], "name %ld", i);
+        p[3 * i] = ll_pg_param_int8(i);
+        p[3 * i + 1] = ll_pg_param_text(names[i], -1);
+        p[3 * i + 2] = ll_pg_param_float8(i * 0.25);
+    }
+    double best = 0;
+    for (int rep = 0; rep < fetch_reps; rep++) {
+        f = ll_pg_exec(conns[0], "TRUNCATE bench_many");
+        if (ll_await(f) != 0) die("truncate", f);
+        ll_future_free(f);
+        ll_time t0 = ll_now();
+        ll_pg_many_error e;
+        if (ll_pg_executemany(conns[0], "INSERT INTO bench_many VALUES ($1, $2, $3)", 3,
+                              (size_t)fetch_rows, p, NULL, &e) != 0) {
+            fprintf(stderr, "bench_pg: executemany: row %zu: %s\n", e.row, e.message);
+            exit(1);
+        }
+        double dt = ll_now() - t0;
+        if (fetch_rows / dt > best) best = fetch_rows / dt;
+    }
+    free(p);
+    free(names);
+    ll_pg_close(conns[0]);
+    free(conns);
+    printf("rows_per_s=%.0f rows=%ld reps=%d\n", best, fetch_rows, fetch_reps);
+    return 0;
+}
 
 static int decode_main(void *arg) {
     (void)arg;
@@ -257,8 +369,16 @@ int main(int argc, char **argv) {
         fetch_rows = atol(argv[3]);
         fetch_reps = atoi(argv[4]);
         decode_binary = strcmp(argv[5], "binary") == 0;
+        decode_stream = strcmp(argv[5], "stream") == 0;
         if (fetch_rows < 1 || fetch_reps < 1) return 2;
-        return ll_run(decode_main, NULL) == 0 ? 0 : 1;
+        return ll_run(decode_stream ? stream_main : decode_main, NULL) == 0 ? 0 : 1;
+    }
+    if (argc == 5 && strcmp(argv[1], "many") == 0) {
+        url = argv[2];
+        fetch_rows = atol(argv[3]);
+        fetch_reps = atoi(argv[4]);
+        if (fetch_rows < 1 || fetch_reps < 1) return 2;
+        return ll_run(many_main, NULL) == 0 ? 0 : 1;
     }
     if ((argc == 7 || argc == 8) && strcmp(argv[1], "qps") == 0) {
         batch = argc == 8 && strcmp(argv[7], "batch") == 0;
@@ -279,6 +399,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "usage: bench_pg qps URL CONNS TASKS SECONDS select1|wide [batch]\n"
                     "       bench_pg fetch URL ROWS REPS\n"
-                    "       bench_pg decode URL ROWS REPS binary|text\n");
+                    "       bench_pg decode URL ROWS REPS binary|text|stream\n"
+                    "       bench_pg many URL ROWS REPS\n");
     return 2;
 }
