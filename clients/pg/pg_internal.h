@@ -309,6 +309,12 @@ ll_future *ll__pg_query_enc(ll_pg_conn *c, const char *sql, const pg_enc *enc);
 /* The pool's typed query: enc is adopted. */
 ll_future *ll__pg_pool_query_enc(ll_pg_pool *p, const char *sql, pg_enc *enc, ll_future *f);
 
+/* hooks.c: the pool's hooks chained around a connect (conn_f adopted) and a reset */
+ll_future *ll__pg_hook_connect(ll_loop *loop, ll_future *conn_f, ll_pg_pool_hook hook, void *arg);
+ll_future *ll__pg_hook_release(ll_loop *loop, ll_pg_conn *c, ll_pg_pool_hook hook,
+                               ll_pg_pool_hook hook2, void *arg,
+                               ll_future *(*then)(void *then_arg, ll_pg_conn *c), void *then_arg);
+
 /* pool.c */
 void ll__pg_pool_conn_born(void *pool);         /* a connection of the pool was made */
 void ll__pg_pool_conn_gone(void *pool);         /* ... and freed (may free the pool) */

@@ -49,6 +49,8 @@ struct ll_pg_pool {
     ll_pg_opts conn_opts;
     size_t conns;            /* connections of this pool that exist (connecting, lent, idle) */
     size_t jobs;             /* one-shot queries in flight */
+    ll_pg_pool_hook on_connect, on_release; /* hooks.c */
+    void *hook_arg;
     bool closed, closing;
 };
 
@@ -98,6 +100,7 @@ static ll_future *vt_connect(void *arg, const char *key) {
     (void)key; /* the display form: connect with the real conninfo */
     ll_pg_pool *p = arg;
     ll_future *f = ll__pg_connect_pooled(p->conninfo, &p->conn_opts, p);
+    if (f && p->on_connect) f = ll__pg_hook_connect(p->loop, f, p->on_connect, p->hook_arg);
     return f;
 }
 
@@ -223,9 +226,18 @@ static void reset_cancel(ll_future *outer, void *arg) {
     ll__pg_broken(j->c, "pool reset cancelled: connection closed");
 }
 
+static ll_future *reset_start(void *arg, ll_pg_conn *c);
+
 static ll_future *vt_reset(void *arg, void *conn) {
     ll_pg_pool *p = arg;
-    ll_pg_conn *c = conn;
+    if (p->on_release || p->on_connect)
+        return ll__pg_hook_release(p->loop, conn, p->on_release, p->on_connect, p->hook_arg,
+                                   reset_start, p);
+    return reset_start(p, conn);
+}
+
+static ll_future *reset_start(void *arg, ll_pg_conn *c) {
+    ll_pg_pool *p = arg;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg pool reset");
@@ -275,6 +287,9 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     p->key = display_key(conninfo);
     p->reset_sql = o.reset_sql ? ll_strdup(o.reset_sql) : NULL;
     p->conn_opts = o.conn;
+    p->on_connect = o.on_connect;
+    p->on_release = o.on_release;
+    p->hook_arg = o.hook_arg;
     p->loop = ll__pg_loop(o.conn.loop);
     ll_pool_opts po = {
         .name = "pool postgres",

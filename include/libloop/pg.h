@@ -476,6 +476,10 @@ LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
 
 /* ---- pool ---- */
 
+/* A pool hook: runs on connection c and returns a future the pool waits for and frees (e.g.
+ * ll_pg_exec(c, "SET search_path TO app")); a failed future or NULL discards the connection. */
+typedef ll_future *(*ll_pg_pool_hook)(ll_pg_conn *c, void *arg);
+
 /* Timeouts in seconds: 0 means the default shown, a negative value no limit of its own. */
 typedef struct ll_pg_pool_opts {
     unsigned min_size;       /* connections kept open; 0: none */
@@ -488,6 +492,11 @@ typedef struct ll_pg_pool_opts {
     const char *reset_sql;   /* run alone when a connection comes back, instead of the default
                               * reset (see ll_pg_pool_release); then DEALLOCATE ALL. Copied.
                               * NULL: the default. E.g. "DISCARD ALL" */
+    ll_pg_pool_hook on_connect;  /* each new connection before it is first lent, and again
+                                  * after each reset (whose RESET ALL undoes SETs) */
+    ll_pg_pool_hook on_release;  /* each connection given back with nothing pending, before the
+                                  * reset (bounded by reset_timeout) */
+    void *hook_arg;              /* passed to both */
 } ll_pg_pool_opts;
 
 /* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL
