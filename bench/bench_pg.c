@@ -286,8 +286,10 @@ static int many_main(void *arg) {
         ll_future_free(f);
         ll_time t0 = ll_now();
         ll_pg_many_error e;
+        /* atomic, as asyncpg's executemany is (one transaction) */
+        ll_pg_many_opts mo = {.atomic = true};
         if (ll_pg_executemany(conns[0], "INSERT INTO bench_many VALUES ($1, $2, $3)", 3,
-                              (size_t)fetch_rows, p, NULL, &e) != 0) {
+                              (size_t)fetch_rows, p, &mo, &e) != 0) {
             fprintf(stderr, "bench_pg: executemany: row %zu: %s\n", e.row, e.message);
             exit(1);
         }

@@ -53,6 +53,11 @@ int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, size_t nrows,
     size_t sent = 0, done = 0;
     bool stop = false; /* a deadline or cancellation: no more rows */
     while (done < nrows) {
+        /* In a transaction block the rows may share Syncs (batch_sync's rule: nothing is re-run
+         * there, an error aborts the transaction as it would anyway): a Sync per burst instead
+         * of a Sync, a ReadyForQuery and a server flush per row. */
+        bool saved = c->opts.batch_sync;
+        if (atomic) c->opts.batch_sync = true;
         while (!stop && sent < nrows && sent - done < window) {
             fs[sent % window] = ll_pg_query_typed(c, sql, nparams,
                                                   params + sent * (size_t)nparams, NULL);
@@ -63,6 +68,7 @@ int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, size_t nrows,
             }
             sent++;
         }
+        c->opts.batch_sync = saved;
         if (done == sent) break;
         ll_future *f = fs[done % window];
         int rc = ll_await(f);
