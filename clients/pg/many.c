@@ -71,7 +71,8 @@ int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, size_t nrows,
         c->opts.batch_sync = saved;
         if (done == sent) break;
         ll_future *f = fs[done % window];
-        int rc = ll_await(f);
+        /* replies come in order: most rows of a window are settled by the time one is awaited */
+        int rc = ll_future_done(f) ? ll_future_code(f) : ll_await(f);
         if (rc && !first) {
             first = rc;
             record(err, done, rc, f);
