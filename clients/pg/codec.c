@@ -433,8 +433,65 @@ int ll_pg_get_float8_array(ll_pg_result *r, int row, int col, const double **out
 /* Text arrays in binary: each element is its own length-prefixed string, so no quoting or
  * escaping can make one element spill into the next (the text form's '{"a,b",NULL}' needs a
  * parser that gets quoting right; the binary form needs none). */
+/* A text-format 1-D array ('{a,"b,c",NULL,"x\\"y"}', array_out's form): elements split at commas
+ * outside quotes, quotes and backslashes undone, an unquoted NULL is NULL (a quoted "NULL" is the
+ * string). Anything else (a dimension decoration, a nested array) is refused. */
+static int text_array_parse(ll_pg_result *r, const cell *c, const char *const **out, size_t *n) {
+    const char *s = (const char *)c->p, *end = s + c->len;
+    if (c->len < 2 || s[0] != '{' || end[-1] != '}') return LL_EINVAL;
+    size_t max = 1;
+    for (const char *q = s; q < end; q++) max += *q == ',';
+    /* pointers, then the strings (never longer than the input) */
+    char *m = ll__pg_result_keep(r, (max + 1) * sizeof(char *) + c->len + max + 1);
+    if (!m) return LL_ENOMEM;
+    const char **v = (const char **)(void *)m;
+    char *o = m + (max + 1) * sizeof(char *);
+    size_t k = 0;
+    const char *q = s + 1;
+    if (q == end - 1) goto done; /* {} */
+    for (;;) {
+        char *start = o;
+        bool quoted = false, any = false;
+        if (q < end - 1 && *q == '"') {
+            quoted = true;
+            for (q++; q < end - 1 && *q != '"'; q++) {
+                if (*q == '\\' && q + 1 < end - 1) q++;
+                *o++ = *q;
+            }
+            if (q >= end - 1) return LL_EINVAL; /* unterminated quote */
+            q++;
+        } else {
+            for (; q < end - 1 && *q != ',' && *q != '}'; q++) {
+                if (*q == '{' || *q == '"') return LL_EINVAL; /* nested or malformed */
+                if (*q == '\\' && q + 1 < end - 1) q++;
+                *o++ = *q;
+                any = true;
+            }
+            if (!any) return LL_EINVAL; /* an empty unquoted element */
+        }
+        *o++ = 0;
+        v[k++] = !quoted && strcmp(start, "NULL") == 0 ? NULL : start;
+        if (q == end - 1) break;
+        if (*q != ',') return LL_EINVAL;
+        q++;
+    }
+done:
+    v[k] = NULL;
+    if (out) *out = v;
+    if (n) *n = k;
+    return 0;
+}
+
 int ll_pg_get_text_array(ll_pg_result *r, int row, int col, const char *const **out, size_t *n) {
     static const unsigned oids[] = {OID_TEXT_ARR, OID_VARCHAR_ARR, OID_BPCHAR_ARR, OID_NAME_ARR, 0};
+    cell tc;
+    int trc = cell_of(r, row, col, &tc);
+    if (trc) return trc;
+    if (!tc.binary) {
+        bool ok = false;
+        for (const unsigned *t = oids; *t; t++) ok = ok || tc.type == *t;
+        return ok ? text_array_parse(r, &tc, out, n) : LL_EINVAL;
+    }
     arr a;
     int rc = arr_of(r, row, col, oids, &a);
     if (rc) return rc;

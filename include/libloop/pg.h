@@ -324,9 +324,11 @@ LL_EXPORT int ll_pg_get_timestamp(ll_pg_result *r, int row, int col, int64_t *us
 LL_EXPORT int ll_pg_get_timestamptz(ll_pg_result *r, int row, int col, int64_t *usecs_since_1970);
 LL_EXPORT int ll_pg_get_interval(ll_pg_result *r, int row, int col, ll_pg_interval *out);
 LL_EXPORT int ll_pg_get_uuid(ll_pg_result *r, int row, int col, uint8_t out[16]);
-/* A 1-D array (binary result) of int2/int4/int8 or of text-like elements: *n elements, *nulls[i]
- * true for a NULL element (its value 0 / NULL). Arrays live until the result is freed. An empty
- * array gives n 0. */
+/* A 1-D array of int2/int4/int8 or float4/float8 (binary result), or of text-like elements
+ * (binary or text result: the text form is parsed with its quoting, so no element ever splits):
+ * *n elements, *nulls[i] true for a NULL element (its value 0; a NULL string in a text array).
+ * Arrays live until the result is freed. An empty array gives n 0; a multi-dimensional array
+ * LL_EINVAL. */
 LL_EXPORT int ll_pg_get_int8_array(ll_pg_result *r, int row, int col, const int64_t **out,
                                    const bool **nulls, size_t *n);
 LL_EXPORT int ll_pg_get_float8_array(ll_pg_result *r, int row, int col, const double **out,

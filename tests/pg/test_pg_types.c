@@ -426,9 +426,33 @@ static int t_text_results(void *arg) {
     assert_int_equal(ll_pg_get_text(r, 0, 2, &s, NULL), 0);
     assert_string_equal(s, "(1,\"x,\"\"y\")");
     assert_string_equal(ll_pg_text(r, 0, 3), "{a,NULL}");
+    const char *const *sv;
+    size_t n;
+    assert_int_equal(ll_pg_get_text_array(r, 0, 3, &sv, &n), 0); /* parsed from the text form */
+    assert_int_equal(n, 2);
+    assert_string_equal(sv[0], "a");
+    assert_null(sv[1]);
     double d;
     assert_int_equal(ll_pg_get_float8(r, 0, 4, &d), 0);
     assert_true(d == 2.5);
+    ll_future_free(f);
+
+    /* hostile strings through the text form of an array: quotes, commas, braces, backslashes,
+     * "NULL" the string and NULL the value, spaces; each element comes back whole */
+    const char *hostile[] = {"a,b", "\"q\"", "{x}", "back\\slash", "NULL", NULL, "", " sp ", "}"};
+    ll_pg_param hp = ll_pg_param_text_array(hostile, 9);
+    f = ll_pg_query_typed(c, "SELECT $1, '{}'::text[], '{{a},{b}}'::text[]", 1, &hp, &o);
+    assert_int_equal(ll_await(f), 0);
+    r = ll_pg_result_of(f);
+    assert_int_equal(ll_pg_get_text_array(r, 0, 0, &sv, &n), 0);
+    assert_int_equal(n, 9);
+    for (size_t i = 0; i < 9; i++) {
+        if (!hostile[i]) assert_null(sv[i]);
+        else assert_string_equal(sv[i], hostile[i]);
+    }
+    assert_int_equal(ll_pg_get_text_array(r, 0, 1, &sv, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ll_pg_get_text_array(r, 0, 2, &sv, &n), LL_EINVAL); /* 2-D: refused */
     ll_future_free(f);
 
     /* enums and composites in a binary result: the enum is not a known text type; read as text */
