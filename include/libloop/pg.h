@@ -197,7 +197,7 @@ LL_EXPORT void ll_pg_result_free(ll_pg_result *r);
 
 /* ---- typed parameters and binary results ----
  * A parameter is an ll_pg_param value made by one of the constructors below; the compiler checks
- * each argument's C type (an int where text is wanted does not compile). Fixed-size values are
+ * each argument's C type (an int where text is wanted is always diagnosed). Fixed-size values are
  * kept inside the struct; text, bytes and arrays are borrowed until the query call returns (the
  * call copies them). The fields are private: make parameters only with the constructors.
  *
