@@ -278,9 +278,11 @@ static void on_attempt(ll_future *f, void *arg) {
     size_t i = m->next - 1;
     int rc = ll_future_code(f);
     if (rc) {
-        /* the message is "connect to postgres HOST (user, db): why": keep it whole, it names the
-         * address the name resolved to */
-        char *why = ll_strdup(ll_future_errmsg(f));
+        /* "connect to postgres ADDR (user, db): why": the host is named by the list entry, so
+         * only the why (which names the address the name resolved to) is kept */
+        const char *msg = ll_future_errmsg(f);
+        const char *cut = strncmp(msg, "connect to postgres ", 20) == 0 ? strstr(msg, "): ") : NULL;
+        char *why = ll_strdup(cut ? cut + 3 : msg);
         ll_future_free(f);
         note_error(m, i, rc, why ? why : "connect failed");
         ll_free(why);

@@ -361,7 +361,13 @@ bool lt_pg_start_standby(lt_pg *s, const lt_pg *primary) {
 
 bool lt_pg_promote(lt_pg *s) {
     char *const argv[] = {"pg_ctl", "promote", "-w", "-t", "30", "-D", s->datadir, NULL};
-    return run_as(s, "pg_ctl", argv) == 0;
+    if (run_as(s, "pg_ctl", argv) == 0) return true;
+    char path[400], line[512];
+    snprintf(path, sizeof path, "%s/pg_ctl.log", s->dir);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) fprintf(stderr, "pgserver: pg_ctl: %s", line);
+    if (f) fclose(f);
+    return false;
 }
 
 void lt_pg_halt(lt_pg *s) {
