@@ -155,7 +155,7 @@ EXAMPLE_LDLIBS := $(foreach c,$(CLIENTS),$(LIBS_$(c)))
 
 .PHONY: check-aarch64
 .PHONY: check-headers check-docs check-install servers docs
-.PHONY: fuzz check-tsan bench-smtp bench-loops
+.PHONY: fuzz check-tsan bench-smtp bench-loops check-cluster
 .PHONY: all lib tests examples check check-plain check-asan valgrind bench bench-core bench-io bench-http bench-pg bench-redis demo \
         install clean deps exports clang
 
@@ -362,6 +362,10 @@ bench-redis:
 	scripts/deps bench
 	$(MAKE) $(BUILD)/bench/bench_redis
 	bench/run-redis $(BUILD)/bench/bench_redis
+
+# Redis Cluster (6 nodes) and Sentinel topologies alone (make check runs them with tests/redis)
+check-cluster: $(BUILD)/tests/redis/test_redis_cluster $(BUILD)/tests/redis/test_redis_sentinel
+	$(BUILD)/tests/redis/test_redis_cluster && $(BUILD)/tests/redis/test_redis_sentinel
 
 # One loop per core: 1 loop against 2 loops (ll_loop_group), a client-bound mix and Redis SET/GET
 $(BUILD)/bench/bench_loops: bench/bench_loops.c $(BUILD)/libloop-redis.a $(BUILD)/libloop.a

@@ -9,7 +9,8 @@
  *   handed out as soon as it returns.
  * - join first waits for every main task to finish (a done callback counts them under the group's
  *   mutex), then posts an unref to each loop; each ll_loop_run then returns when its loop has run
- *   out of work, and the thread frees its loop. Waiting for all mains before releasing any loop
+ *   out of work, and the thread frees its loop — but only after join's posts have all returned
+ *   (ll_loop_call_soon_threadsafe still touches the loop after queueing: found by TSan). Waiting for all mains before releasing any loop
  *   keeps cross-loop posts made by still-running mains safe.
  * - The threads block SIGINT/SIGTERM and the other asynchronous signals, so they keep reaching the
  *   application's own thread (as the executor's workers do).
@@ -49,6 +50,7 @@ struct ll_loop_group {
     bool abort;        /* start-up failed: the threads free their loops and exit */
     size_t mains_done;
     bool joined;
+    bool posted;       /* join has finished posting the releases: loops may be freed */
     member *m;
 };
 
@@ -123,6 +125,11 @@ static void *member_thread(void *arg) {
         pthread_mutex_unlock(&g->mu);
     }
     ll_loop_run(loop); /* returns once join has dropped the reference and the work is done */
+    /* join may still be inside ll_loop_call_soon_threadsafe() on this loop (waking it after the
+     * post we just ran): free the loop only once every post of join has returned. */
+    pthread_mutex_lock(&g->mu);
+    while (!g->posted) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
     ll_future_free(m->main);
     ll_loop_shutdown(loop, ll_deadline_in(5.0));
     ll_loop_free(loop);
@@ -259,6 +266,10 @@ int ll_loop_group_join(ll_loop_group *g, int *codes) {
          * than a loop that never ends: wake it by posting again until it goes through. */
         while (ll_loop_call_soon_threadsafe(g->m[i].loop, release_loop, g->m[i].loop) != 0) sched_yield();
     }
+    pthread_mutex_lock(&g->mu);
+    g->posted = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
     int first = 0;
     for (size_t i = 0; i < g->n; i++) {
         pthread_join(g->m[i].thread, NULL);

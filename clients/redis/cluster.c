@@ -124,7 +124,7 @@ static cnode *node_by_addr(ll_redis_cluster *c, const char *addr) {
 
 /* A connected link to node n, made if needed (single-flight). */
 static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *msg, size_t msgn) {
-    for (int round = 0;; round++) {
+    for (;;) {
         if (c->closed) {
             snprintf(msg, msgn, "redis cluster: closed");
             return LL_ECLOSED;
@@ -138,9 +138,10 @@ static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *m
             n->conn = NULL;
         }
         if (n->connecting) {
+            /* Someone else is connecting: share its outcome rather than start a second attempt. */
             int rc = ll_event_wait(n->ready);
             if (rc) return rc;
-            if (!n->conn && round > 0) {
+            if (!n->conn && !n->connecting && !c->closed) {
                 snprintf(msg, msgn, "%s", n->last_msg);
                 return n->last_err ? n->last_err : LL_EREDIS_CONN;
             }
@@ -756,4 +757,15 @@ LL_EXPORT void ll_redis_cluster_get_stats(const ll_redis_cluster *c, ll_redis_cl
         for (size_t k = 0; k < i && !seen; k++) seen = c->shards[k].master == c->shards[i].master;
         if (!seen) out->masters++;
     }
+}
+
+LL_EXPORT int ll_redis_cluster_node_url(const ll_redis_cluster *c, const char *key, size_t len, char *url,
+                                        size_t n) {
+    if (!c || !key || !url || n == 0) return LL_EINVAL;
+    const shard *sh = c->slot[ll_redis_cluster_keyslot(key, len)];
+    if (!sh || !sh->master) return LL_ENOENT;
+    const cnode *m = sh->master;
+    bool v6 = strchr(m->host, ':') != NULL;
+    int w = snprintf(url, n, v6 ? "redis://[%s]:%u" : "redis://%s:%u", m->host, (unsigned)m->port);
+    return w < 0 || (size_t)w >= n ? LL_ETOOLARGE : 0;
 }

@@ -218,7 +218,11 @@ static int sworker(void *arg) {
         if (rc) break;
         backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
     }
-    if (f) ll__redis_forward(j->out, f);
+    if (f && rc == LL_ECLOSED && !s->closed) {
+        /* The handle dropped the master link (+switch-master) under this command. */
+        ll_future_fail(j->out, LL_EREDIS_CONN, "redis sentinel: the link to the old master was dropped on a "
+                       "failover; the command may or may not have run");
+    } else if (f) ll__redis_forward(j->out, f);
     else if (rc == LL_ECANCELED) ll_future_set_cancelled(j->out);
     else ll_future_fail(j->out, rc ? rc : LL_EREDIS_CONN, "%s", msg[0] ? msg : ll_strerror(rc));
     ll_future_free(f);

@@ -13,6 +13,8 @@
  *   - a command already written when its node's link died fails with LL_EREDIS_CONN ("may or may
  *     not have run"): it is NOT re-sent (it may not be idempotent). The map is re-read for the
  *     next command.
+ * Pub/sub, transactions and blocking commands need a connection of their own: take the node from
+ * ll_redis_cluster_node_url() and use ll_redis_sub_connect / ll_redis_pool_new there.
  * Multi-key commands: keys in one slot go as they are. Keys in several slots: MGET, MSET, DEL,
  * UNLINK, EXISTS and TOUCH are split per slot and the replies combined (MGET's array in the
  * caller's order, the others' counts added; MSET is then not atomic across slots); every other
@@ -69,6 +71,13 @@ LL_EXPORT ll_future *ll_redis_cluster_command(ll_redis_cluster *c, int argc, con
 LL_EXPORT unsigned ll_redis_cluster_keyslot(const char *key, size_t len);
 /* Re-read the slot map now (resolves with no value). */
 LL_EXPORT ll_future *ll_redis_cluster_refresh(ll_redis_cluster *c);
+
+/* The master serving `key`'s slot in the current map, as "redis://host:port" in url (n bytes with
+ * its NUL): for what needs a connection of its own on that node — ll_redis_sub_connect (pub/sub),
+ * ll_redis_pool_new (WATCH/MULTI, blocking commands). 0, LL_ENOENT (no map or no node serves the
+ * slot), LL_EINVAL (NULL argument), LL_ETOOLARGE (url too small). */
+LL_EXPORT int ll_redis_cluster_node_url(const ll_redis_cluster *c, const char *key, size_t len, char *url,
+                                        size_t n);
 
 typedef struct ll_redis_cluster_stats {
     uint64_t moved, ask;         /* redirects followed */

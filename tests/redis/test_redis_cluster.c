@@ -13,6 +13,7 @@
  * Missing redis-server/redis-cli fails the program (the harness says which binary).
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,7 +174,28 @@ static int routing_task(void *arg) {
     ll_future_free(f);
     ll_redis_cluster_get_stats(c, &st);
     LT_CHECK(st.moved == moved_before);
+    /* pub/sub on a node of its own: PUBLISH through the cluster reaches every node's subscribers */
+    char url[96];
+    LT_CHECK(ll_redis_cluster_node_url(c, "route:1", 7, url, 8) == LL_ETOOLARGE);
+    LT_CHECK(ll_redis_cluster_node_url(c, "route:1", 7, url, sizeof url) == 0);
+    f = ll_redis_sub_connect(url, NULL, 0);
+    LT_CHECKF(ll_await(f) == 0, "%s", ll_future_errmsg(f));
+    ll_redis_sub *sub = ll_future_take(f);
+    ll_future_free(f);
+    f = ll_redis_subscribe(sub, "news");
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    f = ccmd(c, "PUBLISH news hello");
+    LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
+    ll_future_free(f);
+    f = ll_redis_sub_next(sub);
+    LT_CHECK(ll_await_timeout(f, 5) == 0);
+    ll_redis_message *msg = ll_redis_message_of(f);
+    LT_CHECK(msg && msg->len == 5 && !memcmp(msg->data, "hello", 5));
+    ll_future_free(f);
+    ll_redis_sub_close(sub);
     /* bad arguments */
+    LT_CHECK(ll_redis_cluster_node_url(NULL, "k", 1, url, sizeof url) == LL_EINVAL);
     f = ll_redis_cluster_command(NULL, 1, (const char *[]){"PING"}, NULL);
     LT_CHECK(ll_future_code(f) == LL_EINVAL);
     ll_future_free(f);
@@ -200,6 +222,69 @@ static void test_routing(void **state) {
     lt_ctx ctx;
     lt_setup(&ctx);
     assert_int_equal(lt_run_checked(ctx.loop, routing_task, NULL), 0);
+    lt_teardown(&ctx);
+}
+
+/* ---- promises: a deadline returns control on time; arguments are copied ---- */
+
+static int deadline_task(void *arg) {
+    (void)arg;
+    ll_redis_cluster *c = cluster_connect(NULL);
+    LT_CHECK(c);
+    /* arguments may be reused as soon as the call returns */
+    char key[16] = "dl:key", val[16] = "first";
+    const char *argv[3] = {"SET", key, val};
+    ll_future *f = ll_redis_cluster_command(c, 3, argv, NULL);
+    memcpy(key, "XXXXXX", 7);
+    memcpy(val, "garbage", 8);
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    f = ccmd(c, "GET dl:key");
+    LT_CHECK(str_is(f, "first"));
+    ll_future_free(f);
+    /* the master of the key stops answering (SIGSTOP, shorter than cluster-node-timeout, so no
+     * failover): a command under a 0.3 s deadline gives control back at the deadline */
+    int m = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot("dl:key", 6));
+    LT_CHECK(m >= 0);
+    kill(cl.node[m].pid, SIGSTOP);
+    ll_time t0 = ll_now();
+    ll_scope sc;
+    ll_scope_enter(&sc, ll_deadline_in(0.3));
+    f = ll_redis_cluster_command(c, 2, (const char *[]){"GET", "dl:key"}, NULL);
+    int rc = ll_await(f);
+    ll_scope_exit(&sc);
+    double took = ll_now() - t0;
+    kill(cl.node[m].pid, SIGCONT);
+    LT_CHECKF(rc == LL_ETIMEDOUT, "rc %d: %s", rc, ll_future_errmsg(f));
+    LT_CHECKF(took < 0.3 + 0.25, "took %.3f s", took); /* generous slack: the machine is loaded */
+    ll_future_free(f);
+    /* the link is still usable: the abandoned reply is read and dropped */
+    f = ccmd(c, "GET dl:key");
+    LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "first"), "%s", lt_last_err);
+    ll_future_free(f);
+    /* cancelling the caller's future stops the command */
+    kill(cl.node[m].pid, SIGSTOP);
+    f = ll_redis_cluster_command(c, 2, (const char *[]){"GET", "dl:key"}, NULL);
+    ll_sleep(0.05);
+    ll_future_cancel(f);
+    rc = ll_await(f);
+    kill(cl.node[m].pid, SIGCONT);
+    LT_CHECK(rc == LL_ECANCELED);
+    ll_future_free(f);
+    /* closing with a command in flight: it fails with LL_ECLOSED, nothing leaks */
+    f = ll_redis_cluster_command(c, 2, (const char *[]){"GET", "dl:key"}, NULL);
+    ll_redis_cluster_close(c);
+    rc = ll_await(f);
+    LT_CHECKF(rc == LL_ECLOSED || rc == 0, "rc %d: %s", rc, ll_future_errmsg(f));
+    ll_future_free(f);
+    return 0;
+}
+
+static void test_deadline_and_ownership(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, deadline_task, NULL), 0);
     lt_teardown(&ctx);
 }
 
@@ -470,6 +555,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keyslot),
         cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_deadline_and_ownership),
         cmocka_unit_test(test_replica_reads),
         cmocka_unit_test(test_reshard_under_load),
         cmocka_unit_test(test_failover),

@@ -5,6 +5,7 @@
  *   - SENTINEL FAILOVER: the client follows +switch-master to the promoted replica by itself; a
  *     write confirmed with WAIT 1 before the failover reads back after it; the time from the
  *     failover request to the first write accepted by the new master is printed;
+ *   - a link killed by the server (CLIENT KILL): discovered again without user action;
  *   - an unknown master name and bad arguments fail with clear errors.
  */
 #include <stdio.h>
@@ -60,6 +61,20 @@ static int failover_task(void *arg) {
     char want[32];
     snprintf(want, sizeof want, "127.0.0.1:%d", sn.data[0].port);
     LT_CHECKF(!strcmp(ll_redis_sentinel_master(s), want), "%s", ll_redis_sentinel_master(s));
+    /* The replica must be known to the sentinels before they can promote it. */
+    char out[4096];
+    for (ll_time t0 = ll_now();; ll_sleep(0.1)) { /* the replica in sync with the master */
+        lt_redis_cli_port(sn.data[0].port, out, sizeof out, "info replication");
+        if (strstr(out, "connected_slaves:1") && strstr(out, "state=online")) break;
+        LT_CHECKF(ll_now() - t0 < 20, "replica never in sync: %.2000s", out);
+    }
+    for (ll_time t0 = ll_now();; ll_sleep(0.2)) {
+        lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel replicas mymaster");
+        char port[16];
+        snprintf(port, sizeof port, "%d", sn.data[1].port);
+        if (strstr(out, port) && !strstr(out, "s_down")) break;
+        LT_CHECKF(ll_now() - t0 < 20, "sentinel never saw the replica: %.2000s", out);
+    }
     f = scmd(s, "SET before-failover yes");
     LT_CHECKF(ll_future_code(f) == 0, "%s", lt_last_err);
     ll_future_free(f);
@@ -69,18 +84,10 @@ static int failover_task(void *arg) {
     ll_redis_reply_integer(ll_redis_reply_of(f), &acked);
     LT_CHECK(acked >= 1);
     ll_future_free(f);
-    /* The replica must be known to the sentinels before they can promote it. */
-    char out[4096];
-    for (ll_time t0 = ll_now();; ll_sleep(0.2)) {
-        lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel replicas mymaster");
-        char port[16];
-        snprintf(port, sizeof port, "%d", sn.data[1].port);
-        if (strstr(out, port) && !strstr(out, "s_down")) break;
-        LT_CHECKF(ll_now() - t0 < 20, "sentinel never saw the replica: %.2000s", out);
-    }
+    char out2[512];
     ll_time t0 = ll_now();
-    LT_CHECK(lt_redis_cli_port(sn.sentinel[0].port, out, sizeof out, "sentinel failover mymaster") == 0);
-    LT_CHECKF(strstr(out, "OK"), "SENTINEL FAILOVER: %.2000s", out);
+    LT_CHECK(lt_redis_cli_port(sn.sentinel[0].port, out2, sizeof out2, "sentinel failover mymaster") == 0);
+    LT_CHECKF(strstr(out2, "OK"), "SENTINEL FAILOVER: %s", out2);
     /* Write until the new master accepts: errors allowed only within the failover. */
     int errors = 0;
     snprintf(want, sizeof want, "127.0.0.1:%d", sn.data[1].port);
@@ -104,6 +111,21 @@ static int failover_task(void *arg) {
            "commands, %llu discoveries, %llu +switch-master seen\n",
            recovery, errors, (unsigned long long)st.discoveries, (unsigned long long)st.switches);
     LT_CHECK(st.discoveries >= 2);
+    /* The link to the (new) master is killed server-side: the handle discovers again by itself. */
+    uint64_t before = st.discoveries;
+    lt_redis_cli_port(sn.data[1].port, out2, sizeof out2, "client kill type normal");
+    int tries = 0;
+    for (;; tries++) {
+        f = scmd(s, "GET before-failover");
+        int rc = ll_future_code(f);
+        ll_future_free(f);
+        if (rc == 0) break;
+        LT_CHECKF(rc == LL_EREDIS_CONN && tries < 3, "%s", lt_last_err); /* only what was on the dead link */
+        ll_sleep(0.05);
+    }
+    ll_redis_sentinel_get_stats(s, &st);
+    LT_CHECK(st.discoveries == before + 1);
+    LT_CHECKF(!strcmp(ll_redis_sentinel_master(s), want), "%s", ll_redis_sentinel_master(s));
     ll_redis_sentinel_close(s);
     ll_redis_sentinel_close(NULL);
     return 0;
