@@ -230,6 +230,12 @@ static int t_router(void *arg) {
     LT_CHECK(strcmp(v, "f") == 0);
     LT_CHECK(routed_text(r, false, "CREATE TABLE IF NOT EXISTS rt(v int)", v, sizeof v) == 0);
     LT_CHECK(routed_text(r, false, "INSERT INTO rt VALUES (1)", v, sizeof v) == 0);
+    /* a write marked read-only reaches the standby, whose refusal is the caller's, unchanged */
+    ll_future *w = ll_pg_router_query(r, true, "INSERT INTO rt VALUES (0)", 0);
+    LT_CHECK(ll_await(w) == LL_EPG_SERVER);
+    LT_CHECKF(ll_pg_error_sqlstate(w) && strcmp(ll_pg_error_sqlstate(w), "25006") == 0, "%s",
+              ll_future_errmsg(w));
+    ll_future_free(w);
     /* a routed acquire: read-only on the standby, released through the router */
     ll_future *a = ll_pg_router_acquire(r, true);
     LT_CHECK(ll_await(a) == 0);
@@ -308,7 +314,9 @@ enum { WORKERS = 16 };
 static struct {
     ll_pg_pool *pool;
     bool stop;
-    ll_time failed_first, recovered_at; /* first failure; first success after one */
+    ll_time t_stop;                     /* when the primary was stopped */
+    ll_time failed_first, recovered_at; /* first failure; first success of a query started after
+                                         * t_stop (it can only have run on the new primary) */
     long ok, failed, ok_after;
     char last_err[512];
 } fo;
@@ -316,11 +324,12 @@ static struct {
 static int worker(void *arg) {
     (void)arg;
     while (!fo.stop) {
+        ll_time started = ll_now();
         ll_future *f = ll_pg_pool_query(fo.pool, "INSERT INTO fo(v) VALUES (1) RETURNING v", 0);
         int rc = ll_await(f);
         if (rc == 0) {
             fo.ok++;
-            if (fo.failed_first) {
+            if (fo.t_stop && started > fo.t_stop) {
                 fo.ok_after++;
                 if (!fo.recovered_at) fo.recovered_at = ll_now();
             }
@@ -356,12 +365,14 @@ static int t_failover(void *arg) {
      * tools would not: the workers see the outage when it resumes) */
     ll_time t_stop = ll_now();
     lt_pg_halt(&prim);
+    fo.t_stop = ll_now(); /* the loop was blocked: queries started from now on are after it */
     ll_sleep(0.3); /* the workers hit the outage */
     ll_time t_promote = ll_now();
     LT_CHECK(lt_pg_promote(&stby));
     ll_time t_promoted = ll_now();
     for (int i = 0; i < 300 && !fo.recovered_at; i++) ll_sleep(0.05);
-    LT_CHECKF(fo.recovered_at, "not recovered; last error: %s", fo.last_err);
+    LT_CHECKF(fo.recovered_at, "not recovered; %ld ok, %ld failed, last error: %s", fo.ok,
+              fo.failed, fo.last_err);
     ll_sleep(0.5);
     /* after recovery everything works, on the new primary */
     long fails_at = fo.failed;
