@@ -171,6 +171,17 @@ static int t_share(void *arg) {
     char a[64];
     snprintf(a, sizeof a, ":%d: ", lt_proxy_port(px));
     LT_CHECKF(strstr(lt_last_err, a) && strstr(lt_last_err, "timed out"), "%s", lt_last_err);
+    /* the awaiting task's deadline gives control back in the middle of the walk (promise 2), and
+     * the abandoned walk leaves nothing behind (lt_teardown counts) */
+    snprintf(ci, sizeof ci, "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres "
+             "target_session_attrs=read-write", lt_proxy_port(px), prim.port);
+    t0 = ll_now();
+    f = ll_pg_connect(ci, &(ll_pg_opts){.connect_timeout = 5});
+    rc = ll_await_timeout(f, 0.3);
+    took = ll_now() - t0;
+    ll_future_free(f);
+    LT_CHECKF(rc == LL_ETIMEDOUT, "rc %d", rc);
+    LT_CHECKF(took < 0.3 + 0.15, "took %.2f s", took); /* 50 ms slack, tripled for the load */
     return 0;
 }
 
@@ -285,6 +296,12 @@ static int t_router(void *arg) {
     LT_CHECK(wait_usable(r, true, 5));
     lt_proxy_set(px, &(lt_fault){.kind = LT_FAULT_FREEZE});
     ll_future *ro = ll_pg_router_query(r, true, "SELECT pg_is_in_recovery()", 0);
+    /* a routed query stuck on the frozen standby gives control back at the caller's deadline */
+    ll_time t0b = ll_now();
+    ll_future *stuck = ll_pg_router_query(r, true, "SELECT 1", 0);
+    LT_CHECK(ll_await_timeout(stuck, 0.2) == LL_ETIMEDOUT);
+    ll_future_free(stuck);
+    LT_CHECKF(ll_now() - t0b < 0.2 + 0.15, "took %.2f s", ll_now() - t0b);
     LT_CHECK(wait_usable(r, false, 5)); /* the check timed out (2 s) */
     ll_pg_router_get_stats(r, &st);
     LT_CHECK(st.checks_failed >= 1);
