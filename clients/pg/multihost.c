@@ -407,7 +407,8 @@ ll_future *ll__pg_multihost_connect(const char *conninfo, const ll_pg_opts *opts
     m->pool = pool;
     if (pool) ll__pg_pool_conn_born(pool);
     size_t np = 0, na = 0;
-    m->hosts = split_list(host ? host : "", &m->n);
+    /* only addresses given: each is its own host entry (libpq does the same) */
+    m->hosts = split_list(host ? host : hostaddr ? hostaddr : "", &m->n);
     char **ports = split_list(port, &np);
     m->addrs = hostaddr ? split_list(hostaddr, &na) : NULL;
     size_t len = 0;

@@ -116,6 +116,14 @@ static int t_multihost(void *arg) {
     LT_CHECKF(connect_to(ci, &c) == 0, "%s", lt_last_err);
     LT_CHECK(peer_port(c) == prim.port);
     ll_pg_close(c);
+    /* addresses only */
+    snprintf(ci, sizeof ci,
+             "hostaddr=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres "
+             "target_session_attrs=read-write",
+             stby.port, prim.port);
+    LT_CHECKF(connect_to(ci, &c) == 0, "%s", lt_last_err);
+    LT_CHECK(peer_port(c) == prim.port);
+    ll_pg_close(c);
     /* a bad value */
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d target_session_attrs=master", prim.port);
     LT_CHECK(connect_to(ci, &c) == LL_EINVAL);
