@@ -66,6 +66,7 @@ typedef struct ll_pg_router_stats {
     uint64_t to_standby, to_primary;  /* queries and acquires routed */
     uint64_t fallbacks;      /* read-only work the standby could not take, run on the primary */
 } ll_pg_router_stats;
+/* What the router measured and how much it routed where. */
 LL_EXPORT void ll_pg_router_get_stats(const ll_pg_router *r, ll_pg_router_stats *out);
 
 LL_END_DECLS
