@@ -196,6 +196,10 @@ static void note_error(mh_connect *m, size_t i, int code, const char *why) {
     char *e = ll_format("%s%s%s:%s: %s", m->errors ? m->errors : "", m->errors ? "; " : "",
                         m->hosts[i][0] ? m->hosts[i] : "(default)", m->ports[i], why);
     if (e) {
+        /* host names come from the conninfo: a control byte (a URI's %0A) becomes '?' as in
+         * conn.c, so the message stays one line */
+        for (char *p = e; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
         ll_free(m->errors);
         m->errors = e;
     }
@@ -386,8 +390,11 @@ ll_future *ll__pg_multihost_connect(const char *conninfo, const ll_pg_opts *opts
     if (!tsa) tsa = getenv("PGTARGETSESSIONATTRS");
     tsa_kind kind;
     if (tsa_parse(tsa, &kind) != 0) {
+        /* the value is not echoed: a control byte from a URI's %0A must not forge a log line */
         ll_future *f = ll_future_failed(
-            loop, LL_EINVAL, "connect to postgres: invalid target_session_attrs value: \"%s\"", tsa);
+            loop, LL_EINVAL,
+            "connect to postgres: invalid target_session_attrs value (expected any, read-write, "
+            "read-only, primary, standby or prefer-standby)");
         PQconninfoFree(o);
         return f;
     }
