@@ -38,6 +38,7 @@ typedef struct mh_connect {
     char *base;              /* the conninfo without host/hostaddr/port/target_session_attrs */
     char **hosts, **addrs, **ports;
     size_t n, next;          /* hosts; the next one to try */
+    size_t naddrs;           /* entries in addrs (equal to n once checked) */
     ll_time deadline;        /* LL_NEVER: none of our own */
     ll_time host_deadline;   /* the end of the current host's share */
     ll_future *attempt;      /* the connect in progress */
@@ -134,7 +135,7 @@ static void mh_free(mh_connect *m) {
     void *pool = m->pool;
     ll_free(m->base);
     free_list(m->hosts, m->n);
-    free_list(m->addrs, m->n);
+    free_list(m->addrs, m->naddrs);
     free_list(m->ports, m->n);
     ll_free(m->errors);
     ll_free(m);
@@ -418,6 +419,7 @@ ll_future *ll__pg_multihost_connect(const char *conninfo, const ll_pg_opts *opts
     m->hosts = split_list(host ? host : hostaddr ? hostaddr : "", &m->n);
     char **ports = split_list(port, &np);
     m->addrs = hostaddr ? split_list(hostaddr, &na) : NULL;
+    m->naddrs = m->addrs ? na : 0;
     size_t len = 0;
     bool ok = m->hosts && ports && (!hostaddr || m->addrs);
     for (PQconninfoOption *p = o; ok && p->keyword; p++) {
