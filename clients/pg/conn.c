@@ -471,10 +471,16 @@ static ll_future *connect_impl(const char *conninfo, const ll_pg_opts *opts, voi
 
 ll_future *ll_pg_connect(const char *conninfo, const ll_pg_opts *opts) {
     LL_REQUIRE_ARG(conninfo, "conninfo");
-    return connect_impl(conninfo, opts, NULL);
+    return ll__pg_connect_pooled(conninfo, opts, NULL);
 }
 
 ll_future *ll__pg_connect_pooled(const char *conninfo, const ll_pg_opts *opts, void *pool) {
+    /* several hosts or a target_session_attrs: multihost.c walks them, one host at a time */
+    if (ll__pg_multihost_wanted(conninfo)) return ll__pg_multihost_connect(conninfo, opts, pool);
+    return connect_impl(conninfo, opts, pool);
+}
+
+ll_future *ll__pg_connect_single(const char *conninfo, const ll_pg_opts *opts, void *pool) {
     return connect_impl(conninfo, opts, pool);
 }
 

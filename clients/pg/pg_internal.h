@@ -233,6 +233,10 @@ struct ll_pg_conn {
 
 /* conn.c */
 ll_future *ll__pg_connect_pooled(const char *conninfo, const ll_pg_opts *opts, void *pool);
+ll_future *ll__pg_connect_single(const char *conninfo, const ll_pg_opts *opts, void *pool); /* one host */
+/* multihost.c: several hosts or a target_session_attrs in the conninfo */
+bool ll__pg_multihost_wanted(const char *conninfo);
+ll_future *ll__pg_multihost_connect(const char *conninfo, const ll_pg_opts *opts, void *pool);
 void ll__pg_conn_free(ll_pg_conn *c);           /* close and free, lent by a pool or not */
 void ll__pg_io_update(ll_pg_conn *c);           /* watcher events/ref from the current state */
 void ll__pg_broken(ll_pg_conn *c, const char *why); /* the connection is lost: fail everything */

@@ -9,6 +9,10 @@
  * addresses and Unix socket directories are used as they are. The connect never blocks the loop
  * and is bounded by a connect timeout (ll_pg_opts.connect_timeout, else the conninfo's
  * connect_timeout, else 10 s) as well as by the awaiting task's deadline.
+ * Several hosts (host=a,b,c or a URI with several) and target_session_attrs (read-write,
+ * read-only, primary, standby, prefer-standby, any) are tried in order by libloop, each host with
+ * its share of the connect timeout; the error lists every host's failure (docs/pg.md). Read
+ * routing over a primary and a standby pool: libloop/pg_router.h.
  *
  * Queries and pipelining. Each query call returns a future at once; several tasks may use one
  * connection at the same time. Queries are written to the server as soon as they are made, each

@@ -150,6 +150,7 @@ static bool initdb(lt_pg *s) {
     char hba[400];
     snprintf(hba, sizeof hba, "%s/pg_hba.conf", s->datadir);
     static const char rules[] = "local all all trust\n"
+                                "local replication all trust\n" /* lt_pg_start_standby */
                                 "host all " LT_PG_PW_ROLE " 127.0.0.1/32 scram-sha-256\n"
                                 "host all " LT_PG_PW_ROLE " ::1/128 scram-sha-256\n"
                                 "host all all 127.0.0.1/32 trust\n"
@@ -166,7 +167,7 @@ static bool server_ready(const lt_pg *s) {
     int n = 0;
     bool ready = false;
     while (fgets(line, sizeof line, f)) {
-        if (++n == 8) ready = strncmp(line, "ready", 5) == 0;
+        if (++n == 8) ready = strncmp(line, "ready", 5) == 0 || strncmp(line, "standby", 7) == 0;
     }
     fclose(f);
     return ready;
@@ -297,4 +298,78 @@ int lt_pg_psql(const lt_pg *s, const char *sql) {
         _exit(127);
     }
     return run_wait(pid);
+}
+
+/* ---- a streaming standby (issue 16) ---- */
+
+/* Run bindir/prog with args as the server's user; 0 when it exited 0. */
+static int run_as(const lt_pg *s, const char *prog, char *const argv[]) {
+    char path[300], log[400];
+    snprintf(path, sizeof path, "%s/%s", s->bindir, prog);
+    snprintf(log, sizeof log, "%s/%s.log", s->dir, prog);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        child_become(s, log);
+        execv(path, argv);
+        _exit(127);
+    }
+    return run_wait(pid);
+}
+
+bool lt_pg_start_standby(lt_pg *s, const lt_pg *primary) {
+    memset(s, 0, sizeof *s);
+    memcpy(s->bindir, primary->bindir, sizeof s->bindir);
+    s->uid = primary->uid;
+    s->gid = primary->gid;
+    s->drop = primary->drop;
+    snprintf(s->dir, sizeof s->dir, "/tmp/llpg-XXXXXX");
+    if (!mkdtemp(s->dir)) {
+        s->dir[0] = 0;
+        perror("pgserver: mkdtemp");
+        return false;
+    }
+    if (s->drop && chown(s->dir, (uid_t)s->uid, (gid_t)s->gid) != 0) {
+        perror("pgserver: chown");
+        lt_pg_stop(s);
+        return false;
+    }
+    snprintf(s->datadir, sizeof s->datadir, "%s/data", s->dir);
+    char port[16];
+    snprintf(port, sizeof port, "%d", primary->port);
+    char *const argv[] = {"pg_basebackup", "-h", (char *)primary->dir, "-p", port,
+                          "-U", "postgres", "-D", s->datadir, "-R", "-X", "stream",
+                          "-c", "fast", "--no-sync", NULL};
+    if (run_as(s, "pg_basebackup", argv) != 0) {
+        fprintf(stderr, "pgserver: pg_basebackup failed, see %s/pg_basebackup.log\n", s->dir);
+        lt_pg_stop(s);
+        return false;
+    }
+    s->port = lt_free_port();
+    if (s->port <= 0 || !launch(s)) {
+        lt_pg_stop(s);
+        return false;
+    }
+    snprintf(s->conninfo, sizeof s->conninfo,
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->port);
+    snprintf(s->unix_conninfo, sizeof s->unix_conninfo,
+             "host=%s port=%d user=postgres dbname=postgres", s->dir, s->port);
+    return true;
+}
+
+bool lt_pg_promote(lt_pg *s) {
+    char *const argv[] = {"pg_ctl", "promote", "-w", "-t", "30", "-D", s->datadir, NULL};
+    if (run_as(s, "pg_ctl", argv) == 0) return true;
+    char path[400], line[512];
+    snprintf(path, sizeof path, "%s/pg_ctl.log", s->dir);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) fprintf(stderr, "pgserver: pg_ctl: %s", line);
+    if (f) fclose(f);
+    return false;
+}
+
+void lt_pg_halt(lt_pg *s) {
+    halt(s);
 }

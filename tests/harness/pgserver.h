@@ -46,4 +46,12 @@ void lt_pg_resume(lt_pg *s);
 /* Run one SQL string with psql as the superuser; 0 when it succeeded. */
 int lt_pg_psql(const lt_pg *s, const char *sql);
 
+/* A streaming standby of `primary` (pg_basebackup -R into a new directory, another free port),
+ * started and accepting read-only connections. Stop it with lt_pg_stop. */
+bool lt_pg_start_standby(lt_pg *s, const lt_pg *primary);
+/* pg_ctl promote (waits until the standby accepts writes); true when it did. */
+bool lt_pg_promote(lt_pg *s);
+/* Stop the server and keep its directory (lt_pg_stop still removes it). */
+void lt_pg_halt(lt_pg *s);
+
 #endif
