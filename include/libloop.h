@@ -7,6 +7,8 @@
 #ifndef LIBLOOP_H
 #define LIBLOOP_H
 
+/* C++: each header below wraps its declarations in LL_BEGIN_DECLS (extern "C"). */
+
 #include "libloop/common.h"
 #include "libloop/version.h"
 #include "libloop/error.h"
