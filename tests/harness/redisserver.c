@@ -50,16 +50,6 @@ static int run(char *const argv[]) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static bool port_open(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static void show_log(const lt_redis *s) {
     char path[400];
     snprintf(path, sizeof path, "%s/redis.log", s->dir);
@@ -101,7 +91,7 @@ bool lt_redis_launch(lt_redis *s) {
             show_log(s);
             return false;
         }
-        if (port_open(s->port) && port_open(s->tls_port)) return true;
+        if (lt_port_open(s->port) && lt_port_open(s->tls_port)) return true;
         usleep(5000);
     }
     fprintf(stderr, "redisserver: not ready after 20 s\n");

@@ -50,24 +50,6 @@ static void script_path(char *out, size_t n, const char *name) {
     }
 }
 
-static bool run_quiet(char *const argv[]) {
-    pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -84,7 +66,7 @@ bool lt_smtp_start(lt_smtp *s) {
         return false;
     }
     char *check[] = {PYTHON, "-c", "import aiosmtpd", NULL};
-    if (!run_quiet(check)) {
+    if (!lt_run_quiet(check)) {
         fprintf(stderr, "smtpserver: python3-aiosmtpd is not installed (scripts/deps)\n");
         return false;
     }
@@ -101,7 +83,7 @@ bool lt_smtp_start(lt_smtp *s) {
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", s->cert,
                     "-days", "2", "-subj", subj, "-addext",
                     "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (!run_quiet(argv)) {
+    if (!lt_run_quiet(argv)) {
         fprintf(stderr, "smtpserver: openssl could not make a certificate\n");
         lt_smtp_stop(s);
         return false;
