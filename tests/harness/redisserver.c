@@ -29,27 +29,6 @@ static double mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int run(char *const argv[]) {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void show_log(const lt_redis *s) {
     char path[400];
     snprintf(path, sizeof path, "%s/redis.log", s->dir);
@@ -117,11 +96,7 @@ bool lt_redis_start(lt_redis *s) {
     snprintf(key, sizeof key, "%s/key.pem", s->dir);
     snprintf(s->cert, sizeof s->cert, "%s/cert.pem", s->dir);
     snprintf(s->sock, sizeof s->sock, "%s/redis.sock", s->dir);
-    char *argv[] = {OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", s->cert,
-                    "-days", "30", "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (run(argv) != 0) {
+    if (!lt_self_signed_cert(key, s->cert)) {
         fprintf(stderr, "redisserver: openssl could not make a certificate\n");
         lt_redis_stop(s);
         return false;

@@ -98,3 +98,11 @@ bool lt_run_quiet(char *const argv[]) {
     }
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
+
+bool lt_self_signed_cert(const char *key, const char *cert) {
+    char *argv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", (char *)key, "-out",
+                    (char *)cert, "-days", "30", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
+    return lt_run_quiet(argv);
+}

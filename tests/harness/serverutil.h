@@ -22,5 +22,8 @@ void lt_server_user(unsigned *uid, unsigned *gid, bool *drop);
 bool lt_port_open(int port);
 /* Run argv[0] (a path) with argv, stdout and stderr to /dev/null; true when it exits 0. */
 bool lt_run_quiet(char *const argv[]);
+/* Make a self-signed EC certificate for localhost and 127.0.0.1 with /usr/bin/openssl: the key
+ * and the certificate written to the two paths (PEM); true on success. */
+bool lt_self_signed_cert(const char *key, const char *cert);
 
 #endif

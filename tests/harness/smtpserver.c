@@ -78,12 +78,7 @@ bool lt_smtp_start(lt_smtp *s) {
     char key[320];
     snprintf(key, sizeof key, "%s/key.pem", s->dir);
     snprintf(s->cert, sizeof s->cert, "%s/cert.pem", s->dir);
-    char subj[] = "/CN=localhost";
-    char *argv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", s->cert,
-                    "-days", "2", "-subj", subj, "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (!lt_run_quiet(argv)) {
+    if (!lt_self_signed_cert(key, s->cert)) {
         fprintf(stderr, "smtpserver: openssl could not make a certificate\n");
         lt_smtp_stop(s);
         return false;
