@@ -6,6 +6,7 @@
 #                     ASan+UBSan (the README's test command)
 #   make valgrind     run the tests under memcheck
 #   make bench        all benchmarks (bench-core, bench-io, bench-http, bench-pg, ...)
+#   make soak         every client at once through fault proxies, SOAK_SECONDS (60) long
 #   make demo         the main job: examples/demo
 #   make install PREFIX=/usr/local
 #
@@ -231,7 +232,10 @@ soak:
 	$(MAKE) $(BUILD)/soak/soak
 	$(BUILD)/soak/soak $(SOAK_SECONDS) $(BUILD)/soak; rc=$$?; \
 	  tests/soak/soak-chart $(BUILD)/soak/soak.tsv $(BUILD)/soak/soak.svg; exit $$rc
-.PHONY: soak
+# make check's short run: 20 s, every check but the RSS and descriptor trends (judged from 120 s on)
+soak-smoke: $(BUILD)/soak/soak
+	$(BUILD)/soak/soak 20 $(BUILD)/soak
+.PHONY: soak soak-smoke
 
 $(BUILD)/docs/examples/%: docs/examples/%.c $(EXAMPLE_LIBS)
 	@mkdir -p $(dir $@)
@@ -268,6 +272,7 @@ check-plain:
 	$(MAKE) tests
 	$(MAKE) exports
 	$(WITH_SERVERS) scripts/run-tests $(BUILD)/tests $(BUILD)/docs/examples
+	$(MAKE) soak-smoke
 	$(MAKE) check-headers check-docs check-install
 
 # The user's side of the API (issue 9): every public header alone as C99/C11/C++17 (-pedantic),

@@ -58,7 +58,9 @@ int ll_http_batch_code(const ll_http_batch *b, size_t i) {
     return b && i < b->n ? b->v[i].code : LL_ERANGE;
 }
 const char *ll_http_batch_errmsg(const ll_http_batch *b, size_t i) {
-    return b && i < b->n && b->v[i].msg ? b->v[i].msg : "";
+    if (!b || i >= b->n || b->v[i].code == 0) return "";
+    /* a slot never started has no request message of its own; still say why (found by the soak) */
+    return b->v[i].msg ? b->v[i].msg : "not started: the fan-out was cancelled";
 }
 const ll_http_response *ll_http_batch_response(const ll_http_batch *b, size_t i) {
     return b && i < b->n ? b->v[i].r : NULL;

@@ -112,6 +112,11 @@ typedef struct pg_req {
     char **values;
     int *lengths;
     int *formats;
+    /* typed queries (params.c): parameter type OIDs, the statement cache's key (the SQL with
+     * the types, owned), binary results; all NULL/0 for the text-string calls */
+    Oid *types;
+    char *stmt_key;
+    int result_format;
 } pg_req;
 
 /* A notification waiting to be read, or a task waiting for one. */
@@ -285,6 +290,31 @@ char *ll__pg_quote_ident(const char *name);
 /* The id of the running task, 0 outside tasks. */
 uint64_t ll__pg_task_id(void);
 
+/* params.c */
+/* Parameters encoded for the wire, in one allocation (ll_free): a typed query's or a pool job's. */
+typedef struct pg_enc {
+    int n;
+    int result_format;
+    Oid *types;
+    char **values;
+    int *lengths;
+    int *formats;
+    char *key;                        /* the statement cache key for (sql, types) */
+} pg_enc;
+/* Encode params for sql; on a refused parameter or out of memory returns NULL and fails f. */
+pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *params,
+                       int result_format);
+/* Submit a typed query made from enc (copied) on c. */
+ll_future *ll__pg_query_enc(ll_pg_conn *c, const char *sql, const pg_enc *enc);
+/* The pool's typed query: enc is adopted. */
+ll_future *ll__pg_pool_query_enc(ll_pg_pool *p, const char *sql, pg_enc *enc, ll_future *f);
+
+/* hooks.c: the pool's hooks chained around a connect (conn_f adopted) and a reset */
+ll_future *ll__pg_hook_connect(ll_loop *loop, ll_future *conn_f, ll_pg_pool_hook hook, void *arg);
+ll_future *ll__pg_hook_release(ll_loop *loop, ll_pg_conn *c, ll_pg_pool_hook hook,
+                               ll_pg_pool_hook hook2, void *arg,
+                               ll_future *(*then)(void *then_arg, ll_pg_conn *c), void *then_arg);
+
 /* pool.c */
 void ll__pg_pool_conn_born(void *pool);         /* a connection of the pool was made */
 void ll__pg_pool_conn_gone(void *pool);         /* ... and freed (may free the pool) */
@@ -329,6 +359,13 @@ void ll__pg_fail_from(ll_future *dst, ll_future *src);
 
 /* result.c */
 ll_pg_result *ll__pg_result_new(PGresult *res); /* adopts res; NULL on out of memory */
+PGresult *ll__pg_result_pq(const ll_pg_result *r);
+/* `size` bytes freed with the result (decoded values handed out by the getters); NULL on OOM. */
+void *ll__pg_result_keep(ll_pg_result *r, size_t size);
+/* codec.c: is this column binary and of a type that is not text on the wire? (the text
+ * getters then refuse it instead of handing out raw bytes) */
+bool ll__pg_col_binary(const ll_pg_result *r, int col);
+bool ll__pg_binary_textlike(unsigned oid);
 
 /* tx.c */
 void ll__pg_tx_request_done(ll_pg_conn *c, pg_req *r, bool ok);

@@ -107,6 +107,8 @@ void ll__pg_req_free(pg_req *r) {
     if (r->res) PQclear(r->res);
     if (r->err) PQclear(r->err);
     ll__pg_stmt_unref(r->stmt);
+    ll_free(r->types);
+    ll_free(r->stmt_key);
     ll_future_free(r->task_f);
     ll_future_free(r->f);
     ll_free(r);
@@ -193,23 +195,23 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             c->pipeline_on = true;
         }
         pg_stmt *st = r->kind == REQ_QUERY && r->txop == TXOP_NONE && !(r->flags & RQF_NOCACHE)
-                          ? ll__pg_stmt_get(c, r->sql)
+                          ? ll__pg_stmt_get(c, r->stmt_key ? r->stmt_key : r->sql)
                           : NULL;
         ll__pg_cork(c); /* schedules the end of the burst (uncork, batch Sync) */
         r->ncmds = 1;
         if (st) {
             r->stmt = st;
             if (!st->sent) {
-                ok = PQsendPrepare(pg, st->name, r->sql, 0, NULL);
+                ok = PQsendPrepare(pg, st->name, r->sql, r->types ? r->nparams : 0, r->types);
                 st->sent = true;
                 r->flags |= RQF_PREPARE_FIRST;
                 r->ncmds = 2;
             }
             ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams, (const char *const *)r->values,
-                                           r->lengths, r->formats, 0);
+                                           r->lengths, r->formats, r->result_format);
         } else {
-            ok = PQsendQueryParams(pg, r->sql, r->nparams, NULL, (const char *const *)r->values,
-                                   r->lengths, r->formats, 0);
+            ok = PQsendQueryParams(pg, r->sql, r->nparams, r->types, (const char *const *)r->values,
+                                   r->lengths, r->formats, r->result_format);
         }
         if (!batch) {
             ok = ok && PQpipelineSync(pg);

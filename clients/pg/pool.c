@@ -49,6 +49,8 @@ struct ll_pg_pool {
     ll_pg_opts conn_opts;
     size_t conns;            /* connections of this pool that exist (connecting, lent, idle) */
     size_t jobs;             /* one-shot queries in flight */
+    ll_pg_pool_hook on_connect, on_release; /* hooks.c */
+    void *hook_arg;
     bool closed, closing;
 };
 
@@ -98,6 +100,7 @@ static ll_future *vt_connect(void *arg, const char *key) {
     (void)key; /* the display form: connect with the real conninfo */
     ll_pg_pool *p = arg;
     ll_future *f = ll__pg_connect_pooled(p->conninfo, &p->conn_opts, p);
+    if (f && p->on_connect) f = ll__pg_hook_connect(p->loop, f, p->on_connect, p->hook_arg);
     return f;
 }
 
@@ -223,9 +226,18 @@ static void reset_cancel(ll_future *outer, void *arg) {
     ll__pg_broken(j->c, "pool reset cancelled: connection closed");
 }
 
+static ll_future *reset_start(void *arg, ll_pg_conn *c);
+
 static ll_future *vt_reset(void *arg, void *conn) {
     ll_pg_pool *p = arg;
-    ll_pg_conn *c = conn;
+    if (p->on_release || p->on_connect)
+        return ll__pg_hook_release(p->loop, conn, p->on_release, p->on_connect, p->hook_arg,
+                                   reset_start, p);
+    return reset_start(p, conn);
+}
+
+static ll_future *reset_start(void *arg, ll_pg_conn *c) {
+    ll_pg_pool *p = arg;
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
     ll_future_set_label(f, "pg pool reset");
@@ -275,6 +287,9 @@ ll_pg_pool *ll_pg_pool_new(const char *conninfo, const ll_pg_pool_opts *opts) {
     p->key = display_key(conninfo);
     p->reset_sql = o.reset_sql ? ll_strdup(o.reset_sql) : NULL;
     p->conn_opts = o.conn;
+    p->on_connect = o.on_connect;
+    p->on_release = o.on_release;
+    p->hook_arg = o.hook_arg;
     p->loop = ll__pg_loop(o.conn.loop);
     ll_pool_opts po = {
         .name = "pool postgres",
@@ -361,6 +376,7 @@ typedef struct pq_job {
     int nparams;
     char **values;
     char *sql;
+    pg_enc *enc;             /* a typed query's parameters (params.c), or NULL */
 } pq_job;
 
 static void job_start(pq_job *j);
@@ -368,6 +384,7 @@ static void job_start(pq_job *j);
 static void job_end(pq_job *j) {
     ll_pg_pool *p = j->p;
     ll_future_free(j->f);
+    ll_free(j->enc);
     ll_free(j);
     p->jobs--;
     maybe_free(p);
@@ -404,7 +421,8 @@ static void on_acquired(ll_future *a, void *arg) {
     }
     ll_pg_conn *c = ll_future_value(a);
     ll_future_free(a);
-    ll_future *q = ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
+    ll_future *q = j->enc ? ll__pg_query_enc(c, j->sql, j->enc)
+                          : ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
     if (q && ll_future_get_state(q) == LL_FUTURE_FAILED && ll_future_code(q) == LL_EPG_CONN &&
         !j->retried) {
         /* dead before anything was written (it died between the liveness check and now): a new
@@ -507,5 +525,30 @@ ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
     va_end(ap);
     ll_future *f = ll_pg_pool_queryv(p, sql, nparams, n ? v : NULL);
     if (v != small) ll_free(v);
+    return f;
+}
+
+/* The typed form (params.c encoded the parameters into enc, adopted here; f is the caller's). */
+ll_future *ll__pg_pool_query_enc(ll_pg_pool *p, const char *sql, pg_enc *enc, ll_future *f) {
+    if (p->closed) {
+        ll_free(enc);
+        ll_future_fail(f, LL_EPOOLCLOSED, "pool postgres: closed");
+        return f;
+    }
+    size_t sl = strlen(sql) + 1;
+    pq_job *j = ll_calloc(1, sizeof(pq_job) + sl);
+    if (!j) {
+        ll_free(enc);
+        ll_future_fail(f, LL_ENOMEM, "pool postgres: out of memory");
+        return f;
+    }
+    j->p = p;
+    j->f = ll_future_ref(f);
+    j->enc = enc;
+    j->sql = (char *)(j + 1);
+    memcpy(j->sql, sql, sl);
+    p->jobs++;
+    ll_future_on_cancel(f, job_cancel, j);
+    job_start(j);
     return f;
 }

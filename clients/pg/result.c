@@ -35,6 +35,20 @@ ll_pg_result *ll__pg_result_new(PGresult *res) {
     return r;
 }
 
+PGresult *ll__pg_result_pq(const ll_pg_result *r) {
+    return r->res;
+}
+
+void *ll__pg_result_keep(ll_pg_result *r, size_t size) {
+    decoded *d = ll_malloc(sizeof *d + size);
+    if (!d) return NULL;
+    d->row = d->col = -1; /* never matched by ll_pg_bytea's lookup */
+    d->len = size;
+    d->next = r->dec;
+    r->dec = d;
+    return d->data;
+}
+
 void ll_pg_result_free(ll_pg_result *r) {
     if (!r) return;
     while (r->dec) {
@@ -93,6 +107,11 @@ bool ll_pg_isnull(const ll_pg_result *r, int row, int col) {
 
 const char *ll_pg_text(const ll_pg_result *r, int row, int col) {
     if (ll_pg_isnull(r, row, col)) return NULL;
+    /* a binary result's non-text column is bytes, not text: never hand those out as a string */
+    if (ll__pg_col_binary(r, col)) {
+        if (!ll__pg_binary_textlike((unsigned)PQftype(r->res, col))) return NULL;
+        if (PQftype(r->res, col) == 3802) return PQgetvalue(r->res, row, col) + 1; /* jsonb v1 */
+    }
     return PQgetvalue(r->res, row, col);
 }
 
@@ -109,6 +128,7 @@ static int text_of(const ll_pg_result *r, int row, int col, const char **out) {
 }
 
 int ll_pg_int64(const ll_pg_result *r, int row, int col, int64_t *out) {
+    if (r && ll__pg_col_binary(r, col)) return ll_pg_get_int8((ll_pg_result *)r, row, col, out);
     const char *s;
     int rc = text_of(r, row, col, &s);
     if (rc) return rc;
@@ -123,6 +143,7 @@ int ll_pg_int64(const ll_pg_result *r, int row, int col, int64_t *out) {
 }
 
 int ll_pg_double(const ll_pg_result *r, int row, int col, double *out) {
+    if (r && ll__pg_col_binary(r, col)) return ll_pg_get_float8((ll_pg_result *)r, row, col, out);
     const char *s;
     int rc = text_of(r, row, col, &s);
     if (rc) return rc;
@@ -137,6 +158,7 @@ int ll_pg_double(const ll_pg_result *r, int row, int col, double *out) {
 }
 
 int ll_pg_bool(const ll_pg_result *r, int row, int col, bool *out) {
+    if (r && ll__pg_col_binary(r, col)) return ll_pg_get_bool((ll_pg_result *)r, row, col, out);
     const char *s;
     int rc = text_of(r, row, col, &s);
     if (rc) return rc;
@@ -177,6 +199,7 @@ static int unescape(const char *s, size_t n, uint8_t *dst, size_t *len) {
 }
 
 int ll_pg_bytea(ll_pg_result *r, int row, int col, const uint8_t **data, size_t *len) {
+    if (r && ll__pg_col_binary(r, col)) return ll_pg_get_bytea(r, row, col, data, len);
     const char *s;
     int rc = text_of(r, row, col, &s);
     if (rc) return rc;

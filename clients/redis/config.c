@@ -217,7 +217,8 @@ int ll__rc_cfg_new(rc_cfg **out, const char *url, const ll_redis_opts *o, char *
     c->connect_timeout = o->connect_timeout != 0 ? o->connect_timeout : 10; /* < 0: no limit */
     c->abandon_grace = o->abandon_grace == 0 ? 5 : o->abandon_grace;
     c->reply_timeout = o->reply_timeout > 0 ? o->reply_timeout : -1;
-    c->queue_timeout = o->queue_timeout > 0 ? o->queue_timeout : 10;
+    /* 0: the default; negative: no limit of its own (only the caller's deadline applies) */
+    c->queue_timeout = o->queue_timeout > 0 ? o->queue_timeout : o->queue_timeout < 0 ? LL_NEVER : 10;
     c->backoff_initial = o->backoff_initial > 0 ? o->backoff_initial : 0.05;
     c->backoff_max = o->backoff_max > 0 ? o->backoff_max : 2;
     c->reconnect = !o->no_reconnect;

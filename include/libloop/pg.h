@@ -195,6 +195,196 @@ LL_EXPORT ll_pg_result *ll_pg_result_of(const ll_future *f);
 /* Free a result taken from its future. NULL: no-op. */
 LL_EXPORT void ll_pg_result_free(ll_pg_result *r);
 
+/* ---- typed parameters and binary results ----
+ * A parameter is an ll_pg_param value made by one of the constructors below; the compiler checks
+ * each argument's C type (an int where text is wanted is always diagnosed). Fixed-size values are
+ * kept inside the struct; text, bytes and arrays are borrowed until the query call returns (the
+ * call copies them). The fields are private: make parameters only with the constructors.
+ *
+ * Timestamps are microseconds since 1970-01-01 00:00:00 (UTC for timestamptz), dates are days
+ * since 1970-01-01; LL_PG_INFINITY / LL_PG_NINFINITY are 'infinity' / '-infinity' (for dates
+ * LL_PG_DATE_INFINITY / LL_PG_DATE_NINFINITY). Everything but numeric travels in binary; numeric
+ * goes as text (PostgreSQL parses it exactly). */
+
+#define LL_PG_INFINITY INT64_MAX
+#define LL_PG_NINFINITY INT64_MIN
+#define LL_PG_DATE_INFINITY INT32_MAX
+#define LL_PG_DATE_NINFINITY INT32_MIN
+
+typedef struct ll_pg_interval {
+    int64_t usecs; /* the time part */
+    int32_t days;
+    int32_t months;
+} ll_pg_interval;
+
+typedef struct ll_pg_param {
+    /* First, and a pointer to a private type, so that neither an int nor a string in a
+     * parameter list initialises a parameter without a diagnostic (a constraint violation:
+     * an error with gcc >= 14, clang >= 16, or -Werror); the query refuses a parameter whose
+     * tag is not the constructors'. */
+    const struct ll_pg_param_made *made;
+    unsigned type;      /* the PostgreSQL type OID */
+    int kind;           /* how the value is held (private) */
+    int err;            /* a constructor refused the value: the query fails with LL_EINVAL */
+    size_t len;         /* borrowed data's length, or an array's element count */
+    const void *ptr;    /* borrowed data (text, bytes, an array's elements) */
+    const bool *nulls;  /* an array's NULL flags, or NULL */
+    union {
+        int64_t i;
+        double d;
+        ll_pg_interval iv;
+        uint8_t uuid[16];
+    } v;
+} ll_pg_param;
+
+LL_EXPORT ll_pg_param ll_pg_param_null(void);
+LL_EXPORT ll_pg_param ll_pg_param_bool(bool v);
+LL_EXPORT ll_pg_param ll_pg_param_int2(int16_t v);
+LL_EXPORT ll_pg_param ll_pg_param_int4(int32_t v);
+LL_EXPORT ll_pg_param ll_pg_param_int8(int64_t v);
+LL_EXPORT ll_pg_param ll_pg_param_float4(float v);
+LL_EXPORT ll_pg_param ll_pg_param_float8(double v);
+/* numeric from its decimal text ("-12.5", "NaN", "1e-3"); NULL s is SQL NULL. */
+LL_EXPORT ll_pg_param ll_pg_param_numeric(const char *s);
+/* text of `len` bytes (len < 0: up to the zero byte); a zero byte inside is refused (the query
+ * fails with LL_EINVAL before anything is sent); NULL s is SQL NULL. Invalid UTF-8 is refused by
+ * the server. */
+LL_EXPORT ll_pg_param ll_pg_param_text(const char *s, ptrdiff_t len);
+LL_EXPORT ll_pg_param ll_pg_param_bytea(const void *data, size_t len);
+LL_EXPORT ll_pg_param ll_pg_param_date(int32_t days_since_1970);
+LL_EXPORT ll_pg_param ll_pg_param_timestamp(int64_t usecs_since_1970);
+LL_EXPORT ll_pg_param ll_pg_param_timestamptz(int64_t usecs_since_1970_utc);
+LL_EXPORT ll_pg_param ll_pg_param_interval(ll_pg_interval v);
+LL_EXPORT ll_pg_param ll_pg_param_uuid(const uint8_t bytes[16]);
+/* json / jsonb from text of `len` bytes (len < 0: up to the zero byte). */
+LL_EXPORT ll_pg_param ll_pg_param_json(const char *s, ptrdiff_t len);
+LL_EXPORT ll_pg_param ll_pg_param_jsonb(const char *s, ptrdiff_t len);
+/* 1-D arrays of n elements; `nulls` (may be NULL) marks NULL elements; a NULL string in a text
+ * array is a NULL element. n == 0 is the empty array. */
+LL_EXPORT ll_pg_param ll_pg_param_bool_array(const bool *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_int2_array(const int16_t *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_int4_array(const int32_t *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_int8_array(const int64_t *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_float4_array(const float *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_float8_array(const double *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_text_array(const char *const *v, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_timestamptz_array(const int64_t *v, const bool *nulls, size_t n);
+LL_EXPORT ll_pg_param ll_pg_param_uuid_array(const uint8_t (*v)[16], const bool *nulls, size_t n);
+
+/* C only: `n, array` for a list of parameters, e.g.
+ *   ll_pg_query_typed(c, "SELECT $1 + $2", LL_PG_PARAMS(ll_pg_param_int8(1), ll_pg_param_int8(2)), NULL) */
+#define LL_PG_PARAMS(...)                                                        \
+    (int)(sizeof((ll_pg_param[]){__VA_ARGS__}) / sizeof(ll_pg_param)),           \
+        (ll_pg_param[]) { __VA_ARGS__ }
+
+typedef struct ll_pg_query_opts {
+    bool text_results; /* results in text format (ll_pg_text works on every column); default:
+                        * binary, read with the ll_pg_get_* getters */
+} ll_pg_query_opts;
+
+/* Run one statement with typed parameters (n of them, the array may be freed when the call
+ * returns). The parameter types are sent with the statement, so `SELECT $1` has the parameter's
+ * type. Same future and result rules as ll_pg_query; the result is binary unless
+ * opts->text_results. Fails with LL_EINVAL (message naming the parameter) for a refused value. */
+LL_EXPORT ll_future *ll_pg_query_typed(ll_pg_conn *c, const char *sql, int n,
+                                       const ll_pg_param *params, const ll_pg_query_opts *opts);
+/* As ll_pg_query_typed, but the result must have at least one row (else the future fails with
+ * LL_ENOENT "... returned no rows"); fetchval also wants at least one column. Read row 0 of it. */
+LL_EXPORT ll_future *ll_pg_fetchrow(ll_pg_conn *c, const char *sql, int n,
+                                    const ll_pg_param *params);
+LL_EXPORT ll_future *ll_pg_fetchval(ll_pg_conn *c, const char *sql, int n,
+                                    const ll_pg_param *params);
+/* The pool forms: acquire, run, release (as ll_pg_pool_query). */
+LL_EXPORT ll_future *ll_pg_pool_query_typed(ll_pg_pool *p, const char *sql, int n,
+                                            const ll_pg_param *params,
+                                            const ll_pg_query_opts *opts);
+LL_EXPORT ll_future *ll_pg_pool_fetchrow(ll_pg_pool *p, const char *sql, int n,
+                                         const ll_pg_param *params);
+LL_EXPORT ll_future *ll_pg_pool_fetchval(ll_pg_pool *p, const char *sql, int n,
+                                         const ll_pg_param *params);
+
+/* Typed getters, for binary and text results. Each checks the column's type OID and returns
+ * LL_EINVAL when it is not one the getter reads (the bytes are never reinterpreted), LL_ENOENT for
+ * SQL NULL, LL_ERANGE for a row or column out of range or a value that does not fit.
+ *   int2/int4/int8 read int2, int4 and int8 columns (widening only; narrowing checks the range);
+ *   float8 reads float4 and float8; text reads text, varchar, bpchar, name, json, jsonb (the JSON
+ *   text), numeric (its decimal text), enums and composites of a text result; pointers stay valid
+ *   until the result is freed. date/timestamp/timestamptz/interval/uuid need a binary result. */
+LL_EXPORT int ll_pg_get_bool(ll_pg_result *r, int row, int col, bool *out);
+LL_EXPORT int ll_pg_get_int2(ll_pg_result *r, int row, int col, int16_t *out);
+LL_EXPORT int ll_pg_get_int4(ll_pg_result *r, int row, int col, int32_t *out);
+LL_EXPORT int ll_pg_get_int8(ll_pg_result *r, int row, int col, int64_t *out);
+LL_EXPORT int ll_pg_get_float4(ll_pg_result *r, int row, int col, float *out);
+LL_EXPORT int ll_pg_get_float8(ll_pg_result *r, int row, int col, double *out);
+LL_EXPORT int ll_pg_get_text(ll_pg_result *r, int row, int col, const char **out, size_t *len);
+LL_EXPORT int ll_pg_get_bytea(ll_pg_result *r, int row, int col, const uint8_t **out,
+                              size_t *len);
+LL_EXPORT int ll_pg_get_date(ll_pg_result *r, int row, int col, int32_t *days_since_1970);
+LL_EXPORT int ll_pg_get_timestamp(ll_pg_result *r, int row, int col, int64_t *usecs_since_1970);
+LL_EXPORT int ll_pg_get_timestamptz(ll_pg_result *r, int row, int col, int64_t *usecs_since_1970);
+LL_EXPORT int ll_pg_get_interval(ll_pg_result *r, int row, int col, ll_pg_interval *out);
+LL_EXPORT int ll_pg_get_uuid(ll_pg_result *r, int row, int col, uint8_t out[16]);
+/* A 1-D array of int2/int4/int8 or float4/float8 (binary result), or of text-like elements
+ * (binary or text result: the text form is parsed with its quoting, so no element ever splits):
+ * *n elements, *nulls[i] true for a NULL element (its value 0; a NULL string in a text array).
+ * Arrays live until the result is freed. An empty array gives n 0; a multi-dimensional array
+ * LL_EINVAL. */
+LL_EXPORT int ll_pg_get_int8_array(ll_pg_result *r, int row, int col, const int64_t **out,
+                                   const bool **nulls, size_t *n);
+LL_EXPORT int ll_pg_get_float8_array(ll_pg_result *r, int row, int col, const double **out,
+                                     const bool **nulls, size_t *n);
+LL_EXPORT int ll_pg_get_text_array(ll_pg_result *r, int row, int col, const char *const **out,
+                                   size_t *n);
+/* True when column col of r came in binary format. */
+LL_EXPORT bool ll_pg_result_binary(const ll_pg_result *r, int col);
+
+/* ---- streamed rows ----
+ * A query's rows read in chunks through a server-side cursor: the client holds one chunk at a
+ * time whatever the row count. From a task (the calls await; LL_ENOTASK otherwise). Outside a
+ * transaction the stream opens one of its own (other tasks' queries on the connection wait until
+ * it is closed) and ll_pg_rows_close ends it (COMMIT after reading to the end, else ROLLBACK);
+ * inside the task's transaction it uses that one. Deadlines and cancellation apply to each step
+ * as to any query; after a failed step only ll_pg_rows_close is allowed, and the connection is
+ * usable after it. */
+typedef struct ll_pg_rows ll_pg_rows;
+typedef struct ll_pg_rows_opts {
+    int chunk_rows;    /* rows per chunk; 0: 1000 */
+    bool text_results; /* chunks in text format; default binary (ll_pg_get_*) */
+} ll_pg_rows_opts;
+/* Open the stream: *out is set (also on failure: close it). Returns 0 or the failed step's code
+ * (ll_pg_rows_errmsg says why). sql must be a query a cursor can run (SELECT, VALUES, ...). */
+LL_EXPORT int ll_pg_rows_open(ll_pg_rows **out, ll_pg_conn *c, const char *sql, int n,
+                              const ll_pg_param *params, const ll_pg_rows_opts *opts);
+/* The next chunk (1..chunk_rows rows, the caller's: ll_pg_result_free it), or LL_EOF after the
+ * last row, or an error code (LL_ETIMEDOUT at the task's deadline, LL_ECANCELED, ...). */
+LL_EXPORT int ll_pg_rows_next(ll_pg_rows *it, ll_pg_result **chunk);
+/* Why the last step failed ("" if none); valid until close. */
+LL_EXPORT const char *ll_pg_rows_errmsg(const ll_pg_rows *it);
+/* End the stream (see above) and free it; returns 0 or the code of the COMMIT/ROLLBACK/CLOSE.
+ * NULL: no-op. */
+LL_EXPORT int ll_pg_rows_close(ll_pg_rows *it);
+
+/* ---- executemany ----
+ * One statement run with nrows parameter sets (params holds nrows * nparams parameters, row by
+ * row), pipelined up to `window` rows in flight. From a task (it awaits; LL_ENOTASK otherwise).
+ * Returns 0, or the first failing row's code with *err (may be NULL) saying which row and why.
+ * Without atomic every row runs on its own and the successful rows stay; with atomic the rows
+ * run in one transaction (the task's, or one begun and ended here: rolled back on any failure,
+ * the later rows not run). */
+typedef struct ll_pg_many_opts {
+    bool atomic;
+    size_t window; /* rows in flight; 0: 512 */
+} ll_pg_many_opts;
+typedef struct ll_pg_many_error {
+    int code;          /* 0: no failure */
+    size_t row;        /* the failing row's index (nrows: the final COMMIT failed) */
+    char sqlstate[6];  /* "" when not a server error */
+    char message[256];
+} ll_pg_many_error;
+LL_EXPORT int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, size_t nrows,
+                                const ll_pg_param *params, const ll_pg_many_opts *opts,
+                                ll_pg_many_error *err);
+
 /* ---- errors ----
  * These read the server's error fields from a future that failed because of a PostgreSQL error
  * (a query, a COMMIT, ...). They return NULL when the future did not fail that way or the server
@@ -288,6 +478,10 @@ LL_EXPORT ll_future *ll_pg_copy_finish(ll_pg_copy *cp, const char *error);
 
 /* ---- pool ---- */
 
+/* A pool hook: runs on connection c and returns a future the pool waits for and frees (e.g.
+ * ll_pg_exec(c, "SET search_path TO app")); a failed future or NULL discards the connection. */
+typedef ll_future *(*ll_pg_pool_hook)(ll_pg_conn *c, void *arg);
+
 /* Timeouts in seconds: 0 means the default shown, a negative value no limit of its own. */
 typedef struct ll_pg_pool_opts {
     unsigned min_size;       /* connections kept open; 0: none */
@@ -300,6 +494,11 @@ typedef struct ll_pg_pool_opts {
     const char *reset_sql;   /* run alone when a connection comes back, instead of the default
                               * reset (see ll_pg_pool_release); then DEALLOCATE ALL. Copied.
                               * NULL: the default. E.g. "DISCARD ALL" */
+    ll_pg_pool_hook on_connect;  /* each new connection before it is first lent, and again
+                                  * after each reset (whose RESET ALL undoes SETs) */
+    ll_pg_pool_hook on_release;  /* each connection given back with nothing pending, before the
+                                  * reset (bounded by reset_timeout) */
+    void *hook_arg;              /* passed to both */
 } ll_pg_pool_opts;
 
 /* A pool of connections to `conninfo` on libloop's pool. NULL on out of memory or a NULL

@@ -78,7 +78,7 @@ typedef struct ll_redis_opts {
                                * has not come for this long; 0: 5; < 0: never */
     double reply_timeout;     /* close the connection when no reply byte came for this long while
                                * commands wait; 0 or < 0: none (blocking commands may wait) */
-    double queue_timeout;     /* how long a command may wait for a reconnect; 0: 10 */
+    double queue_timeout;     /* how long a command may wait for a reconnect; 0: 10; <0: no limit */
     double backoff_initial;   /* first reconnect delay; 0: 0.05 s (doubles, with jitter) */
     double backoff_max;       /* 0: 2 s */
     bool no_reconnect;        /* a lost connection stays lost (commands fail LL_EREDIS_CONN) */

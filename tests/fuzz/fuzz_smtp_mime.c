@@ -12,16 +12,32 @@
 #include "fuzz.h"
 #include "smtp_internal.h"
 
-/* Every boundary="b" declared: "--b" occurs only as a delimiter line, "--b" CRLF (at least once)
- * or the closing "--b--" (exactly once). */
-static void check_boundaries(const char *msg, size_t len) {
-    for (const char *p = msg; (p = strstr(p, "boundary=\"")) != NULL;) {
-        p += strlen("boundary=\"");
-        const char *q = strchr(p, '"');
-        FUZZ_CHECK(q && q - p > 0 && q - p < 71); /* RFC 2046: 1 to 70 characters */
-        char b[80] = "--";
-        memcpy(b + 2, p, (size_t)(q - p));
-        b[2 + (q - p)] = 0;
+/* The boundary a header block [h, end) declares ("Content-Type: multipart/...; boundary=..."),
+ * as "--b" in out; false when it declares none. */
+static bool declared(const char *h, const char *end, char out[80]) {
+    /* a header line of its own, not the text of another header (a subject may say anything) */
+    const char *ct = NULL;
+    if ((size_t)(end - h) >= 24 && memcmp(h, "Content-Type: multipart/", 24) == 0) ct = h;
+    else if ((ct = memmem(h, (size_t)(end - h), "\nContent-Type: multipart/", 25)) != NULL) ct++;
+    if (!ct) return false;
+    const char *p = memmem(ct, (size_t)(end - ct), "boundary=\"", 10);
+    FUZZ_CHECK(p);
+    p += 10;
+    const char *q = memchr(p, '"', (size_t)(end - p));
+    FUZZ_CHECK(q && q - p > 0 && q - p < 71); /* RFC 2046: 1 to 70 characters */
+    out[0] = out[1] = '-';
+    memcpy(out + 2, p, (size_t)(q - p));
+    out[2 + (q - p)] = 0;
+    return true;
+}
+
+/* Every boundary declared, by the message's headers or a part's: "--b" occurs only as a
+ * delimiter line, "--b" CRLF (at least once) or the closing "--b--" (exactly once). */
+static void check_boundaries(const char *msg, size_t len, size_t hdr_end) {
+    char bs[8][80];
+    int nb = declared(msg, msg + hdr_end, bs[0]) ? 1 : 0;
+    for (int k = 0; k < nb; k++) {
+        const char *b = bs[k];
         size_t bl = strlen(b);
         int opens = 0, closes = 0;
         for (const char *o = msg; (o = memmem(o, len - (size_t)(o - msg), b, bl)) != NULL; o += bl) {
@@ -33,10 +49,13 @@ static void check_boundaries(const char *msg, size_t len) {
             } else {
                 FUZZ_CHECK(rest >= 2 && memcmp(o + bl, "\r\n", 2) == 0);
                 opens++;
+                /* the part's own headers may declare a nested multipart */
+                const char *ph = o + bl + 2;
+                const char *pe = memmem(ph, len - (size_t)(ph - msg), "\r\n\r\n", 4);
+                if (pe && nb < 8 && declared(ph, pe + 2, bs[nb])) nb++;
             }
         }
         FUZZ_CHECK(opens >= 1 && closes == 1);
-        p = q;
     }
 }
 
@@ -87,7 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     /* (unless the input itself carries the text, as a name, a file name or a body) */
     if (!memmem(data, size, "hidden-bcc", 10)) FUZZ_CHECK(!strstr(out, "hidden-bcc"));
-    check_boundaries(out, len);
+    const char *eoh = strstr(out, "\r\n\r\n");
+    FUZZ_CHECK(eoh);
+    check_boundaries(out, len, (size_t)(eoh - out) + 2);
     ll_free(out);
     ll_smtp_mail mail;
     char *merr = NULL;

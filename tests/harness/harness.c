@@ -87,6 +87,15 @@ int lt_run_checked(ll_loop *loop, ll_task_fn fn, void *arg) {
     return rc;
 }
 
+void lt_run_tracked(ll_task_fn fn, void *arg) {
+    lt_track_begin();
+    lt_ctx c;
+    lt_setup(&c);
+    assert_int_equal(lt_run_checked(c.loop, fn, arg), 0);
+    lt_teardown(&c);
+    assert_int_equal(lt_track_end(), 0);
+}
+
 static long fail_at = -1;
 static long count;
 static bool tracking;

@@ -61,6 +61,10 @@ extern char lt_last_err[1024];
  * fn's code. */
 int lt_run_checked(ll_loop *loop, ll_task_fn fn, void *arg);
 
+/* A whole test: on a fresh loop with allocation tracking, run fn(arg) checked (it must return 0),
+ * then prove the cleanup: lt_teardown's checks, and no allocation of libloop's left. */
+void lt_run_tracked(ll_task_fn fn, void *arg);
+
 /* Run fn(arg) as a task on loop and return its code (the future is freed). */
 int lt_run_task(ll_loop *loop, ll_task_fn fn, void *arg);
 

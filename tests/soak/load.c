@@ -19,19 +19,20 @@
 #include "soak.h"
 
 /* Deadlines of one operation, seconds. */
-#define PG_DEADLINE 2.0
-#define REDIS_DEADLINE 1.5
-#define HTTP_DEADLINE 3.0
-#define SMTP_DEADLINE 5.0
+#define PG_DEADLINE 1.0
+#define REDIS_DEADLINE 1.0
+#define HTTP_DEADLINE 2.0
+#define SMTP_DEADLINE 3.0
 #define PG_WORKERS 6
 #define REDIS_WORKERS 6
 #define REDIS_BURST 10
 #define HTTP_WORKERS 3
 #define SMTP_WORKERS 2
-/* The injector: a new fault every FAULT_EVERY seconds, held for FAULT_HOLD, then a clean period;
- * a restart of PostgreSQL or Redis (in turn) every RESTART_EVERY seconds. */
-#define FAULT_EVERY 4.0
-#define FAULT_HOLD 1.5
+/* The injector: a new fault every FAULT_EVERY seconds, held for FAULT_HOLD (longer than every
+ * deadline above, so a freeze or a trickle makes them fire), then a clean period; a restart of
+ * PostgreSQL or Redis (in turn) every RESTART_EVERY seconds. */
+#define FAULT_EVERY 5.0
+#define FAULT_HOLD 3.5
 #define RESTART_EVERY 40.0
 
 static ll_pg_pool *pg_pool;
@@ -288,7 +289,16 @@ static ll_future *spawn_named(ll_task_fn fn, intptr_t arg, const char *name) {
     return ll_spawn_ex(fn, (void *)arg, &o);
 }
 
+static int noop_job(void *arg, void **value) {
+    (void)arg, (void)value;
+    return 0;
+}
+
 ll_future **soak_start_load(size_t *n) {
+    /* start the executor's threads now (the restarts use them), not in the middle of the samples */
+    ll_future *warm = ll_executor_run(noop_job, NULL, NULL, NULL, NULL);
+    ll_await(warm);
+    ll_future_free(warm);
     ll_pg_pool_opts po = {.max_size = 4, .acquire_timeout = PG_DEADLINE,
                           .conn = {.connect_timeout = 2, .cancel_timeout = 1}};
     pg_pool = ll_pg_pool_new(S.pg_conninfo, &po);

