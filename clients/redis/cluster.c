@@ -456,9 +456,7 @@ typedef struct job {
 } job;
 
 static void job_free(job *j) {
-    for (int i = 0; j->argv && i < j->argc; i++) free(j->argv[i]);
-    free(j->argv);
-    free(j->lens);
+    ll__redis_argv_free(j->argc, j->argv, j->lens);
     free(j);
 }
 
@@ -606,15 +604,7 @@ LL_EXPORT ll_future *ll_redis_cluster_command(ll_redis_cluster *c, int argc, con
     job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->argc = argc;
-    j->argv = calloc((size_t)argc, sizeof *j->argv);
-    j->lens = calloc((size_t)argc, sizeof *j->lens);
-    if (!j->argv || !j->lens) goto oom;
-    for (int i = 0; i < argc; i++) {
-        j->lens[i] = lens ? lens[i] : strlen(argv[i]);
-        if (!(j->argv[i] = malloc(j->lens[i] + 1))) goto oom;
-        memcpy(j->argv[i], argv[i], j->lens[i]);
-        j->argv[i][j->lens[i]] = 0;
-    }
+    if (!ll__redis_argv_copy(argc, argv, lens, &j->argv, &j->lens)) goto oom;
     ll__cluster_cmd_info(j->argv[0], j->lens[0], &j->info);
     j->slot = ll__cluster_command_slot(argc, (const char *const *)j->argv, j->lens, &j->info, &j->slot_a, &j->slot_b);
     if (j->slot == -3) {

@@ -98,6 +98,33 @@ LL_EXPORT ll_future *ll_redis_commandf(ll_redis_conn *c, const char *fmt, ...) {
     return f;
 }
 
+bool ll__redis_argv_copy(int argc, const char *const *argv, const size_t *lens, char ***argv_out,
+                         size_t **lens_out) {
+    char **av = calloc((size_t)argc, sizeof *av);
+    size_t *lv = calloc((size_t)argc, sizeof *lv);
+    if (!av || !lv) goto oom;
+    for (int i = 0; i < argc; i++) {
+        lv[i] = lens ? lens[i] : strlen(argv[i]);
+        if (!(av[i] = malloc(lv[i] + 1))) goto oom;
+        memcpy(av[i], argv[i], lv[i]);
+        av[i][lv[i]] = 0;
+    }
+    *argv_out = av;
+    *lens_out = lv;
+    return true;
+oom:
+    ll__redis_argv_free(argc, av, lv);
+    *argv_out = NULL;
+    *lens_out = NULL;
+    return false;
+}
+
+void ll__redis_argv_free(int argc, char **argv, size_t *lens) {
+    for (int i = 0; argv && i < argc; i++) free(argv[i]);
+    free(argv);
+    free(lens);
+}
+
 void ll__redis_forward(ll_future *dst, ll_future *src) {
     switch (ll_future_get_state(src)) {
     case LL_FUTURE_RESOLVED: {

@@ -235,4 +235,11 @@ void ll__redis_sub_set_hooks(ll_redis_sub *s,
 /* Settle dst with src's outcome, moving the value or detail (src must be settled). */
 void ll__redis_forward(ll_future *dst, ll_future *src);
 
+/* A command's own copy of the caller's arguments (cluster and sentinel commands run in a task after
+ * the call returns): argc NUL-terminated copies and their lengths (lens NULL: strlen). On out of
+ * memory false, with nothing left allocated and both outputs NULL. */
+bool ll__redis_argv_copy(int argc, const char *const *argv, const size_t *lens, char ***argv_out,
+                         size_t **lens_out);
+void ll__redis_argv_free(int argc, char **argv, size_t *lens);
+
 #endif

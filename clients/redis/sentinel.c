@@ -170,9 +170,7 @@ typedef struct sjob {
 } sjob;
 
 static void sjob_free(sjob *j) {
-    for (int i = 0; j->argv && i < j->argc; i++) free(j->argv[i]);
-    free(j->argv);
-    free(j->lens);
+    ll__redis_argv_free(j->argc, j->argv, j->lens);
     free(j);
 }
 
@@ -249,15 +247,7 @@ LL_EXPORT ll_future *ll_redis_sentinel_command(ll_redis_sentinel *s, int argc, c
     sjob *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->argc = argc;
-    j->argv = calloc((size_t)argc, sizeof *j->argv);
-    j->lens = calloc((size_t)argc, sizeof *j->lens);
-    if (!j->argv || !j->lens) goto oom;
-    for (int i = 0; i < argc; i++) {
-        j->lens[i] = lens ? lens[i] : strlen(argv[i]);
-        if (!(j->argv[i] = malloc(j->lens[i] + 1))) goto oom;
-        memcpy(j->argv[i], argv[i], j->lens[i]);
-        j->argv[i][j->lens[i]] = 0;
-    }
+    if (!ll__redis_argv_copy(argc, argv, lens, &j->argv, &j->lens)) goto oom;
     if (!(j->out = ll_future_new(s->loop))) goto oom;
     ll_future *ret = ll_future_ref(j->out);
     j->s = s;

@@ -40,32 +40,10 @@ static void client_unref(ll_smtp_client *c) {
 
 /* ---- the pool's vtable ---- */
 
-typedef struct connect_arg {
-    ll__smtp_cfg *cfg;
-    uint64_t *sessions;
-} connect_arg;
-
-static void pooled_conn_free(void *v) {
-    ll_smtp_conn *c = v;
-    ll_future_free(ll__smtp_conn_shut(c, false));
-    ll__smtp_conn_unref(c);
-}
-
-static int pool_connect_task(void *arg) {
-    ll__smtp_cfg *cfg = arg;
-    ll_smtp_conn *c = NULL;
-    char err[LL__SMTP_ERRLEN];
-    int rc = ll__smtp_conn_open(cfg, &c, err);
-    ll__smtp_cfg_unref(cfg);
-    if (rc) return ll_task_fail(rc, "%s", err);
-    ll_task_return(c, pooled_conn_free);
-    return 0;
-}
-
 static ll_future *pool_connect(void *arg, const char *key) {
     (void)key;
     ll__smtp_cfg *cfg = arg;
-    ll_future *f = ll__smtp_spawn(cfg->loop, "smtp pool connect", pool_connect_task,
+    ll_future *f = ll__smtp_spawn(cfg->loop, "smtp pool connect", ll__smtp_connect_task,
                                   ll__smtp_cfg_ref(cfg));
     if (!f) ll__smtp_cfg_unref(cfg);
     return f;

@@ -64,7 +64,7 @@ static void conn_value_free(void *v) {
     ll__smtp_conn_unref(c);
 }
 
-static int connect_task(void *arg) {
+int ll__smtp_connect_task(void *arg) {
     ll__smtp_cfg *cfg = arg;
     ll_smtp_conn *c = NULL;
     char err[LL__SMTP_ERRLEN];
@@ -89,7 +89,7 @@ ll_future *ll_smtp_connect(const char *url, const ll_smtp_opts *opts) {
     int rc = ll__smtp_cfg_new(url, opts, &cfg, err);
     if (rc) return ll_future_failed(opts ? opts->loop : NULL, rc, "ll_smtp_connect: %s",
                                     rc == LL_ENOMEM ? "out of memory" : err);
-    ll_future *f = ll__smtp_spawn(cfg->loop, "smtp connect", connect_task, cfg);
+    ll_future *f = ll__smtp_spawn(cfg->loop, "smtp connect", ll__smtp_connect_task, cfg);
     if (!f) ll__smtp_cfg_unref(cfg);
     return f;
 }

@@ -220,6 +220,9 @@ void ll__smtp_txn_abort(ll__smtp_txn *t);
 ll_smtp_mail *ll__smtp_mail_copy(const ll_smtp_mail *m, char *err);
 /* Spawn fn(arg) as a task named `name` on loop. */
 ll_future *ll__smtp_spawn(ll_loop *loop, const char *name, ll_task_fn fn, void *arg);
+/* Task body: open a session with cfg (the task owns one reference and drops it); returns the
+ * ll_smtp_conn, whose value destructor shuts it down. Used by ll_smtp_connect and the pool. */
+int ll__smtp_connect_task(void *arg);
 /* Settle a send's future after a transaction that ended in rc (0: complete; else err is the
  * message): resolved or failed with the per-recipient result (ll__smtp_result_settle), cancelled,
  * or failed with the result so far as detail. */

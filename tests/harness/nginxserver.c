@@ -37,35 +37,6 @@ static bool write_pattern(const char *dir, const char *name, size_t n) {
     return ok;
 }
 
-/* Run argv with stdout and stderr to /dev/null; true when it exits 0. */
-static bool run(char *const argv[]) {
-    pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
-static bool can_connect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -180,14 +151,10 @@ static bool make_files(lt_nginx *n) {
     for (int i = 0; i < 300 * 1024 / 32; i++) fprintf(f, "line %08d of some text ....\n", i);
     if (fclose(f)) return false;
     /* the certificate: self-signed, for localhost and 127.0.0.1 */
-    char key[320], subj[] = "/CN=localhost";
+    char key[320];
     snprintf(key, sizeof key, "%s/key.pem", n->dir);
     snprintf(n->cert, sizeof n->cert, "%s/cert.pem", n->dir);
-    char *argv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", n->cert,
-                    "-days", "2", "-subj", subj, "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (!run(argv)) {
+    if (!lt_self_signed_cert(key, n->cert)) {
         fprintf(stderr, "nginxserver: openssl could not make a certificate\n");
         return false;
     }
@@ -218,7 +185,7 @@ static bool launch(lt_nginx *n) {
             n->pid = 0;
             return false;
         }
-        if (can_connect(n->port) && can_connect(n->tls_port)) return true;
+        if (lt_port_open(n->port) && lt_port_open(n->tls_port)) return true;
         sleep_ms(10);
     }
     kill(pid, SIGKILL);

@@ -29,16 +29,6 @@ static double mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static bool port_open(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 int lt_redis_cli(char *out, size_t n, const char *const *args) {
     const char *argv[64];
     int k = 0;
@@ -126,7 +116,7 @@ static bool node_launch(lt_rnode *nd, unsigned uid, unsigned gid, bool drop, con
                     nd->port, nd->dir);
             return false;
         }
-        if (port_open(nd->port)) return true;
+        if (lt_port_open(nd->port)) return true;
         usleep(5000);
     }
     fprintf(stderr, "rediscluster: %s on port %d not ready after 20 s\n", prog, nd->port);

@@ -29,37 +29,6 @@ static double mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int run(char *const argv[]) {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static bool port_open(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static void show_log(const lt_redis *s) {
     char path[400];
     snprintf(path, sizeof path, "%s/redis.log", s->dir);
@@ -101,7 +70,7 @@ bool lt_redis_launch(lt_redis *s) {
             show_log(s);
             return false;
         }
-        if (port_open(s->port) && port_open(s->tls_port)) return true;
+        if (lt_port_open(s->port) && lt_port_open(s->tls_port)) return true;
         usleep(5000);
     }
     fprintf(stderr, "redisserver: not ready after 20 s\n");
@@ -127,11 +96,7 @@ bool lt_redis_start(lt_redis *s) {
     snprintf(key, sizeof key, "%s/key.pem", s->dir);
     snprintf(s->cert, sizeof s->cert, "%s/cert.pem", s->dir);
     snprintf(s->sock, sizeof s->sock, "%s/redis.sock", s->dir);
-    char *argv[] = {OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", s->cert,
-                    "-days", "30", "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (run(argv) != 0) {
+    if (!lt_self_signed_cert(key, s->cert)) {
         fprintf(stderr, "redisserver: openssl could not make a certificate\n");
         lt_redis_stop(s);
         return false;

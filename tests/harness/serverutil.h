@@ -1,6 +1,7 @@
 /*
- * serverutil.h — what the throwaway-server harnesses (pgserver.c, nginxserver.c) share: a free
- * loopback port, writing a file, removing a temporary directory. libc only.
+ * serverutil.h — what the throwaway-server harnesses (pg, nginx, redis, smtp) share: a free
+ * loopback port, is a port open, running a helper quietly, writing a file, removing a temporary
+ * directory. libc only.
  */
 #ifndef LL_TEST_SERVERUTIL_H
 #define LL_TEST_SERVERUTIL_H
@@ -17,5 +18,12 @@ void lt_rmtree(const char *dir);
 /* Who a throwaway server should run as: ourselves, or (when root) the system user `llpgtest`
  * (created with useradd when missing), else nobody. *drop says whether that differs from us. */
 void lt_server_user(unsigned *uid, unsigned *gid, bool *drop);
+/* True when something accepts TCP connections on 127.0.0.1:port (a server is ready). */
+bool lt_port_open(int port);
+/* Run argv[0] (a path) with argv, stdout and stderr to /dev/null; true when it exits 0. */
+bool lt_run_quiet(char *const argv[]);
+/* Make a self-signed EC certificate for localhost and 127.0.0.1 with /usr/bin/openssl: the key
+ * and the certificate written to the two paths (PEM); true on success. */
+bool lt_self_signed_cert(const char *key, const char *cert);
 
 #endif

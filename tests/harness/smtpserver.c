@@ -50,24 +50,6 @@ static void script_path(char *out, size_t n, const char *name) {
     }
 }
 
-static bool run_quiet(char *const argv[]) {
-    pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -84,7 +66,7 @@ bool lt_smtp_start(lt_smtp *s) {
         return false;
     }
     char *check[] = {PYTHON, "-c", "import aiosmtpd", NULL};
-    if (!run_quiet(check)) {
+    if (!lt_run_quiet(check)) {
         fprintf(stderr, "smtpserver: python3-aiosmtpd is not installed (scripts/deps)\n");
         return false;
     }
@@ -96,12 +78,7 @@ bool lt_smtp_start(lt_smtp *s) {
     char key[320];
     snprintf(key, sizeof key, "%s/key.pem", s->dir);
     snprintf(s->cert, sizeof s->cert, "%s/cert.pem", s->dir);
-    char subj[] = "/CN=localhost";
-    char *argv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", s->cert,
-                    "-days", "2", "-subj", subj, "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", NULL};
-    if (!run_quiet(argv)) {
+    if (!lt_self_signed_cert(key, s->cert)) {
         fprintf(stderr, "smtpserver: openssl could not make a certificate\n");
         lt_smtp_stop(s);
         return false;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "harness/harness.h"
+#include "httptest.h"
 #include "libloop/http.h"
 #include "libloop/server.h"
 #include "libloop/stream.h"
@@ -113,25 +114,6 @@ static inline void fake_stop(fake *fk) {
     ll_future *f = ll_server_close(fk->srv, 0.2);
     ll_await(f);
     ll_future_free(f);
-}
-
-static inline int fetch(ll_http_session *s, const ll_http_request *req, ll_http_response **out) {
-    *out = NULL;
-    ll_future *f = ll_http_send(s, req);
-    int rc = ll_await(f);
-    if (rc == 0) *out = ll_future_take(f);
-    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
-    ll_future_free(f);
-    return rc;
-}
-
-/* Run `body` as a task in a fresh loop and prove the loop and descriptors are clean after. */
-static inline void run_in_task(ll_task_fn fn, void *arg) {
-    lt_ctx c;
-    lt_setup(&c);
-    int rc = lt_run_checked(c.loop, fn, arg);
-    assert_int_equal(rc, 0);
-    lt_teardown(&c);
 }
 
 /* One misbehaving server, one request, an expected code and a fragment of the message. */

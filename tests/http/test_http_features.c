@@ -11,11 +11,9 @@
 #include <unistd.h>
 #include "harness/harness.h"
 #include "harness/nginxserver.h"
+#include "ngxtest.h"
 #include "harness/serverutil.h"
 #include "http_internal.h"
-
-static lt_nginx ngx;
-static bool have_ngx;
 
 #define NEED_ECHO()                                                  \
     do {                                                             \
@@ -25,36 +23,6 @@ static bool have_ngx;
         }                                                            \
     } while (0)
 
-static char url_buf[8][512];
-static int url_i;
-static const char *U(const char *path) {
-    char *b = url_buf[url_i++ % 8];
-    snprintf(b, 512, "%s%s", ngx.base, path);
-    return b;
-}
-static const char *TU(const char *path) {
-    char *b = url_buf[url_i++ % 8];
-    snprintf(b, 512, "%s%s", ngx.tls_base, path);
-    return b;
-}
-
-static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_response **out) {
-    *out = NULL;
-    ll_future *f = ll_http_send(s, req);
-    int rc = ll_await(f);
-    if (rc == 0) *out = ll_future_take(f);
-    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
-    ll_future_free(f);
-    return rc;
-}
-
-static void run_in_task(ll_task_fn fn, void *arg) {
-    lt_ctx c;
-    lt_setup(&c);
-    int rc = lt_run_checked(c.loop, fn, arg);
-    assert_int_equal(rc, 0);
-    lt_teardown(&c);
-}
 
 /* ---- cookies ---- */
 
@@ -383,18 +351,6 @@ static void test_body_reuse(void **state) {
     (void)state;
     if (!have_ngx) skip();
     run_in_task(t_body_reuse, NULL);
-}
-
-static int group_setup(void **state) {
-    (void)state;
-    have_ngx = lt_nginx_start(&ngx);
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    lt_nginx_stop(&ngx);
-    return 0;
 }
 
 int main(void) {

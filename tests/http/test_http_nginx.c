@@ -9,11 +9,8 @@
 #include <string.h>
 #include "harness/harness.h"
 #include "harness/nginxserver.h"
+#include "ngxtest.h"
 #include "libloop/http.h"
-
-static lt_nginx ngx;
-static bool have_ngx;
-
 
 #define NEED_NGINX()                                        \
     do {                                                    \
@@ -22,32 +19,6 @@ static bool have_ngx;
             skip();                                         \
         }                                                   \
     } while (0)
-
-static char url_buf[8][512];
-static int url_i;
-/* "http://127.0.0.1:PORT" + path (a rotating set of buffers) */
-static const char *U(const char *path) {
-    char *b = url_buf[url_i++ % 8];
-    snprintf(b, 512, "%s%s", ngx.base, path);
-    return b;
-}
-static const char *TU(const char *path) {
-    char *b = url_buf[url_i++ % 8];
-    snprintf(b, 512, "%s%s", ngx.tls_base, path);
-    return b;
-}
-
-
-/* Send and await; on success *out owns the response. */
-static int fetch(ll_http_session *s, const ll_http_request *req, ll_http_response **out) {
-    *out = NULL;
-    ll_future *f = ll_http_send(s, req);
-    int rc = ll_await(f);
-    if (rc == 0) *out = ll_future_take(f);
-    else snprintf(lt_last_err, sizeof lt_last_err, "%s", ll_future_errmsg(f));
-    ll_future_free(f);
-    return rc;
-}
 
 static int get(ll_http_session *s, const char *url, ll_http_response **out) {
     ll_http_request r = {.url = url};
@@ -60,14 +31,6 @@ static bool body_is_pattern(const ll_http_response *r, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (b[i] != lt_nginx_byte(i)) return false;
     return true;
-}
-
-static void run_in_task(ll_task_fn fn, void *arg) {
-    lt_ctx c;
-    lt_setup(&c);
-    int rc = lt_run_checked(c.loop, fn, arg);
-    assert_int_equal(rc, 0);
-    lt_teardown(&c);
 }
 
 /* ---- basics ---- */
@@ -658,18 +621,6 @@ static void test_fanout(void **state) {
     if (!ngx.echo) skip();
     fan fa = {0};
     run_in_task(t_fanout, &fa);
-}
-
-static int group_setup(void **state) {
-    (void)state;
-    have_ngx = lt_nginx_start(&ngx);
-    return 0;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    lt_nginx_stop(&ngx);
-    return 0;
 }
 
 int main(void) {

@@ -23,6 +23,7 @@
 #include "harness/serverutil.h"
 #include "libloop/redis.h"
 #include "libloop/redis_cluster.h"
+#include "redistest.h"
 
 static lt_cluster cl;
 
@@ -57,13 +58,6 @@ static ll_future *ccmd(ll_redis_cluster *c, const char *words) {
     ll_await(f);
     if (ll_future_code(f)) snprintf(lt_last_err, sizeof lt_last_err, "%s: %s", words, ll_future_errmsg(f));
     return f;
-}
-
-static bool str_is(ll_future *f, const char *want) {
-    const char *s;
-    size_t n;
-    if (ll_redis_reply_string(ll_redis_reply_of(f), &s, &n)) return false;
-    return n == strlen(want) && memcmp(s, want, n) == 0;
 }
 
 static long long int_of(ll_future *f) {
@@ -106,14 +100,14 @@ static int routing_task(void *arg) {
     for (int i = 0; i < 30; i++) {
         snprintf(cmd, sizeof cmd, "SET route:%d v%d", i, i);
         ll_future *f = ccmd(c, cmd);
-        LT_CHECK(ll_future_code(f) == 0 && str_is(f, "OK"));
+        LT_CHECK(ll_future_code(f) == 0 && rt_str_is(f, "OK"));
         ll_future_free(f);
     }
     for (int i = 0; i < 30; i++) {
         snprintf(cmd, sizeof cmd, "GET route:%d", i);
         snprintf(val, sizeof val, "v%d", i);
         ll_future *f = ccmd(c, cmd);
-        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, val), "%s", lt_last_err);
+        LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, val), "%s", lt_last_err);
         ll_future_free(f);
     }
     ll_redis_cluster_get_stats(c, &st);
@@ -139,7 +133,7 @@ static int routing_task(void *arg) {
     ll_redis_cluster_get_stats(c, &st);
     LT_CHECK(st.split == 1);
     f = ccmd(c, "MSET route:a 1 route:b 2 route:c 3");
-    LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "OK"), "%s", lt_last_err);
+    LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "OK"), "%s", lt_last_err);
     ll_future_free(f);
     f = ccmd(c, "EXISTS route:a route:b route:c route:zzz");
     LT_CHECK(ll_future_code(f) == 0 && int_of(f) == 3);
@@ -170,7 +164,7 @@ static int routing_task(void *arg) {
     ll_future_free(f);
     /* keyless commands go to some master */
     f = ccmd(c, "PING");
-    LT_CHECK(ll_future_code(f) == 0 && str_is(f, "PONG"));
+    LT_CHECK(ll_future_code(f) == 0 && rt_str_is(f, "PONG"));
     ll_future_free(f);
     ll_redis_cluster_get_stats(c, &st);
     LT_CHECK(st.moved == moved_before);
@@ -240,7 +234,7 @@ static int deadline_task(void *arg) {
     LT_CHECK(ll_await(f) == 0);
     ll_future_free(f);
     f = ccmd(c, "GET dl:key");
-    LT_CHECK(str_is(f, "first"));
+    LT_CHECK(rt_str_is(f, "first"));
     ll_future_free(f);
     /* the master of the key stops answering (SIGSTOP, shorter than cluster-node-timeout, so no
      * failover): a command under a 0.3 s deadline gives control back at the deadline */
@@ -260,7 +254,7 @@ static int deadline_task(void *arg) {
     ll_future_free(f);
     /* the link is still usable: the abandoned reply is read and dropped */
     f = ccmd(c, "GET dl:key");
-    LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "first"), "%s", lt_last_err);
+    LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "first"), "%s", lt_last_err);
     ll_future_free(f);
     /* cancelling the caller's future stops the command */
     kill(cl.node[m].pid, SIGSTOP);
@@ -320,7 +314,7 @@ static int replica_task(void *arg) {
     ll_redis_cluster_stats st;
     for (ll_time t0 = ll_now();;) {
         f = ccmd(c, "GET {ro}k");
-        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "replicated"), "%s", lt_last_err);
+        LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "replicated"), "%s", lt_last_err);
         ll_future_free(f);
         ll_redis_cluster_get_stats(c, &st);
         if (st.replica_reads) break;
@@ -333,7 +327,7 @@ static int replica_task(void *arg) {
     uint64_t before = st.replica_reads;
     for (int i = 0; i < 4; i++) {
         f = ccmd(c, "GET {ro}k");
-        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "replicated"), "%s", lt_last_err);
+        LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "replicated"), "%s", lt_last_err);
         ll_future_free(f);
     }
     /* writes still go to the master (a replica would answer MOVED) */
@@ -396,7 +390,7 @@ static int load_task(void *arg) {
         rc = ll_await(f);
         if (rc) {
             if (!l->errors++) snprintf(l->first_err, sizeof l->first_err, "GET: %s", ll_future_errmsg(f));
-        } else if (!str_is(f, val)) {
+        } else if (!rt_str_is(f, val)) {
             l->wrong++;
         }
         ll_future_free(f);
@@ -504,7 +498,7 @@ static int failover_task(void *arg) {
     ll_future_free(f);
     ll_redis_close(m);
     f = ccmd(c, "GET {fo}5"); /* the cluster client has a link to that master now */
-    LT_CHECK(str_is(f, "confirmed-5"));
+    LT_CHECK(rt_str_is(f, "confirmed-5"));
     ll_future_free(f);
     lt_cluster_kill(&cl, master);
     ll_time t0 = ll_now();
@@ -515,7 +509,7 @@ static int failover_task(void *arg) {
         attempts++;
         f = ccmd(c, "GET {fo}0");
         int rc = ll_future_code(f);
-        bool ok = rc == 0 && str_is(f, "confirmed-0");
+        bool ok = rc == 0 && rt_str_is(f, "confirmed-0");
         LT_CHECKF(rc != 0 || ok, "wrong value after failover");
         ll_future_free(f);
         if (ok) break;
@@ -528,7 +522,7 @@ static int failover_task(void *arg) {
         snprintf(key, sizeof key, "GET {fo}%d", i);
         snprintf(val, sizeof val, "confirmed-%d", i);
         f = ccmd(c, key);
-        LT_CHECKF(ll_future_code(f) == 0 && str_is(f, val), "%s: %s", key, lt_last_err);
+        LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, val), "%s: %s", key, lt_last_err);
         ll_future_free(f);
     }
     f = ccmd(c, "SET {fo}after yes");

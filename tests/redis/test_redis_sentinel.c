@@ -16,6 +16,7 @@
 #include "harness/serverutil.h"
 #include "libloop/redis.h"
 #include "libloop/redis_sentinel.h"
+#include "redistest.h"
 
 static lt_sentinel sn;
 
@@ -40,13 +41,6 @@ static ll_future *scmd(ll_redis_sentinel *s, const char *fmt_words) {
     ll_await(f);
     if (ll_future_code(f)) snprintf(lt_last_err, sizeof lt_last_err, "%s: %s", fmt_words, ll_future_errmsg(f));
     return f;
-}
-
-static bool str_is(ll_future *f, const char *want) {
-    const char *s;
-    size_t n;
-    if (ll_redis_reply_string(ll_redis_reply_of(f), &s, &n)) return false;
-    return n == strlen(want) && memcmp(s, want, n) == 0;
 }
 
 static int failover_task(void *arg) {
@@ -103,7 +97,7 @@ static int failover_task(void *arg) {
     }
     double recovery = ll_now() - t0;
     f = scmd(s, "GET before-failover");
-    LT_CHECKF(ll_future_code(f) == 0 && str_is(f, "yes"), "%s", lt_last_err);
+    LT_CHECKF(ll_future_code(f) == 0 && rt_str_is(f, "yes"), "%s", lt_last_err);
     ll_future_free(f);
     ll_redis_sentinel_stats st;
     ll_redis_sentinel_get_stats(s, &st);
