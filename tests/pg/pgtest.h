@@ -85,4 +85,30 @@ static inline void pgt_settle(void) {
 #define PGT_TEST(fn) cmocka_unit_test(fn)
 #define PGT_RUN(tests) cmocka_run_group_tests(tests, pgt_group_setup, pgt_group_teardown)
 
+/* Runs `workload` (a task given a pointer to the index of the allocation that must fail) once for
+ * every allocation it makes, failing that one (every 7th under valgrind or ASan): each run must leave
+ * nothing allocated. Returns how many failure points were visited. */
+static inline long pgt_alloc_failures(ll_task_fn workload) {
+    long step = (lt_under_valgrind() || lt_under_asan()) ? 7 : 1;
+    long n;
+    for (n = 0; n < 5000; n += step) {
+        lt_track_begin();
+        lt_ctx t;
+        lt_setup(&t);
+        ll_spawn_opts o = {.loop = t.loop};
+        ll_future *f = ll_spawn_ex(workload, &n, &o);
+        if (f) ll_loop_run_until(t.loop, f);
+        ll_future_free(f);
+        lt_fail_reset();
+        long used = lt_alloc_count();
+        lt_teardown(&t);
+        long leaked = lt_track_end();
+        if (leaked) fprintf(stderr, "failing allocation %ld: %ld allocations leaked\n", n, leaked);
+        assert_int_equal(leaked, 0);
+        if (used < n) break; /* the whole workload ran without reaching a failure */
+    }
+    if (getenv("PGT_VERBOSE")) fprintf(stderr, "%ld failure points\n", n);
+    return n;
+}
+
 #endif

@@ -73,26 +73,7 @@ static int workload(void *arg) {
 
 static void test_alloc_failures(void **state) {
     (void)state;
-    long step = (lt_under_valgrind() || lt_under_asan()) ? 7 : 1;
-    long n;
-    for (n = 0; n < 5000; n += step) {
-        lt_track_begin();
-        lt_ctx t;
-        lt_setup(&t);
-        ll_spawn_opts o = {.loop = t.loop};
-        ll_future *f = ll_spawn_ex(workload, &n, &o);
-        if (f) ll_loop_run_until(t.loop, f);
-        ll_future_free(f);
-        lt_fail_reset();
-        long used = lt_alloc_count();
-        lt_teardown(&t);
-        long leaked = lt_track_end();
-        if (leaked) fprintf(stderr, "failing allocation %ld: %ld allocations leaked\n", n, leaked);
-        assert_int_equal(leaked, 0);
-        if (used < n) break; /* the whole workload ran without reaching a failure */
-    }
-    if (getenv("PGT_VERBOSE")) fprintf(stderr, "%ld failure points\n", n);
-    assert_true(n > 50);
+    assert_true(pgt_alloc_failures(workload) > 50);
 }
 
 int main(void) {
