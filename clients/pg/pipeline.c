@@ -194,7 +194,8 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             if (PQenterPipelineMode(pg) != 1) return false;
             c->pipeline_on = true;
         }
-        pg_stmt *st = r->kind == REQ_QUERY && r->txop == TXOP_NONE && !(r->flags & RQF_NOCACHE)
+        pg_stmt *st = (r->flags & RQF_STMT) ? r->stmt /* an explicit statement (stmt.c) */
+                      : r->kind == REQ_QUERY && r->txop == TXOP_NONE && !(r->flags & RQF_NOCACHE)
                           ? ll__pg_stmt_get(c, r->stmt_key ? r->stmt_key : r->sql)
                           : NULL;
         ll__pg_cork(c); /* schedules the end of the burst (uncork, batch Sync) */
@@ -207,8 +208,12 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
                 r->flags |= RQF_PREPARE_FIRST;
                 r->ncmds = 2;
             }
-            ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams, (const char *const *)r->values,
-                                           r->lengths, r->formats, r->result_format);
+            if (r->flags & RQF_DESCRIBE) /* ll_pg_prepare: the types and columns, no Execute */
+                ok = ok && PQsendDescribePrepared(pg, st->name);
+            else
+                ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams,
+                                               (const char *const *)r->values, r->lengths,
+                                               r->formats, r->result_format);
         } else {
             ok = PQsendQueryParams(pg, r->sql, r->nparams, r->types, (const char *const *)r->values,
                                    r->lengths, r->formats, r->result_format);
@@ -286,8 +291,10 @@ static void resend(ll_pg_conn *c, pg_req *r) {
     if (r->err) PQclear(r->err);
     if (r->res) PQclear(r->res);
     r->err = r->res = NULL;
-    ll__pg_stmt_unref(r->stmt);
-    r->stmt = NULL;
+    if (!(r->flags & RQF_STMT)) { /* an explicit statement stays the one it runs */
+        ll__pg_stmt_unref(r->stmt);
+        r->stmt = NULL;
+    }
     r->flags &= (uint8_t)~(RQF_PREPARE_FIRST | RQF_BATCHED);
     r->outcome = OUT_NONE;
     r->cmds_done = 0;
@@ -300,14 +307,14 @@ static void resend(ll_pg_conn *c, pg_req *r) {
 
 /* Outside a transaction block nothing of a failed or skipped request stayed: it may run again. */
 static bool may_rerun(ll_pg_conn *c, const pg_req *r) {
-    return r->kind == REQ_QUERY && !r->retries && PQtransactionStatus(c->pg) == PQTRANS_IDLE &&
-           !c->tx.owner;
+    return r->kind == REQ_QUERY && !r->retries && !(r->flags & RQF_DESCRIBE) &&
+           PQtransactionStatus(c->pg) == PQTRANS_IDLE && !c->tx.owner;
 }
 
 /* The cached statement went away or its plan no longer fits (a schema change): outside a
  * transaction block nothing happened, so prepare it again and run the query once more. */
 static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
-    if (!r->stmt || !r->err || !may_rerun(c, r)) return false;
+    if (!r->stmt || !r->err || (r->flags & RQF_STMT) || !may_rerun(c, r)) return false;
     bool gone = sqlstate_is(r->err, "26000");
     if (!gone && !sqlstate_is(r->err, "0A000")) return false;
     ll__pg_stmt_forget(c, r->stmt, !gone);

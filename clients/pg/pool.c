@@ -49,13 +49,14 @@ struct ll_pg_pool {
     ll_pg_opts conn_opts;
     size_t conns;            /* connections of this pool that exist (connecting, lent, idle) */
     size_t jobs;             /* one-shot queries in flight */
+    size_t refs;             /* pool statements and other holders (ll__pg_pool_ref) */
     ll_pg_pool_hook on_connect, on_release; /* hooks.c */
     void *hook_arg;
     bool closed, closing;
 };
 
 static void maybe_free(ll_pg_pool *p) {
-    if (!p->closed || p->closing || p->conns || p->jobs) return;
+    if (!p->closed || p->closing || p->conns || p->jobs || p->refs) return;
     ll_free(p->conninfo);
     ll_free(p->key);
     ll_free(p->reset_sql);
@@ -69,6 +70,23 @@ void ll__pg_pool_conn_born(void *pool) {
 void ll__pg_pool_conn_gone(void *pool) {
     ll_pg_pool *p = pool;
     p->conns--;
+    maybe_free(p);
+}
+
+ll_loop *ll__pg_pool_loop(const ll_pg_pool *p) {
+    return p->loop;
+}
+
+bool ll__pg_pool_closed(const ll_pg_pool *p) {
+    return p->closed;
+}
+
+void ll__pg_pool_ref(ll_pg_pool *p) {
+    p->refs++;
+}
+
+void ll__pg_pool_unref(ll_pg_pool *p) {
+    p->refs--;
     maybe_free(p);
 }
 
@@ -344,6 +362,7 @@ static bool work_pending(const ll_pg_conn *c) {
 
 int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c) {
     if (!p || !c || c->pool != p) return LL_ENOENT;
+    ll__pg_stmts_detach(c, LL_ESTATE); /* its ll_pg_stmt handles end with the lend */
     ll_pool_state st = LL_POOL_RESET;
     if (!ll_pg_is_ok(c) || work_pending(c)) st = LL_POOL_BROKEN;
     return ll_pool_release(p->pool, c, st);
