@@ -368,7 +368,12 @@ static void finalize_segment(ll_pg_conn *c) {
     }
     /* After an error the implicit transaction of the segment was rolled back; inside a
      * transaction block (now INERROR) nothing was committed or rolled back by the Sync. */
-    bool in_block = PQtransactionStatus(c->pg) == PQTRANS_INERROR;
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    /* libpq answers ACTIVE, not INERROR, while later segments are still in flight (an atomic
+     * executemany's windows): then our own transaction (ll_pg_begin) says we are in a block, and
+     * the rows that ran before the error are not re-run into an aborted transaction (where they
+     * would fail with 25P02 and hide the real error's row) */
+    bool in_block = ts == PQTRANS_INERROR || (ts == PQTRANS_ACTIVE && c->tx.owner != 0);
     for (pg_req *r = seg, *next; r; r = next) {
         next = r->next;
         r->next = NULL;
