@@ -47,7 +47,8 @@
  * invalidated by a schema change (SQLSTATE 0A000) or the statement disappeared (26000, e.g. after
  * DISCARD ALL), the query is re-prepared and run again by itself — only outside a transaction
  * block, where the failed attempt changed nothing. ll_pg_opts.unnamed_statements turns named
- * statements off (PgBouncer in transaction mode).
+ * statements off (PgBouncer in transaction mode). An explicit statement handle (ll_pg_prepare,
+ * ll_pg_pool_prepare: its types and columns readable, never silently re-prepared) is below.
  *
  * Results. The value of a query future is an ll_pg_result owned by the future (freed with it;
  * ll_future_take() it to keep it longer and free it with ll_pg_result_free()). Values are in text
