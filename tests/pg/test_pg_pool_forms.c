@@ -396,19 +396,11 @@ static int t_stmt_forms(void *arg) {
     return 0;
 }
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
-RUN(query_forms)
-RUN(rows_forms)
-RUN(rows_cancel)
-RUN(many_forms)
-RUN(stmt_forms)
+PGT_TASK_TEST(query_forms)
+PGT_TASK_TEST(rows_forms)
+PGT_TASK_TEST(rows_cancel)
+PGT_TASK_TEST(many_forms)
+PGT_TASK_TEST(stmt_forms)
 
 /* Outside a task the awaiting forms refuse at once. */
 static void test_notask(void **state) {

@@ -441,20 +441,12 @@ static int t_pool(void *arg) {
     return 0;
 }
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
-RUN(basic)
-RUN(conversions)
-RUN(prepare_errors)
-RUN(stale)
-RUN(deadline)
-RUN(pool)
+PGT_TASK_TEST(basic)
+PGT_TASK_TEST(conversions)
+PGT_TASK_TEST(prepare_errors)
+PGT_TASK_TEST(stale)
+PGT_TASK_TEST(deadline)
+PGT_TASK_TEST(pool)
 
 int main(void) {
     const struct CMUnitTest tests[] = {PGT_TEST(test_basic),    PGT_TEST(test_conversions),

@@ -14,17 +14,6 @@ static const char *const hostile[] = {
 };
 #define NH (sizeof hostile / sizeof *hostile)
 
-static ll_pg_result *tq(ll_pg_conn *c, const char *sql, int n, const ll_pg_param *p, bool text) {
-    ll_pg_query_opts o = {.text_results = text};
-    ll_future *f = ll_pg_query_typed(c, sql, n, p, &o);
-    int rc = ll_await(f);
-    if (rc) fprintf(stderr, "%s: %s\n", sql, ll_future_errmsg(f));
-    assert_int_equal(rc, 0);
-    ll_pg_result *r = ll_future_take(f);
-    ll_future_free(f);
-    return r;
-}
-
 /* The text array in column col of row 0 is want[0..n-1], NULLs included. */
 static void check(ll_pg_result *r, int col, const char *const *want, size_t n) {
     const char *const *sv;
@@ -62,7 +51,7 @@ static int t_arrays(void *arg) {
         /* our array parameter, echoed; the server's own arrays (array_agg, varchar[]); the
          * parameter compared element by element on the server */
         ll_pg_result *r =
-            tq(c,
+            pgt_typed(c,
                "SELECT $1, (SELECT array_agg(s ORDER BY i) FROM h), "
                "(SELECT array_agg(v ORDER BY i) FROM h), "
                "(SELECT bool_and(($1)[i + 1] IS NOT DISTINCT FROM s) FROM h), "
@@ -96,7 +85,7 @@ static int t_enum_composite(void *arg) {
     ll_pg_param b = ll_pg_param_text("x,\"y\" (z) \\ NULL", -1);
     static const char *const moods[] = {"sad", NULL, "a,b \"c\""};
     for (int text = 0; text < 2; text++) {
-        ll_pg_result *r = tq(c,
+        ll_pg_result *r = pgt_typed(c,
                              "SELECT 'a,b \"c\"'::ta_mood::text, ROW(7, $1, 'ok')::ta_pair::text, "
                              "(ROW(7, $1, 'ok')::ta_pair).b, "
                              "ARRAY['sad', NULL, 'a,b \"c\"']::ta_mood[]::text[], "
@@ -118,7 +107,7 @@ static int t_enum_composite(void *arg) {
         ll_pg_result_free(r);
     }
     /* text results: the enum and the composite themselves, no cast */
-    ll_pg_result *r = tq(c, "SELECT 'ok'::ta_mood, ROW(1, NULL, 'sad')::ta_pair", 0, NULL, true);
+    ll_pg_result *r = pgt_typed(c, "SELECT 'ok'::ta_mood, ROW(1, NULL, 'sad')::ta_pair", 0, NULL, true);
     const char *s;
     assert_int_equal(ll_pg_get_text(r, 0, 0, &s, NULL), 0);
     assert_string_equal(s, "ok");
@@ -126,12 +115,12 @@ static int t_enum_composite(void *arg) {
     assert_string_equal(s, "(1,,sad)");
     ll_pg_result_free(r);
     /* a binary result: an enum's OID is not one the getters know; refused, never misread */
-    r = tq(c, "SELECT 'ok'::ta_mood", 0, NULL, false);
+    r = pgt_typed(c, "SELECT 'ok'::ta_mood", 0, NULL, false);
     assert_int_equal(ll_pg_get_text(r, 0, 0, &s, NULL), LL_EINVAL);
     ll_pg_result_free(r);
     /* enum and composite parameters from text */
     ll_pg_param mp[] = {ll_pg_param_text("a,b \"c\"", -1), ll_pg_param_text("(3,\"q,\"\"r\",sad)", -1)};
-    r = tq(c, "SELECT $1::text::ta_mood = 'a,b \"c\"', ($2::text::ta_pair).b", 2, mp, false);
+    r = pgt_typed(c, "SELECT $1::text::ta_mood = 'a,b \"c\"', ($2::text::ta_pair).b", 2, mp, false);
     bool eq;
     assert_int_equal(ll_pg_get_bool(r, 0, 0, &eq), 0);
     assert_true(eq);
@@ -144,16 +133,8 @@ static int t_enum_composite(void *arg) {
     return 0;
 }
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
-RUN(arrays)
-RUN(enum_composite)
+PGT_TASK_TEST(arrays)
+PGT_TASK_TEST(enum_composite)
 
 int main(void) {
     const struct CMUnitTest tests[] = {PGT_TEST(test_arrays), PGT_TEST(test_enum_composite)};
