@@ -351,6 +351,38 @@ static int t_deadline(void *arg) {
     return 0;
 }
 
+/* With batch_sync, executions share Syncs; a failing one makes its neighbours run again by
+ * themselves, still by the statement's name: each gets its own outcome. */
+static int t_batch(void *arg) {
+    (void)arg;
+    ll_pg_opts co = {.batch_sync = true};
+    ll_future *cf = ll_pg_connect(pgt_server.conninfo, &co);
+    assert_int_equal(ll_await(cf), 0);
+    ll_pg_conn *c = ll_future_take(cf);
+    ll_future_free(cf);
+    ll_pg_stmt *s = prepare(c, "SELECT 60 / $1::int4", NULL);
+    ll_future *fs[40];
+    for (int i = 0; i < 40; i++)
+        fs[i] = ll_pg_stmt_query(s, LL_PG_PARAMS(ll_pg_param_int4(i % 5)), NULL);
+    for (int i = 0; i < 40; i++) {
+        int rc = ll_await(fs[i]);
+        if (i % 5 == 0) {
+            assert_int_equal(rc, LL_EPG_SERVER);
+            assert_string_equal(ll_pg_error_sqlstate(fs[i]), "22012");
+        } else {
+            assert_int_equal(rc, 0);
+            int32_t v;
+            assert_int_equal(ll_pg_get_int4(ll_pg_result_of(fs[i]), 0, 0, &v), 0);
+            assert_int_equal(v, 60 / (i % 5));
+        }
+        ll_future_free(fs[i]);
+    }
+    assert_int_equal(count_prepared(c), 1);
+    ll_pg_stmt_free(s);
+    ll_pg_close(c);
+    return 0;
+}
+
 /* Statements on a pool: one prepared on a lent connection ends with the lend; a pool's runs on
  * any connection, concurrently, and gives each back. */
 static int t_pool(void *arg) {
@@ -446,11 +478,13 @@ PGT_TASK_TEST(conversions)
 PGT_TASK_TEST(prepare_errors)
 PGT_TASK_TEST(stale)
 PGT_TASK_TEST(deadline)
+PGT_TASK_TEST(batch)
 PGT_TASK_TEST(pool)
 
 int main(void) {
     const struct CMUnitTest tests[] = {PGT_TEST(test_basic),    PGT_TEST(test_conversions),
                                        PGT_TEST(test_prepare_errors), PGT_TEST(test_stale),
-                                       PGT_TEST(test_deadline), PGT_TEST(test_pool)};
+                                       PGT_TEST(test_deadline), PGT_TEST(test_batch),
+                                       PGT_TEST(test_pool)};
     return PGT_RUN(tests);
 }
