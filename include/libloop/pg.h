@@ -607,8 +607,9 @@ LL_EXPORT ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int npara
 
 /* Streamed rows on a pooled connection: ll_pg_rows_open's rules, the connection held from open
  * to close and given back by ll_pg_pool_rows_close (also after a failed step, a deadline or a
- * cancellation: always close). From a task. *out is set whenever a connection was acquired (also
- * on a later failure: close it); NULL when the acquire itself failed. */
+ * cancellation: always close). From a task. *out is set also when the open fails (the acquire
+ * timed out, the query was refused: ll_pg_pool_rows_errmsg says why; close it), NULL only for
+ * LL_EINVAL, LL_ENOTASK and LL_ENOMEM. */
 typedef struct ll_pg_pool_rows ll_pg_pool_rows;
 LL_EXPORT int ll_pg_pool_rows_open(ll_pg_pool_rows **out, ll_pg_pool *p, const char *sql, int n,
                                    const ll_pg_param *params, const ll_pg_rows_opts *opts);
