@@ -71,9 +71,9 @@ enum {
     RQF_NOCACHE = 2,       /* never a named statement (transaction control, LISTEN) */
     RQF_BATCHED = 4,       /* batch_sync: no Sync of its own (its segment's comes later) */
     RQF_SOLO = 8,          /* always in a segment of its own (re-run after a failure) */
-    RQF_STMT = 16,         /* executes the explicit statement r->stmt (stmt.c), never the cache's;
+    RQF_STMT = 64,         /* executes the explicit statement r->stmt (stmt.c), never the cache's;
                             * never re-prepared */
-    RQF_DESCRIBE = 32      /* with RQF_STMT: Parse (if not sent) and Describe, no Execute */
+    RQF_DESCRIBE = 128     /* with RQF_STMT: Parse (if not sent) and Describe, no Execute */
 };
 
 /* What the server said about a request besides results and errors. */
