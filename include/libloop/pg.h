@@ -604,6 +604,9 @@ LL_EXPORT int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c);
 LL_EXPORT ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...);
 LL_EXPORT ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
                                        const char *const *values);
+/* ll_pg_exec (a script of statements, simple protocol) on a pooled connection: acquire, run,
+ * release; resolves with the last statement's result. */
+LL_EXPORT ll_future *ll_pg_pool_exec(ll_pg_pool *p, const char *sql);
 
 /* Streamed rows on a pooled connection: ll_pg_rows_open's rules, the connection held from open
  * to close and given back by ll_pg_pool_rows_close (also after a failed step, a deadline or a

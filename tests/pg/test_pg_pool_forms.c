@@ -83,6 +83,21 @@ static int t_query_forms(void *arg) {
     uses += 2;
     assert_int_equal(at_rest(p), base);
 
+    /* a script: the last statement's result; the first error stops it */
+    f = ll_pg_pool_exec(p, "CREATE TEMP TABLE pf_x (a int); INSERT INTO pf_x VALUES (1), (2); "
+                           "SELECT count(*) FROM pf_x");
+    assert_int_equal(ll_await(f), 0);
+    assert_string_equal(ll_pg_text(ll_pg_result_of(f), 0, 0), "2");
+    ll_future_free(f);
+    f = ll_pg_pool_exec(p, "SELECT 1; SELECT 1 / 0; SELECT 2");
+    assert_int_equal(ll_await(f), LL_EPG_SERVER);
+    ll_future_free(f);
+    uses += 2;
+    assert_int_equal(at_rest(p), base);
+    f = ll_pg_pool_exec(NULL, "SELECT 1");
+    assert_int_equal(ll_await(f), LL_EINVAL);
+    ll_future_free(f);
+
     /* a refused parameter: failed before any acquire */
     ll_pg_pool_stats st0, st1;
     ll_pg_pool_get_stats(p, &st0);
@@ -266,10 +281,8 @@ static int t_rows_cancel(void *arg) {
 static int t_many_forms(void *arg) {
     (void)arg;
     ll_pg_pool *p = new_pool(2, 1.5);
-    ll_future *f = ll_pg_pool_query(p, "DROP TABLE IF EXISTS pool_forms_t", 0);
-    assert_int_equal(ll_await(f), 0);
-    ll_future_free(f);
-    f = ll_pg_pool_query(p, "CREATE TABLE pool_forms_t (id int8 PRIMARY KEY, name text)", 0);
+    ll_future *f = ll_pg_pool_exec(p, "DROP TABLE IF EXISTS pool_forms_t; "
+                                      "CREATE TABLE pool_forms_t (id int8 PRIMARY KEY, name text)");
     assert_int_equal(ll_await(f), 0);
     ll_future_free(f);
     size_t base = at_rest(p);
