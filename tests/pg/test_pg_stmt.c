@@ -383,6 +383,14 @@ static int t_batch(void *arg) {
     return 0;
 }
 
+static ll_pg_conn *hold_conn(ll_pg_pool *p) {
+    ll_future *a = ll_pg_pool_acquire(p);
+    assert_int_equal(ll_await(a), 0);
+    ll_pg_conn *c = ll_future_value(a);
+    ll_future_free(a);
+    return c;
+}
+
 /* Statements on a pool: one prepared on a lent connection ends with the lend; a pool's runs on
  * any connection, concurrently, and gives each back. */
 static int t_pool(void *arg) {
@@ -469,6 +477,27 @@ static int t_pool(void *arg) {
     assert_int_equal(ll_await(f), LL_EPOOLCLOSED);
     ll_future_free(f);
     ll_pg_stmt_free(s);
+
+    /* unnamed_statements (PgBouncer): a pool's statement runs unnamed, nothing stays prepared */
+    ll_pg_pool_opts uo = {.max_size = 1, .conn = {.unnamed_statements = true}};
+    p = ll_pg_pool_new(pgt_server.conninfo, &uo);
+    f = ll_pg_pool_prepare(p, "SELECT $1::int4 + 1", NULL);
+    assert_int_equal(ll_await(f), 0);
+    s = ll_future_take(f);
+    ll_future_free(f);
+    for (int i = 0; i < 3; i++) {
+        f = ll_pg_stmt_fetchval(s, LL_PG_PARAMS(ll_pg_param_int8(i)));
+        assert_int_equal(ll_await(f), 0);
+        int32_t v;
+        assert_int_equal(ll_pg_get_int4(ll_pg_result_of(f), 0, 0, &v), 0);
+        assert_int_equal(v, i + 1);
+        ll_future_free(f);
+    }
+    c = hold_conn(p);
+    assert_int_equal(pgt_int(c, "SELECT count(*) FROM pg_prepared_statements"), 0);
+    ll_pg_pool_release(p, c);
+    ll_pg_stmt_free(s);
+    ll_pg_pool_free(p);
     pgt_settle();
     return 0;
 }
