@@ -396,9 +396,9 @@ LL_EXPORT int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, siz
  *
  * A statement made by ll_pg_prepare() belongs to its connection: it runs there, in order with the
  * connection's other queries, and ll_pg_stmt_free() deallocates it on the server. When the
- * connection is closed or lost, or given back to its pool (ll_pg_pool_release), the statement is
+ * connection is closed, or given back to its pool (ll_pg_pool_release), the statement is
  * detached: every later call fails with LL_ECLOSED (closed) or LL_ESTATE (given back), never runs
- * on another session; free it as usual. Statement names are never reused on a connection, so a
+ * on another session; free it as usual. On a lost connection calls fail with LL_EPG_CONN. Statement names are never reused on a connection, so a
  * name that vanished on the server (DEALLOCATE ALL, DISCARD ALL by hand) fails with the server's
  * 26000 "does not exist", never runs another statement; a schema change that alters its result
  * columns fails with the server's 0A000 (prepare it again): unlike the automatic cache, an
@@ -430,7 +430,7 @@ typedef struct ll_pg_prepare_opts {
  * taken with ll_future_take(); then free it with ll_pg_stmt_free()). Fails with the server's
  * error (LL_EPG_SERVER: a syntax error, an unknown table, a type it cannot infer), LL_EINVAL,
  * LL_ECLOSED / LL_EPG_CONN, LL_ECANCELED / LL_ETIMEDOUT (a statement prepared by a cancelled
- * call stays on the server, unnamed to anyone, until the connection ends or goes back to its
+ * call stays on the server, known to nobody, until the connection ends or goes back to its
  * pool). Never settled when the call returns, unless failed at once. NULL on out of memory. */
 LL_EXPORT ll_future *ll_pg_prepare(ll_pg_conn *c, const char *sql, const ll_pg_prepare_opts *opts);
 /* The same on a pool: prepared on one pooled connection to read its types (then given back),
