@@ -30,6 +30,19 @@ static size_t at_rest(ll_pg_pool *p) {
     return st.idle;
 }
 
+/* Wait (at most 5 s; the machine is loaded) until the pool has `in_use` connections lent and
+ * `waiting` callers waiting, and assert it. */
+static void wait_counts(ll_pg_pool *p, size_t in_use, size_t waiting) {
+    ll_pg_pool_stats st;
+    for (int i = 0; i < 500; i++) {
+        ll_pg_pool_get_stats(p, &st);
+        if (st.in_use == in_use && st.waiting == waiting) break;
+        ll_sleep(0.01);
+    }
+    assert_int_equal(st.in_use, in_use);
+    assert_int_equal(st.waiting, waiting);
+}
+
 static ll_pg_pool *new_pool(unsigned max, double acquire_timeout) {
     ll_pg_pool_opts o = {.max_size = max, .acquire_timeout = acquire_timeout,
                          .on_release = on_release};
@@ -125,9 +138,7 @@ static int t_query_forms(void *arg) {
     /* cancelled while waiting for a connection: nobody left waiting, nothing lent */
     ll_pg_conn *c1 = hold(p), *c2 = hold(p);
     f = ll_pg_pool_query_typed(p, "SELECT 1", 0, NULL, NULL);
-    ll_sleep(0.05);
-    ll_pg_pool_get_stats(p, &st0);
-    assert_int_equal(st0.waiting, 1);
+    wait_counts(p, 2, 1);
     ll_future_cancel(f);
     assert_int_equal(ll_await(f), LL_ECANCELED);
     ll_future_free(f);
@@ -258,10 +269,8 @@ static int t_rows_cancel(void *arg) {
     (void)arg;
     ll_pg_pool *p = new_pool(2, 0);
     ll_future *t = ll_spawn(streamer, p);
-    ll_sleep(0.3);
-    ll_pg_pool_stats st;
-    ll_pg_pool_get_stats(p, &st);
-    assert_int_equal(st.in_use, 1);
+    wait_counts(p, 1, 0);
+    ll_sleep(0.1); /* into the stream's slow rows */
     ll_future_cancel(t);
     int rc = ll_await(t);
     assert_true(rc == LL_ECANCELED);
