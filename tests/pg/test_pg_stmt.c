@@ -441,9 +441,12 @@ static int t_pool(void *arg) {
     f = ll_pg_stmt_query(s, LL_PG_PARAMS(ll_pg_param_bool(true)), NULL);
     assert_int_equal(ll_await(f), LL_EINVAL);
     ll_future_free(f);
-    ll_sleep(0.1); /* the last release's reset */
     ll_pg_pool_stats st;
-    ll_pg_pool_get_stats(p, &st);
+    for (int i = 0; i < 500; i++) { /* the last release's reset runs after the query settled */
+        ll_pg_pool_get_stats(p, &st);
+        if (st.in_use == 0 && st.idle == st.open) break;
+        ll_sleep(0.01);
+    }
     assert_int_equal(st.in_use, 0);
     assert_int_equal(st.waiting, 0);
     assert_int_equal(st.idle, st.open);
