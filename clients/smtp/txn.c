@@ -263,3 +263,18 @@ int ll__smtp_txn_body(ll__smtp_txn *t, size_t max) {
     t->body_done = true;
     return 1;
 }
+
+int ll__smtp_txn_follow(ll__smtp_txn *t, ll__smtp_txn *next) {
+    /* RFC 2920 3.1: the message content may open a group, and MAIL and RCPT may follow it in the
+     * same group; the replies come in order (the final reply first), so each transaction still
+     * reads exactly its own replies. Only a transaction whose data is complete, on a server that
+     * offers PIPELINING, and a next one whose whole envelope is queued (no RSET: the final reply
+     * ends the transaction either way, RFC 5321 4.1.1.4) qualify. */
+    if (t->state != LL__TX_BODY || !t->body_done || !t->caps->pipelining || !next ||
+        next->state != LL__TX_ENVELOPE || next->caps != t->caps || next->nexpect == 0 ||
+        next->expect[0] != LL__EXP_MAIL || next->expect_head != 0)
+        return ll__smtp_errf(t->err, LL_ESTATE, "the next envelope cannot follow this message's data");
+    if (ll__sbuf_append(&t->out, next->out.data, next->out.len)) return LL_ENOMEM;
+    ll__sbuf_reset(&next->out);
+    return 0;
+}
