@@ -380,6 +380,100 @@ static void test_pool(void **st) {
     assert_int_equal(pc.stats.failed, 1);
 }
 
+/* ---- the next envelope pipelined behind the previous message's data (RFC 2920) ----
+ * 30 sends at once on 2 sessions to a server offering PIPELINING (EHLO name "pipelining..."):
+ * each reused session sends the next waiting message's MAIL/RCPT with the previous message's
+ * terminator. Some messages lose a recipient (550), some are refused after their data (554): each
+ * future still carries exactly its own message's results, and the server's record of each queued
+ * message (found by the queue id in the final reply) is that message. */
+#define PIPE_N 30
+typedef struct pipe_case {
+    int rc[PIPE_N];
+    int code[PIPE_N][2];
+    char enh[PIPE_N][2][16];
+    unsigned attempts[PIPE_N];
+    int queued[PIPE_N];    /* the server's record number, 0 when not queued */
+    ll_smtp_client_stats stats;
+} pipe_case;
+
+static bool pipe_reject_rcpt(int i) { return i % 4 == 1; }
+static bool pipe_reject_data(int i) { return i % 5 == 2; }
+
+static int pipe_send(void *arg) {
+    pipe_case *pc = arg;
+    ll_tls_opts tls = {.ca_file = srv.cert};
+    ll_smtp_opts o = {.tls = &tls, .helo_name = "pipelining.client.test", .max_sessions = 2,
+                      .max_messages_per_session = 1000, .retries = -1};
+    char *err = NULL;
+    ll_smtp_client *cl = ll_smtp_client_new(srv.url, &o, &err);
+    LT_CHECKF(cl != NULL, "%s", err ? err : "?");
+    ll_future *fs[PIPE_N];
+    for (int i = 0; i < PIPE_N; i++) {
+        char a[64], b[64], body[160];
+        snprintf(a, sizeof a, "ok%d@example.test", i);
+        snprintf(b, sizeof b, "%s%d@example.test", pipe_reject_rcpt(i) ? "reject" : "bob", i);
+        snprintf(body, sizeof body, "Subject: piped %d\r\n%s\r\nbody %d\r\n", i,
+                 pipe_reject_data(i) ? "X-Test-Reject: yes" : "X-Test: no", i);
+        const char *rc[2] = {a, b};
+        ll_smtp_mail m = {"pipe@client.test", rc, 2, body, strlen(body)};
+        fs[i] = ll_smtp_send(cl, &m);
+    }
+    for (int i = 0; i < PIPE_N; i++) {
+        pc->rc[i] = ll_await(fs[i]);
+        const ll_smtp_result *r = ll_smtp_result_of(fs[i]);
+        LT_CHECKF(r && r->nrcpt == 2, "message %d: %s", i, ll_future_errmsg(fs[i]));
+        if (r) {
+            for (int k = 0; k < 2; k++) {
+                pc->code[i][k] = r->rcpt[k].code;
+                snprintf(pc->enh[i][k], 16, "%s", r->rcpt[k].enhanced);
+            }
+            pc->attempts[i] = r->attempts;
+            const char *q = r->text ? strstr(r->text, "queued as ") : NULL;
+            pc->queued[i] = q ? atoi(q + 10) : 0;
+        }
+        ll_future_free(fs[i]);
+    }
+    ll_smtp_client_get_stats(cl, &pc->stats);
+    ll_smtp_client_free(cl);
+    return 0;
+}
+
+static void test_pool_pipelined(void **st) {
+    (void)st;
+    NEED_SERVER();
+    static pipe_case pc;
+    memset(&pc, 0, sizeof pc);
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, pipe_send, &pc), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+    for (int i = 0; i < PIPE_N; i++) {
+        bool rr = pipe_reject_rcpt(i), rd = pipe_reject_data(i);
+        assert_int_equal(pc.attempts[i], 1);
+        assert_int_equal(pc.code[i][0], rd ? 554 : 250);
+        assert_int_equal(pc.code[i][1], rr ? 550 : rd ? 554 : 250);
+        if (rr) assert_string_equal(pc.enh[i][1], "5.1.1");
+        if (rd) assert_string_equal(pc.enh[i][0], "5.6.0");
+        if (!rr && !rd) assert_int_equal(pc.rc[i], 0);
+        else if (!rd) assert_int_equal(pc.rc[i], LL_ESMTP_PARTIAL);
+        else assert_true(pc.rc[i] != 0);
+        /* the server's record under this message's queue id is this message */
+        assert_int_equal(pc.queued[i] != 0, !rd);
+        if (rd) continue;
+        char out[8192], want[64];
+        assert_true(lt_smtp_inspect(&srv, pc.queued[i], NULL, out, sizeof out));
+        snprintf(want, sizeof want, "header:Subject: piped %d\n", i);
+        assert_non_null(strstr(out, want));
+        if (rr) snprintf(want, sizeof want, "rcpt: ok%d@example.test\n", i);
+        else snprintf(want, sizeof want, "rcpt: ok%d@example.test,bob%d@example.test\n", i, i);
+        assert_non_null(strstr(out, want));
+    }
+    /* the two sessions carried everything, and most envelopes rode on the previous data */
+    assert_int_equal(pc.stats.sessions, 2);
+    assert_true(pc.stats.pipelined >= PIPE_N / 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_starttls_default),     cmocka_unit_test(test_implicit_tls),
@@ -388,6 +482,7 @@ int main(void) {
         cmocka_unit_test(test_fifty_recipients_and_8bit), cmocka_unit_test(test_smtputf8),
         cmocka_unit_test(test_injection_refused),
         cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_pipelined),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
