@@ -181,6 +181,8 @@ typedef struct ll__smtp_txn {
     size_t nrcpt;
     const void *data;
     size_t len;
+    bool eight;          /* the data has 8-bit bytes */
+    size_t wire;         /* its size on the wire (RFC 1870), when the server offers SIZE */
     int *expect;         /* replies awaited, in order */
     size_t nexpect, expect_head, expect_cap;
     size_t next_rcpt;    /* without PIPELINING: the next RCPT to send */

@@ -433,13 +433,47 @@ static void test_envelope_follows_data(void **st) {
     ll__smtp_parser_free(&p);
 }
 
+/* The SIZE parameter counts the bytes as sent (a bare CR or LF becomes CRLF); the 8-bit check sees
+ * a high byte wherever it is (inside the eight-byte words it scans, or in the tail). */
+static void test_size_and_8bit_scan(void **st) {
+    (void)st;
+    ll__smtp_parser p;
+    ll__smtp_parser_init(&p, 0, 0);
+    ll__smtp_caps c = caps_of(&p, "250-mx\r\n250-PIPELINING\r\n250 SIZE 100000\r\n");
+    const char *r1[] = {"a@x.test"};
+    const char *cases[][2] = {{"a\rb\r\nc\n", "SIZE=9"}, {"\n\r", "SIZE=4"}, {"\r\n\r\n", "SIZE=4"},
+                              {"", "SIZE=0"}, {"\r", "SIZE=2"}, {"x\n\nx", "SIZE=6"}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        ll__smtp_txn t;
+        assert_int_equal(ll__smtp_txn_start(&t, &c, "s@x.test", r1, 1, cases[k][0], strlen(cases[k][0]),
+                                            false), 0);
+        char want[64];
+        snprintf(want, sizeof want, "MAIL FROM:<s@x.test> %s\r\n", cases[k][1]);
+        assert_true(strncmp(t.out.data, want, strlen(want)) == 0);
+        ll__smtp_txn_free(&t);
+    }
+    char buf[40];
+    for (size_t n = 0; n <= sizeof buf; n++) {
+        memset(buf, 'a', sizeof buf);
+        assert_true(ll__smtp_is_ascii(buf, n));
+        for (size_t i = 0; i < n; i++) {
+            memset(buf, 'a', sizeof buf);
+            buf[i] = (char)0x80;
+            assert_false(ll__smtp_is_ascii(buf, n));
+            if (i + 1 < n) assert_true(ll__smtp_is_ascii(buf + i + 1, n - i - 1));
+        }
+    }
+    ll__smtp_caps_free(&c);
+    ll__smtp_parser_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_starttls_required), cmocka_unit_test(test_downgrades_refused),
         cmocka_unit_test(test_helo_fallback),     cmocka_unit_test(test_sasl),
         cmocka_unit_test(test_pipelined_50),      cmocka_unit_test(test_lockstep_none_accepted),
         cmocka_unit_test(test_mail_refused_and_421), cmocka_unit_test(test_txn_refusals_before_sending),
-        cmocka_unit_test(test_envelope_follows_data),
+        cmocka_unit_test(test_envelope_follows_data), cmocka_unit_test(test_size_and_8bit_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
