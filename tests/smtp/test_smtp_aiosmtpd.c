@@ -155,6 +155,15 @@ static void test_verification_on_by_default(void **st) {
     t.opts.tls = NULL;
     t.want_connect = LL_ECERT;
     run_case(&t);
+    /* the CA is trusted but the name is not the certificate's: refused too (host-name check) */
+    tcase_init(&t, srv.url);
+    t.tls.server_name = "not-the-server.example";
+    t.want_connect = LL_ECERT;
+    run_case(&t);
+    tcase_init(&t, srv.tls_url);
+    t.tls.server_name = "not-the-server.example";
+    t.want_connect = LL_ECERT;
+    run_case(&t);
 }
 
 static void test_auth_mechanisms(void **st) {
@@ -380,6 +389,57 @@ static void test_pool(void **st) {
     assert_int_equal(pc.stats.failed, 1);
 }
 
+/* A deferred recipient (451) is retried with a pause that doubles: retries 2, backoff 0.15 s -> at
+ * least 0.15 + 0.3 s before the send gives up; then it is reported deferred, never as sent.
+ * (Lower bound only: a loaded machine makes it slower, never faster.) */
+typedef struct backoff_case {
+    int rc;
+    double took;
+    unsigned attempts;
+    size_t accepted, deferred;
+} backoff_case;
+
+static int backoff_send(void *arg) {
+    backoff_case *bc = arg;
+    ll_tls_opts tls = {.ca_file = srv.cert};
+    ll_smtp_opts o = {.tls = &tls, .retries = 2, .retry_backoff = 0.15};
+    ll_smtp_client *cl = ll_smtp_client_new(srv.url, &o, NULL);
+    LT_CHECK(cl != NULL);
+    const char *rcpt[] = {"alice@example.test", "defer-me@example.test"};
+    const char *data = "Subject: backoff\r\n\r\nx\r\n";
+    ll_smtp_mail m = {"s@client.test", rcpt, 2, data, strlen(data)};
+    ll_time t0 = ll_now();
+    ll_future *f = ll_smtp_send(cl, &m);
+    bc->rc = ll_await(f);
+    bc->took = ll_now() - t0;
+    const ll_smtp_result *r = ll_smtp_result_of(f);
+    if (r) {
+        bc->attempts = r->attempts;
+        bc->accepted = r->accepted;
+        bc->deferred = r->deferred;
+    }
+    ll_future_free(f);
+    ll_smtp_client_free(cl);
+    return 0;
+}
+
+static void test_retry_backoff(void **st) {
+    (void)st;
+    NEED_SERVER();
+    backoff_case bc = {0};
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, backoff_send, &bc), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+    assert_int_equal(bc.rc, LL_ESMTP_PARTIAL);
+    assert_int_equal(bc.attempts, 3);
+    assert_int_equal(bc.accepted, 1);
+    assert_int_equal(bc.deferred, 1);
+    assert_true(bc.took >= 0.45);
+    assert_true(bc.took < 10);
+}
+
 /* ---- the next envelope pipelined behind the previous message's data (RFC 2920) ----
  * 30 sends at once on 2 sessions to a server offering PIPELINING (EHLO name "pipelining..."):
  * each reused session sends the next waiting message's MAIL/RCPT with the previous message's
@@ -483,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_injection_refused),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_pipelined),
+        cmocka_unit_test(test_retry_backoff),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

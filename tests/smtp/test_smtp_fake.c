@@ -467,6 +467,7 @@ typedef struct pool_run {
     unsigned attempts[4];
     bool cancel;
     bool together;      /* all n sends at once, then await them */
+    const char *first_rcpt; /* the first message's recipient (else a@example.test) */
     double cancel_took;
     ll_smtp_client_stats stats;
 } pool_run;
@@ -491,7 +492,10 @@ static int pool_task(void *arg) {
     if (p->together)
         for (int i = 0; i < p->n; i++) fs[i] = ll_smtp_send(cl, &m);
     for (int i = 0; i < p->n; i++) {
-        ll_future *f = p->together ? fs[i] : ll_smtp_send(cl, &m);
+        const char *first[] = {p->first_rcpt};
+        ll_smtp_mail m0 = m;
+        if (i == 0 && p->first_rcpt) m0.rcpt = first;
+        ll_future *f = p->together ? fs[i] : ll_smtp_send(cl, &m0);
         if (p->cancel) {
             ll_sleep(0.1);
             ll_time t0 = ll_now();
@@ -625,6 +629,21 @@ static void test_pipelined_waiter_gives_up(void **st) {
     assert_int_equal(g.fk.conns, 1);
 }
 
+/* A transaction that ended before DATA (its only recipient refused) leaves the server's state to
+ * RSET: the next message on the session starts with RSET (here without PIPELINING: its own round
+ * trip), and is delivered. */
+static void test_rset_after_refused_envelope(void **st) {
+    (void)st;
+    pool_run p = {.fk.m = M_RCPT_MIXED, .noop_after = 100, .max_messages = 10, .n = 2,
+                  .first_rcpt = "bad@x.test"};
+    go_pool(&p);
+    assert_int_equal(p.rcs[0], LL_ESMTP_REPLY);
+    assert_int_equal(p.rcs[1], 0);
+    assert_int_equal(p.fk.conns, 1);
+    assert_non_null(strstr(p.fk.log, "RCPT TO:<bad@x.test>\r\nRSET\r\nMAIL FROM:<s@example.test>\r\n"
+                                     "RCPT TO:<a@example.test>\r\nDATA\r\n"));
+}
+
 static void test_cancel_mid_send(void **st) {
     (void)st;
     /* the server never answers the data; the caller cancels: control back at once, the session is
@@ -643,7 +662,7 @@ int main(void) {
         cmocka_unit_test(test_replies_that_never_come), cmocka_unit_test(test_pipelining),
         cmocka_unit_test(test_pool_upkeep),             cmocka_unit_test(test_cancel_mid_send),
         cmocka_unit_test(test_pipelined_envelope_lost_with_session),
-        cmocka_unit_test(test_pipelined_waiter_gives_up),
+        cmocka_unit_test(test_pipelined_waiter_gives_up), cmocka_unit_test(test_rset_after_refused_envelope),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
