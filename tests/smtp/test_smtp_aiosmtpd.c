@@ -127,6 +127,19 @@ static void test_starttls_default(void **st) {
     assert_non_null(strstr(out, "crlf_only: True"));
     assert_non_null(strstr(out, "header:Subject: dots"));
     assert_non_null(strstr(out, "text='.leading dot\\r\\n.\\r\\nend\\r\\n'"));
+    /* opportunistic with a server that offers STARTTLS: upgraded too (and verified); plain: never */
+    tcase_init(&t, srv.url);
+    t.opts.security = LL_SMTP_STARTTLS_OPPORTUNISTIC;
+    run_case(&t);
+    assert_true(t.tls_after);
+    inspect_last(out, sizeof out, NULL);
+    assert_non_null(strstr(out, "tls: True"));
+    tcase_init(&t, srv.url);
+    t.opts.security = LL_SMTP_PLAIN;
+    run_case(&t);
+    assert_false(t.tls_after);
+    inspect_last(out, sizeof out, NULL);
+    assert_non_null(strstr(out, "tls: False"));
 }
 
 static void test_implicit_tls(void **st) {
