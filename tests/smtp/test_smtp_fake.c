@@ -617,7 +617,7 @@ static void test_pipelined_waiter_gives_up(void **st) {
     ll_loop_run(ctx.loop);
     lt_teardown(&ctx);
     assert_int_equal(g.rc1, LL_ECANCELED);
-    assert_true(g.took1 < 0.1); /* generous: the loop is idle but the machine is loaded */
+    assert_true(g.took1 < 0.5); /* generous: the loop is idle but the machine is loaded */
     assert_int_equal(g.rc0, 0);
     assert_int_equal(g.stats.sent, 1);
     assert_int_equal(g.stats.pipelined, 0);
