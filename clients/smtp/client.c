@@ -274,7 +274,7 @@ static ll__smtp_txn *claim(void *arg, ll_smtp_conn *c) {
         open_recipients(j);
         ll__smtp_txn_free(&j->txn);
         if (ll__smtp_txn_start(&j->txn, &c->hs.caps, j->mail->from, j->addrs, j->n, j->mail->data,
-                               j->mail->len, false)) {
+                               j->mail->len, true)) { /* RSET: a session is reset between messages */
             /* refused before sending (size, 8-bit...): it fails on its own session */
             ll__smtp_txn_free(&j->txn);
             continue;

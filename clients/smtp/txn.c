@@ -270,11 +270,14 @@ int ll__smtp_txn_follow(ll__smtp_txn *t, ll__smtp_txn *next) {
     /* RFC 2920 3.1: the message content may open a group, and MAIL and RCPT may follow it in the
      * same group; the replies come in order (the final reply first), so each transaction still
      * reads exactly its own replies. Only a transaction whose data is complete, on a server that
-     * offers PIPELINING, and a next one whose whole envelope is queued (no RSET: the final reply
-     * ends the transaction either way, RFC 5321 4.1.1.4) qualify. */
+     * offers PIPELINING, and a next one whose whole envelope is queued qualify. The final reply
+     * ends the transaction either way (RFC 5321 4.1.1.4), so the next one's RSET is not needed for
+     * the protocol; it is kept so a reused session is reset between messages on every path, at
+     * no round trip. */
+    size_t mail_at = next && next->nexpect > 0 && next->expect[0] == LL__EXP_RSET ? 1 : 0;
     if (t->state != LL__TX_BODY || !t->body_done || !t->caps->pipelining || !next ||
-        next->state != LL__TX_ENVELOPE || next->caps != t->caps || next->nexpect == 0 ||
-        next->expect[0] != LL__EXP_MAIL || next->expect_head != 0)
+        next->state != LL__TX_ENVELOPE || next->caps != t->caps || next->nexpect <= mail_at ||
+        next->expect[mail_at] != LL__EXP_MAIL || next->expect_head != 0)
         return ll__smtp_errf(t->err, LL_ESTATE, "the next envelope cannot follow this message's data");
     if (ll__sbuf_append(&t->out, next->out.data, next->out.len)) return LL_ENOMEM;
     ll__sbuf_reset(&next->out);
