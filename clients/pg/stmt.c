@@ -135,9 +135,8 @@ static void prep_done(ll_future *inner, void *arg) {
     prep_job *j = arg;
     ll_pg_conn *c = j->c;
     int rc = ll_future_code(inner);
-    if (ll_future_done(j->outer)) {
-        /* settled already (cannot happen: the outer's cancel goes through the inner) */
-    } else if (rc == LL_ECANCELED) {
+    /* only this settles the outer (its cancel hook cancels the inner, which brings us here) */
+    if (rc == LL_ECANCELED) {
         ll_future_set_cancelled(j->outer);
     } else if (rc != 0) {
         ll__pg_fail_from(j->outer, inner);
@@ -153,7 +152,8 @@ static void prep_done(ll_future *inner, void *arg) {
         } else {
             attach(c, s, j->st);
             j->st = NULL;
-            ll_future_resolve(j->outer, s, (ll_value_free)ll_pg_stmt_free);
+            if (ll_future_resolve(j->outer, s, (ll_value_free)ll_pg_stmt_free) != 0)
+                ll_pg_stmt_free(s);
         }
     }
     ll__pg_stmt_unref(j->st);
@@ -253,7 +253,8 @@ static void pprep_prepared(ll_future *f, void *arg) {
         } else {
             s->pool = j->p;
             ll__pg_pool_ref(j->p);
-            ll_future_resolve(j->outer, s, (ll_value_free)ll_pg_stmt_free);
+            if (ll_future_resolve(j->outer, s, (ll_value_free)ll_pg_stmt_free) != 0)
+                ll_pg_stmt_free(s);
         }
     }
     ll_pg_stmt_free(cs);
