@@ -112,8 +112,9 @@ static int main_task(void *arg) {
         return 1;
     }
     double n = (double)(o1 - o0);
-    printf("ops=%.0f cpu_us_per_op=%.2f commands_per_write=%.1f\n", n / (t1 - t0),
-           (c1 - c0) / n * 1e6, writes ? (double)cmds / (double)writes : 0.0);
+    /* ops_total: every operation of the process, warm-up included (for perf stat's counts) */
+    printf("ops=%.0f cpu_us_per_op=%.2f commands_per_write=%.1f ops_total=%ld\n", n / (t1 - t0),
+           (c1 - c0) / n * 1e6, writes ? (double)cmds / (double)writes : 0.0, ops);
     return 0;
 }
 

@@ -125,10 +125,8 @@ static void rearm_read(ll_redis_conn *c) {
     }
 }
 
-static int write_now(ll_redis_conn *c, const char *data, size_t len, const rp_slot *slots,
-                     size_t n) {
-    if (ll__rp_ring_reserve(&c->slots, n)) return LL_ENOMEM;
-    if (ll__rp_buf_append(&c->out, data, len)) return LL_ENOMEM;
+/* The command bytes of slots are in c->out and the ring has room for them: take the slots. */
+static void commit_slots(ll_redis_conn *c, const rp_slot *slots, size_t n) {
     bool was_empty = c->slots.n == 0;
     for (size_t i = 0; i < n; i++) ll__rp_ring_push(&c->slots, slots[i]);
     c->commands += n;
@@ -138,6 +136,13 @@ static int write_now(ll_redis_conn *c, const char *data, size_t len, const rp_sl
         if (c->cfg->reply_timeout > 0) rearm_read(c);
     }
     schedule_flush(c);
+}
+
+static int write_now(ll_redis_conn *c, const char *data, size_t len, const rp_slot *slots,
+                     size_t n) {
+    if (ll__rp_ring_reserve(&c->slots, n)) return LL_ENOMEM;
+    if (ll__rp_buf_append(&c->out, data, len)) return LL_ENOMEM;
+    commit_slots(c, slots, n);
     return 0;
 }
 
@@ -166,6 +171,22 @@ int ll__rc_submit_multi(ll_redis_conn *c, const char *data, size_t len, const rp
 
 int ll__rc_submit(ll_redis_conn *c, const char *data, size_t len, rp_slot slot) {
     return ll__rc_submit_multi(c, data, len, &slot, 1);
+}
+
+int ll__rc_submit_argv(ll_redis_conn *c, int argc, const char *const *argv, const size_t *lens,
+                       rp_slot slot) {
+    if (c->state == RC_READY && !c->owner_closed) { /* the common case: no intermediate copy */
+        if (ll__rp_ring_reserve(&c->slots, 1)) return LL_ENOMEM;
+        int rc = ll__rp_format_argv(&c->out, argc, argv, lens);
+        if (rc) return rc;
+        commit_slots(c, &slot, 1);
+        return 0;
+    }
+    rp_buf b = {0};
+    int rc = ll__rp_format_argv(&b, argc, argv, lens);
+    if (!rc) rc = ll__rc_submit_multi(c, b.data, b.len, &slot, 1);
+    ll__rp_buf_free(&b);
+    return rc;
 }
 
 /* The link is ready: write what was held, in order. */

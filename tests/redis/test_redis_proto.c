@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <hiredis/hiredis.h>
 #include "harness/harness.h"
 #include "redis_internal.h"
 
@@ -185,6 +186,66 @@ static void test_format(void **state) {
     ll__rp_buf_free(&b);
 }
 
+/* The argument encoder writes exactly what hiredis's redisFormatCommandArgv writes, for random
+ * commands (binary bytes, empty arguments, lengths across digit boundaries, lens NULL), appended
+ * after what the buffer already holds. */
+static void test_format_matches_hiredis(void **state) {
+    (void)state;
+    srand(99);
+    rp_buf b = {0};
+    static char pool[20000];
+    for (size_t i = 0; i < sizeof pool; i++) pool[i] = (char)(rand() % 256);
+    for (int round = 0; round < 2000; round++) {
+        int argc = 1 + rand() % 12;
+        const char *argv[12];
+        size_t lens[12];
+        bool use_lens = round % 5 != 0;
+        char text[12][16];
+        for (int i = 0; i < argc; i++) {
+            if (use_lens) {
+                static const size_t edge[] = {0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000};
+                lens[i] = rand() % 4 ? (size_t)(rand() % 40) : edge[rand() % 10];
+                argv[i] = pool + rand() % (int)(sizeof pool - lens[i]);
+            } else { /* NUL-terminated: strlen is the length */
+                size_t n = (size_t)(rand() % 15);
+                for (size_t k = 0; k < n; k++) text[i][k] = (char)('a' + rand() % 26);
+                text[i][n] = 0;
+                argv[i] = text[i];
+            }
+        }
+        size_t before = b.len;
+        assert_int_equal(ll__rp_format_argv(&b, argc, argv, use_lens ? lens : NULL), 0);
+        char *want;
+        int n = redisFormatCommandArgv(&want, argc, argv, use_lens ? lens : NULL);
+        assert_true(n > 0);
+        assert_int_equal(b.len - before, (size_t)n);
+        assert_memory_equal(b.data + before, want, (size_t)n);
+        redisFreeCommand(want);
+        if (b.len > 100000) b.len = 0;
+    }
+    ll__rp_buf_free(&b);
+}
+
+/* Out of memory while encoding leaves the buffer as it was (the commands before stay whole). */
+static void test_format_alloc_failure(void **state) {
+    (void)state;
+    rp_buf b = {0};
+    const char *argv[] = {"SET", "k", "v"};
+    assert_int_equal(ll__rp_format_argv(&b, 3, argv, NULL), 0);
+    size_t len = b.len;
+    static char big[4096];
+    const char *bigv[] = {"SET", "k", big};
+    size_t bigl[] = {3, 1, sizeof big};
+    lt_track_begin();
+    lt_fail_after(0);
+    assert_int_equal(ll__rp_format_argv(&b, 3, bigv, bigl), LL_ENOMEM);
+    lt_fail_reset();
+    assert_int_equal(lt_track_end(), 0);
+    assert_int_equal(b.len, len);
+    assert_memory_equal(b.data, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n", len);
+    ll__rp_buf_free(&b);
+}
+
 static int vf(rp_buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -305,7 +366,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_waits), cmocka_unit_test(test_array_growth),
         cmocka_unit_test(test_format),         cmocka_unit_test(test_format_printf),
         cmocka_unit_test(test_ring),           cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config),         cmocka_unit_test(test_format_matches_hiredis),
+        cmocka_unit_test(test_format_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
