@@ -4,8 +4,9 @@
  * Two layers:
  *   - the sans-I/O core (proto.c, reply.c): bytes in, reply objects out. rp_reader wraps hiredis's
  *     redisReader behind a framing guard that enforces the caps before hiredis buffers anything;
- *     rp_ring is the FIFO of reply slots that makes pipelining safe; rp_buf collects formatted
- *     commands (redisFormatCommandArgv) until they are written in one go.
+ *     rp_ring is the FIFO of reply slots that makes pipelining safe; rp_buf collects encoded
+ *     commands (ll__rp_format_argv, or hiredis's format-string formatter) until they are written
+ *     in one go.
  *   - the adapter (conn.c, command.c, ...): drives the core from an ll_stream with a manager task
  *     per connection (connect, setup, read, reconnect).
  * Clients use only libloop's public API: nothing here includes the core's internal header.
