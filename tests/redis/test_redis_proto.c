@@ -246,6 +246,41 @@ static void test_format_alloc_failure(void **state) {
     ll__rp_buf_free(&b);
 }
 
+/* "+OK" and nil are shared objects: whatever holds them (a future, an array, several at once) frees
+ * them with ll_redis_reply_free like any reply, nothing is allocated for them, and a status that
+ * only starts with OK is a reply of its own. */
+static void test_shared_replies(void **state) {
+    (void)state;
+    static const char in[] = "*3\r\n+OK\r\n$-1\r\n+OKAY\r\n+OK\r\n$-1\r\n+OK\r\n";
+    lt_track_begin();
+    rp_reader *r = ll__rp_reader_new(NULL);
+    assert_int_equal(ll__rp_feed(r, in, sizeof in - 1), 0);
+    long before = lt_track_live();
+    ll_redis_reply *rep[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(ll__rp_next(r, &rep[i]), 1);
+    assert_int_equal(lt_track_live() - before, 3); /* the array, its element vector and +OKAY */
+    char out[200] = "";
+    for (int i = 0; i < 4; i++) render(rep[i], out, sizeof out);
+    assert_string_equal(out, "[+OK,nil,+OKAY]+OKnil+OK");
+    assert_ptr_equal(rep[1], rep[3]);
+    assert_ptr_equal(rep[1], ll_redis_reply_element(rep[0], 0));
+    const char *s;
+    size_t n;
+    assert_int_equal(ll_redis_reply_string(rep[3], &s, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(s, "OK");
+    assert_true(ll_redis_reply_is_nil(rep[2]));
+    ll_redis_reply *dup = ll__redis_reply_dup(rep[0]);
+    for (int i = 3; i >= 0; i--) ll_redis_reply_free(rep[i]);
+    ll_redis_reply_free(rep[3]); /* shared: freeing it again is still nothing */
+    memset(out, 0, sizeof out);
+    render(dup, out, sizeof out);
+    assert_string_equal(out, "[+OK,nil,+OKAY]");
+    ll_redis_reply_free(dup);
+    ll__rp_reader_free(r);
+    assert_int_equal(lt_track_end(), 0);
+}
+
 static int vf(rp_buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -367,7 +402,7 @@ int main(void) {
         cmocka_unit_test(test_format),         cmocka_unit_test(test_format_printf),
         cmocka_unit_test(test_ring),           cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_config),         cmocka_unit_test(test_format_matches_hiredis),
-        cmocka_unit_test(test_format_alloc_failure),
+        cmocka_unit_test(test_format_alloc_failure), cmocka_unit_test(test_shared_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
