@@ -9,7 +9,14 @@
  *     keys with verification: no wrong value, no error (MOVED/ASK followed transparently);
  *   - failover: writes confirmed with WAIT 1 on a master, the master killed (SIGKILL), its replica
  *     promoted by the cluster; the client finds the new master on its own and every confirmed write
- *     is read back. The recovery time is printed (docs/scale-out.md records it).
+ *     is read back. The recovery time is printed (docs/scale-out.md records it). Meanwhile a second,
+ *     idle cluster handle (a cluster subscriber with a sharded and a plain channel, and an exclusive
+ *     connection from its per-node pool) follows on its own: its map is re-read (periodic /
+ *     after a link failed), its subscriptions move to the new master (RECONNECTED, then messages
+ *     again), and a new acquire lends a connection on the promoted replica;
+ *   - sharded pub/sub: SSUBSCRIBE on the master of each channel's slot, SPUBLISH routed by the
+ *     channel's slot, plain SUBSCRIBE/PUBLISH alongside; the map re-read periodically while idle;
+ *     during the reshard a sharded channel in a moving slot follows its slot.
  * Missing redis-server/redis-cli fails the program (the harness says which binary).
  */
 #include <pthread.h>
@@ -476,6 +483,118 @@ static void test_reshard_under_load(void **state) {
     lt_teardown(&ctx);
 }
 
+/* ---- pub/sub, sharded pub/sub, periodic map refresh ---- */
+
+/* Inside a task: the next message of s within secs, skipping RECONNECTED unless want_kind is it.
+ * true when one of kind want_kind on `channel` came (with `data` when not NULL). */
+static bool next_msg(ll_redis_cluster_sub *s, int want_kind, const char *channel, const char *data, double secs) {
+    ll_time end = ll_now() + secs;
+    for (;;) {
+        double left = end - ll_now();
+        if (left <= 0) return false;
+        ll_future *f = ll_redis_cluster_sub_next(s);
+        int rc = ll_await_timeout(f, left);
+        if (rc) {
+            snprintf(lt_last_err, sizeof lt_last_err, "sub_next: %s", ll_future_errmsg(f));
+            ll_future_free(f);
+            return false;
+        }
+        ll_redis_message *m = ll_redis_message_of(f);
+        bool ok = m && (int)m->kind == want_kind &&
+                  (!channel || (m->channel_len == strlen(channel) && !memcmp(m->channel, channel, m->channel_len))) &&
+                  (!data || (m->len == strlen(data) && !memcmp(m->data, data, m->len)));
+        int kind = m ? (int)m->kind : -1;
+        ll_future_free(f);
+        if (ok) return true;
+        if (kind != LL_REDIS_MSG_RECONNECTED) {
+            snprintf(lt_last_err, sizeof lt_last_err, "unexpected message kind %d", kind);
+            return false;
+        }
+    }
+}
+
+static int pubsub_task(void *arg) {
+    (void)arg;
+    ll_redis_cluster *c = cluster_connect(&(ll_redis_cluster_opts){.refresh_interval = 0.1});
+    LT_CHECK(c);
+    ll_redis_cluster_sub *s = ll_redis_cluster_sub_new(c, 0);
+    LT_CHECK(s);
+    /* three sharded channels whose slots are on three different masters */
+    char ch[3][32];
+    int found = 0, masters[3];
+    for (int i = 0; found < 3 && i < 1000; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "shard:%d", i);
+        int m = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot(name, strlen(name)));
+        bool seen = false;
+        for (int k = 0; k < found; k++) seen = seen || masters[k] == m;
+        if (m < 0 || seen) continue;
+        masters[found] = m;
+        snprintf(ch[found++], sizeof ch[0], "%s", name);
+    }
+    LT_CHECK(found == 3);
+    ll_future *subs[5];
+    for (int i = 0; i < 3; i++) subs[i] = ll_redis_cluster_ssubscribe(s, ch[i]);
+    subs[3] = ll_redis_cluster_subscribe(s, "plain");
+    subs[4] = ll_redis_cluster_psubscribe(s, "pat:*");
+    for (int i = 0; i < 5; i++) {
+        LT_CHECKF(ll_await(subs[i]) == 0, "subscribe %d: %s", i, ll_future_errmsg(subs[i]));
+        ll_future_free(subs[i]);
+    }
+    ll_future *dup = ll_redis_cluster_ssubscribe(s, ch[0]);
+    LT_CHECK(ll_await(dup) == LL_EALREADY);
+    ll_future_free(dup);
+    /* each sharded channel lives on its slot's master only: one receiver there */
+    for (int i = 0; i < 3; i++) {
+        char words[160];
+        snprintf(words, sizeof words, "SPUBLISH %s hello-%d", ch[i], i);
+        ll_future *f = ccmd(c, words);
+        LT_CHECKF(ll_future_code(f) == 0 && int_of(f) == 1, "%s: %s (receivers %lld)", words, lt_last_err, int_of(f));
+        ll_future_free(f);
+        char data[16];
+        snprintf(data, sizeof data, "hello-%d", i);
+        LT_CHECKF(next_msg(s, LL_REDIS_MSG_SMESSAGE, ch[i], data, 5), "%s: %s", ch[i], lt_last_err);
+    }
+    ll_future *f = ccmd(c, "PUBLISH plain p1");
+    LT_CHECK(ll_future_code(f) == 0);
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_MESSAGE, "plain", "p1", 5), "%s", lt_last_err);
+    f = ccmd(c, "PUBLISH pat:x p2");
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_PMESSAGE, "pat:x", "p2", 5), "%s", lt_last_err);
+    /* unsubscribed: no more messages for it */
+    f = ll_redis_cluster_sunsubscribe(s, ch[0]);
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    char words[96];
+    snprintf(words, sizeof words, "SPUBLISH %s gone", ch[0]);
+    f = ccmd(c, words);
+    LT_CHECK(ll_future_code(f) == 0 && int_of(f) == 0);
+    ll_future_free(f);
+    ll_redis_cluster_stats st;
+    ll_redis_cluster_get_stats(c, &st);
+    uint64_t before = st.refreshes;
+    /* idle: the map is re-read every refresh_interval (0.1 s) all the same */
+    ll_sleep(0.6);
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECKF(st.refreshes >= before + 3, "%llu map reads in 0.6 s idle", (unsigned long long)(st.refreshes - before));
+    LT_CHECK(st.moved == 0 && st.resubscribes == 0);
+    ll_future *pending = ll_redis_cluster_sub_next(s);
+    ll_redis_cluster_sub_free(s);
+    LT_CHECK(ll_await(pending) == LL_ECLOSED);
+    ll_future_free(pending);
+    ll_redis_cluster_close(c);
+    return 0;
+}
+
+static void test_pubsub(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, pubsub_task, NULL), 0);
+    lt_teardown(&ctx);
+}
+
 /* ---- failover ---- */
 
 static int failover_task(void *arg) {
@@ -551,6 +670,7 @@ int main(void) {
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_deadline_and_ownership),
         cmocka_unit_test(test_replica_reads),
+        cmocka_unit_test(test_pubsub),
         cmocka_unit_test(test_reshard_under_load),
         cmocka_unit_test(test_failover),
     };
