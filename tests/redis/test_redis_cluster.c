@@ -582,7 +582,7 @@ static int pubsub_task(void *arg) {
         ll_future *f = ccmd(c, words);
         LT_CHECKF(ll_future_code(f) == 0 && int_of(f) == 1, "%s: %s (receivers %lld)", words, lt_last_err, int_of(f));
         ll_future_free(f);
-        char data[16];
+        char data[32];
         snprintf(data, sizeof data, "hello-%d", i);
         LT_CHECKF(next_msg(s, LL_REDIS_MSG_SMESSAGE, ch[i], data, 5), "%s: %s", ch[i], lt_last_err);
     }
