@@ -9,7 +9,9 @@
  *   backoff the map is re-read and the slot looked up again. That is how a pool "follows" a
  *   failover: the pool of the dead master is left alone and the promoted replica's is used.
  * - Node pools keep no shared connection alive for ever: their options say no_reconnect, so a dead
- *   node's pool does not keep dialling it. They live until the cluster is freed (a handful).
+ *   node's pool does not keep dialling it. They live until the cluster is freed (a handful). Each
+ *   also opens the one shared connection every ll_redis_pool has; it is not used here (routed
+ *   commands have the cluster's own link per node).
  * - The pool's lent count is tracked per node so ll_redis_cluster_release finds the right pool
  *   without asking every one.
  */

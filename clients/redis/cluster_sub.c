@@ -234,7 +234,9 @@ static void settle_waiter(sname *n, int rc, const char *msg) {
     n->waiter = NULL;
 }
 
-/* Free what is no longer used: names unsubscribed, dead links, links with no name. No await. */
+/* Free what is no longer used: names unsubscribed, dead links. No await. A live link with no name
+ * left stays open (at most one per node) until the subscriber is freed: closing it here could fail
+ * the UNSUBSCRIBE still waiting for its reply on it. */
 static void sweep(ll_redis_cluster_sub *s) {
     for (sname **pp = &s->names; *pp;) {
         sname *n = *pp;
@@ -252,9 +254,7 @@ static void sweep(ll_redis_cluster_sub *s) {
     }
     for (slink **pp = &s->links; *pp;) {
         slink *l = *pp;
-        bool used = false;
-        for (sname *n = s->names; n && !used; n = n->next) used = n->at == l;
-        if (l->dead || !used) {
+        if (l->dead) {
             *pp = l->next;
             ll_redis_sub_close(l->sub);
             free(l);
