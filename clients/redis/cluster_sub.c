@@ -271,7 +271,7 @@ static int place(ll_redis_cluster_sub *s, sname *n, char *msg, size_t msgn) {
         snprintf(msg, msgn, "redis cluster: no node serves slot %d", n->slot);
         return LL_EREDIS_CLUSTER;
     }
-    slink *l;
+    slink *l = NULL;
     int rc = link_to(s, home, &l, msg, msgn);
     if (rc) return rc;
     if (n->gone || s->closed) return 0;
