@@ -659,7 +659,12 @@ static int watch_task(void *arg) {
         char msg[512];
         rc = ll__cluster_refresh(c, msg, sizeof msg);
         if (rc == LL_ECANCELED || rc == LL_ECLOSED) break;
-        if (rc) c->stale = true; /* no node answered: commands re-read before they go */
+        if (rc) {
+            /* no node answered: commands re-read before they go; the watch itself waits a little
+             * longer, so a cluster that is down is not asked ten times a second for nothing */
+            c->stale = true;
+            if (ll_sleep(every < 0.5 ? every : 0.5)) break;
+        }
     }
     ll_future *self = c->watch;
     c->watch = NULL;
