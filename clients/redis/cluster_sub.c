@@ -292,6 +292,11 @@ static int place(ll_redis_cluster_sub *s, sname *n, char *msg, size_t msgn) {
         return rc;
     }
     ll_future_free(f);
+    if (n->gone && !l->dead) { /* unsubscribed while we subscribed it: undo on the server */
+        ll_future_free(n->kind == K_CHANNEL   ? ll_redis_unsubscribe(l->sub, n->name)
+                       : n->kind == K_PATTERN ? ll_redis_punsubscribe(l->sub, n->name)
+                                              : ll_redis_sunsubscribe(l->sub, n->name));
+    }
     if (n->gone || l->dead) return 0; /* swept, or placed again, next round */
     n->at = l;
     settle_waiter(n, 0, NULL);
@@ -302,7 +307,7 @@ static int placer_task(void *arg) {
     ll_redis_cluster_sub *s = arg;
     ll_redis_cluster *c = s->c;
     double every = c->opts.refresh_interval > 0 ? c->opts.refresh_interval : 5.0;
-    ll_time end;
+    ll_time end; /* unused: healing has no budget (below) */
     double backoff = 0, backoff_max = 0;
     bool backing_off = false;
     char msg[512] = "";
