@@ -16,6 +16,7 @@
  * measured window, getrusage), non-zero exit on any failure.
  */
 #include <stdatomic.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,31 @@ static double cpu_seconds(void) {
            (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* Seconds the process's threads spent runnable but waiting for a CPU (second field of
+ * /proc/self/task/TID/schedstat), summed over the threads: per wall second, how many loops the
+ * machine kept waiting. -1 when the kernel does not say (no schedstats). */
+static double runq_wait_seconds(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    double sum = 0;
+    bool any = false;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        unsigned long long run = 0, wait = 0;
+        if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+            sum += (double)wait * 1e-9;
+            any = true;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return any ? sum : -1;
+}
+
 static long total_ops(size_t n) {
     long s = 0;
     for (size_t i = 0; i < n; i++) s += atomic_load(&counts[i].ops);
@@ -208,10 +234,10 @@ int main(int argc, char **argv) {
     }
     sleep_s(0.5); /* warm-up: connections made, stacks touched */
     long o0 = total_ops(loops);
-    double t0 = now(), c0 = cpu_seconds();
+    double t0 = now(), c0 = cpu_seconds(), w0 = runq_wait_seconds();
     sleep_s(secs);
     long o1 = total_ops(loops);
-    double t1 = now(), c1 = cpu_seconds();
+    double t1 = now(), c1 = cpu_seconds(), w1 = runq_wait_seconds();
     atomic_store(&stop, true);
     int rc = ll_loop_group_join(g, NULL);
     ll_loop_group_free(g);
@@ -221,8 +247,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     /* cores_used: CPU seconds per wall second the process actually got; below LOOPS it says the
-     * machine (other load, or a CPU share per session) held the loops back, not libloop. */
-    printf("loops=%zu ops=%.0f cpu_us_per_op=%.3f cores_used=%.2f\n", loops, (double)n / (t1 - t0),
-           (c1 - c0) / (double)n * 1e6, (c1 - c0) / (t1 - t0));
+     * machine (other load, or a CPU share per session) held the loops back, not libloop.
+     * runq_wait: loops kept waiting for a CPU per wall second (the kernel's run-queue wait): with
+     * cores_used + runq_wait ~ LOOPS, the missing throughput is CPU the machine did not hand out. */
+    double wait = w0 >= 0 && w1 >= 0 ? (w1 - w0) / (t1 - t0) : -1;
+    printf("loops=%zu ops=%.0f cpu_us_per_op=%.3f cores_used=%.2f runq_wait=%.2f\n", loops, (double)n / (t1 - t0),
+           (c1 - c0) / (double)n * 1e6, (c1 - c0) / (t1 - t0), wait);
     return 0;
 }

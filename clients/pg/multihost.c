@@ -16,6 +16,15 @@
  *   thinks now.
  * - prefer-standby keeps the first usable non-standby connection open while it looks further, and
  *   uses it when no standby answers (libpq connects a second time instead).
+ * - Split brain: for primary and read-write, finding one host that takes writes is not the end of
+ *   the walk when more hosts are listed: the hosts after it are asked too (each for at most
+ *   VERIFY_MAX seconds of the deadline). If a second one also takes writes (two primaries: a
+ *   standby was promoted while the old primary still runs), the connect fails with
+ *   LL_EPG_SPLIT_BRAIN naming both, rather than writing to whichever is listed first: only the
+ *   operator knows which one the others follow, and a write to the wrong one is lost when it is
+ *   rebuilt. A host that does not answer within its time counts as no rival (it cannot be told
+ *   from a dead one). This costs one more connection per listed host on every connect, which a
+ *   pool pays once per connection it makes.
  * - A pooled connect holds one of the pool's connection counts for its whole walk, so a pool freed
  *   meanwhile is not freed under it (the attempts in between come and go).
  */
@@ -46,12 +55,16 @@ typedef struct mh_connect {
     ll_future *check;        /* that query */
     ll_future *timer;        /* bounds the check */
     ll_pg_conn *fallback;    /* prefer-standby: the first usable non-standby */
+    ll_pg_conn *chosen;      /* primary/read-write: the first that fits, while the rest are asked */
+    size_t chosen_i;
     char *errors;            /* "host: why; host: why" */
     int last_code;
     bool mixed_codes;
 } mh_connect;
 
 static void try_next(mh_connect *m);
+
+#define VERIFY_MAX 1.0 /* seconds a host after the chosen one gets to say it is a primary too */
 
 static void free_list(char **v, size_t n) {
     if (!v) return;
@@ -177,6 +190,8 @@ static void finish_ok(mh_connect *m, ll_pg_conn *c) {
     m->f = NULL;
     if (m->fallback && m->fallback != c) ll__pg_conn_free(m->fallback);
     m->fallback = NULL;
+    if (m->chosen && m->chosen != c) ll__pg_conn_free(m->chosen);
+    m->chosen = NULL;
     ll_future_on_cancel(f, NULL, NULL);
     ll_future_resolve(f, c, (ll_value_free)ll_pg_close);
     ll_future_free(f);
@@ -186,6 +201,8 @@ static void finish_ok(mh_connect *m, ll_pg_conn *c) {
 static void finish_fail(mh_connect *m, int code, const char *why) {
     ll_future *f = m->f;
     m->f = NULL;
+    if (m->chosen) ll__pg_conn_free(m->chosen);
+    m->chosen = NULL;
     ll_future_on_cancel(f, NULL, NULL);
     ll_future_fail(f, code, "connect to postgres (%zu host%s, target_session_attrs=%s): %s", m->n,
                    m->n == 1 ? "" : "s", tsa_names[m->tsa], why);
@@ -216,6 +233,8 @@ static void mh_cancel(ll_future *f, void *arg) {
     abort_current(m);
     if (m->fallback) ll__pg_conn_free(m->fallback);
     m->fallback = NULL;
+    if (m->chosen) ll__pg_conn_free(m->chosen);
+    m->chosen = NULL;
     mh_free(m);
 }
 
@@ -267,6 +286,27 @@ static void on_check(ll_future *q, void *arg) {
     }
     ll_future_free(q);
     m->conn = NULL;
+    bool writable = m->tsa == TSA_PRIMARY || m->tsa == TSA_RW;
+    if (fits && writable && m->chosen) {
+        char *why2 = ll_format("split brain: %s:%s and %s:%s both accept writes (%s); refusing to "
+                               "choose one: stop (fence) the old primary or take it out of the host list",
+                               m->hosts[m->chosen_i][0] ? m->hosts[m->chosen_i] : "(default)",
+                               m->ports[m->chosen_i], m->hosts[i][0] ? m->hosts[i] : "(default)",
+                               m->ports[i],
+                               m->tsa == TSA_PRIMARY ? "pg_is_in_recovery() is false on both"
+                                                     : "transaction_read_only is off on both");
+        ll__pg_conn_free(c);
+        finish_fail(m, LL_EPG_SPLIT_BRAIN, why2 ? why2 : "split brain: two hosts accept writes");
+        ll_free(why2);
+        return;
+    }
+    if (fits && writable && m->next < m->n) {
+        /* keep it, and ask the hosts after it whether they take writes too */
+        m->chosen = c;
+        m->chosen_i = i;
+        try_next(m);
+        return;
+    }
     if (fits) {
         finish_ok(m, c);
         return;
@@ -324,6 +364,10 @@ static void on_attempt(ll_future *f, void *arg) {
 
 static void try_next(mh_connect *m) {
     if (m->next >= m->n || (m->deadline != LL_NEVER && ll_now() >= m->deadline)) {
+        if (m->chosen) {
+            finish_ok(m, m->chosen); /* no other host takes writes */
+            return;
+        }
         if (m->fallback) {
             finish_ok(m, m->fallback); /* prefer-standby: no standby, the first usable one */
             return;
@@ -341,6 +385,7 @@ static void try_next(mh_connect *m) {
         return;
     }
     double share = time_share(m); /* this host among those left */
+    if (m->chosen && (share < 0 || share > VERIFY_MAX)) share = VERIFY_MAX;
     size_t i = m->next++;
     m->host_deadline = share < 0 ? LL_NEVER : ll_now() + share;
     char *ci = NULL;

@@ -2,8 +2,14 @@
  * router.c — read routing over a primary pool and a standby pool (libloop/pg_router.h).
  *
  * Design notes:
- * - The standby's lag is measured by a timer every check_interval, one query on the standby pool,
- *   never per routed query: routing a read costs a flag test. The measure is taken on the standby
+ * - Lag is per standby host: each standby pool (the one given to ll_pg_router_new and those added
+ *   with ll_pg_router_add_standby, one per host) is measured on its own, and a read goes to the
+ *   usable standby with the least lag (round-robin among equals). One lag for several hosts would
+ *   send reads to a late host because another is on time. The check also names the server that
+ *   answered (inet_server_addr/port), so a pool whose conninfo lists several hosts shows which
+ *   one was measured.
+ * - Each standby's lag is measured by a timer every check_interval, one query on its pool,
+ *   never per routed query: routing a read costs a few flag tests. The measure is taken on the standby
  *   (replay timestamp against its clock, 0 when everything received is replayed), so an idle
  *   primary does not make a caught-up standby look late.
  * - A check still unanswered at the next tick after check_timeout is cancelled and counts as
@@ -16,21 +22,33 @@
  *   read-only, so running it again on the primary cannot do anything twice.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "libloop/pg_router.h"
 #include "pg_internal.h"
 
-struct ll_pg_router {
-    ll_loop *loop;
-    ll_pg_pool *primary, *standby;
-    ll_pg_router_opts opts;
-    int refs;
-    bool closed;
-    ll_future *tick;          /* the next check */
+#define MAX_STANDBYS 8
+
+typedef struct sbentry {
+    struct ll_pg_router *r;
+    ll_pg_pool *pool;
     ll_future *check;         /* the check in flight */
     ll_time check_started;
     bool usable;
+    ll_pg_router_standby st;
+} sbentry;
+
+struct ll_pg_router {
+    ll_loop *loop;
+    ll_pg_pool *primary;
+    sbentry sb[MAX_STANDBYS];
+    size_t nsb;
+    unsigned rr;
+    ll_pg_router_opts opts;
+    int refs;
+    bool closed;
+    ll_future *tick;          /* the next round of checks */
     ll_pg_router_stats st;
 };
 
@@ -49,53 +67,72 @@ static bool is_conn_trouble(int code) {
 static const char lag_sql[] =
     "SELECT CASE WHEN NOT pg_is_in_recovery() "
     "OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) END::float8";
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) END::float8, "
+    "COALESCE(host(inet_server_addr()), 'local') || ':' || COALESCE(inet_server_port(), 0)";
 
 static void schedule(ll_pg_router *r);
 
 static void on_check(ll_future *f, void *arg) {
-    ll_pg_router *r = arg;
-    r->check = NULL;
+    sbentry *s = arg;
+    ll_pg_router *r = s->r;
+    s->check = NULL;
     double lag = -1;
     if (ll_future_code(f) == 0 && ll_pg_double(ll_pg_result_of(f), 0, 0, &lag) == 0) {
-        r->st.lag = lag;
-        r->usable = r->opts.max_lag < 0 || lag <= r->opts.max_lag;
+        s->st.lag = lag;
+        s->usable = r->opts.max_lag < 0 || lag <= r->opts.max_lag;
+        const char *who = ll_pg_text(ll_pg_result_of(f), 0, 1);
+        snprintf(s->st.server, sizeof s->st.server, "%s", who ? who : "");
     } else {
-        r->st.lag = -1;
+        s->st.lag = -1;
+        s->st.checks_failed++;
         r->st.checks_failed++;
-        r->usable = false;
+        s->usable = false;
     }
     ll_future_free(f);
+}
+
+static void check_one(sbentry *s) {
+    ll_pg_router *r = s->r;
+    if (s->check) {
+        /* the previous one has not answered: past check_timeout it failed (its callback says so) */
+        if (ll_now() - s->check_started >= r->opts.check_timeout) ll_future_cancel(s->check);
+        return;
+    }
+    s->check = ll_pg_pool_query(s->pool, lag_sql, 0);
+    s->check_started = ll_now();
+    s->st.checks++;
+    r->st.checks++;
+    if (s->check && ll_future_add_done(s->check, on_check, s) != 0) {
+        ll_future_cancel(s->check);
+        ll_future_free(s->check);
+        s->check = NULL;
+    }
 }
 
 static void on_tick(void *arg) {
     ll_pg_router *r = arg;
     ll_future_free(r->tick);
     r->tick = NULL;
-    if (r->check) {
-        /* the previous one has not answered: past check_timeout it failed (its callback says so) */
-        if (ll_now() - r->check_started >= r->opts.check_timeout) ll_future_cancel(r->check);
-    } else {
-        r->check = ll_pg_pool_query(r->standby, lag_sql, 0);
-        r->check_started = ll_now();
-        r->st.checks++;
-        if (r->check && ll_future_add_done(r->check, on_check, r) != 0) {
-            ll_future_cancel(r->check);
-            ll_future_free(r->check);
-            r->check = NULL;
-        }
-    }
+    for (size_t i = 0; i < r->nsb; i++) check_one(&r->sb[i]);
     schedule(r);
 }
 
 static void schedule(ll_pg_router *r) {
     double d = r->opts.check_interval;
     /* a check that may time out is looked at again when it does */
-    if (r->check) {
-        double left = r->check_started + r->opts.check_timeout - ll_now();
+    for (size_t i = 0; i < r->nsb; i++) {
+        if (!r->sb[i].check) continue;
+        double left = r->sb[i].check_started + r->opts.check_timeout - ll_now();
         if (left > 0 && left < d) d = left;
     }
     r->tick = ll_loop_call_later(r->loop, d > 1e-3 ? d : 1e-3, on_tick, r);
+}
+
+static void standby_init(ll_pg_router *r, sbentry *s, ll_pg_pool *pool) {
+    memset(s, 0, sizeof *s);
+    s->r = r;
+    s->pool = pool;
+    s->st.lag = -1;
 }
 
 ll_pg_router *ll_pg_router_new(ll_pg_pool *primary, ll_pg_pool *standby,
@@ -107,7 +144,7 @@ ll_pg_router *ll_pg_router_new(ll_pg_pool *primary, ll_pg_pool *standby,
     if (!r) return NULL;
     r->loop = loop;
     r->primary = primary;
-    r->standby = standby;
+    if (standby) standby_init(r, &r->sb[r->nsb++], standby);
     if (opts) r->opts = *opts;
     r->opts.loop = loop;
     if (r->opts.max_lag == 0) r->opts.max_lag = 10;
@@ -133,13 +170,36 @@ void ll_pg_router_free(ll_pg_router *r) {
         ll_future_free(r->tick);
         r->tick = NULL;
     }
-    if (r->check) {
-        ll_future_remove_done(r->check, on_check, r);
-        ll_future_cancel(r->check);
-        ll_future_free(r->check);
-        r->check = NULL;
+    for (size_t i = 0; i < r->nsb; i++) {
+        sbentry *s = &r->sb[i];
+        if (!s->check) continue;
+        ll_future_remove_done(s->check, on_check, s);
+        ll_future_cancel(s->check);
+        ll_future_free(s->check);
+        s->check = NULL;
     }
     router_unref(r);
+}
+
+int ll_pg_router_add_standby(ll_pg_router *r, ll_pg_pool *standby) {
+    if (!r || !standby || r->closed) return LL_EINVAL;
+    if (r->nsb == MAX_STANDBYS) return LL_ETOOLARGE;
+    for (size_t i = 0; i < r->nsb; i++)
+        if (r->sb[i].pool == standby) return LL_EALREADY;
+    if (!r->tick) { /* the first standby: the checks start now */
+        r->tick = ll_loop_call_later(r->loop, 0, on_tick, r);
+        if (!r->tick) return LL_ENOMEM;
+    }
+    standby_init(r, &r->sb[r->nsb++], standby);
+    return 0;
+}
+
+int ll_pg_router_get_standby(const ll_pg_router *r, size_t i, ll_pg_router_standby *out) {
+    if (!r || !out) return LL_EINVAL;
+    if (i >= r->nsb) return LL_ENOENT;
+    *out = r->sb[i].st;
+    out->usable = r->sb[i].usable;
+    return 0;
 }
 
 void ll_pg_router_get_stats(const ll_pg_router *r, ll_pg_router_stats *out) {
@@ -147,14 +207,31 @@ void ll_pg_router_get_stats(const ll_pg_router *r, ll_pg_router_stats *out) {
     memset(out, 0, sizeof *out);
     if (!r) return;
     *out = r->st;
-    out->standby_usable = r->standby && r->usable;
+    out->lag = -1;
+    for (size_t i = 0; i < r->nsb; i++) {
+        const sbentry *s = &r->sb[i];
+        if (s->usable) out->standby_usable = true;
+        if (s->st.lag >= 0 && (out->lag < 0 || s->st.lag < out->lag)) out->lag = s->st.lag;
+    }
 }
 
-static bool to_standby(ll_pg_router *r, bool read_only) {
-    bool s = read_only && r->standby && r->usable && !r->closed;
-    if (s) r->st.to_standby++;
-    else r->st.to_primary++;
-    return s;
+/* The usable standby with the least lag (round-robin among equals), or NULL: the primary. */
+static sbentry *to_standby(ll_pg_router *r, bool read_only) {
+    sbentry *best = NULL;
+    if (read_only && !r->closed) {
+        unsigned start = r->rr++;
+        for (size_t k = 0; k < r->nsb; k++) {
+            sbentry *s = &r->sb[(start + k) % r->nsb];
+            if (s->usable && (!best || s->st.lag < best->st.lag)) best = s;
+        }
+    }
+    if (best) {
+        r->st.to_standby++;
+        best->st.routed++;
+    } else {
+        r->st.to_primary++;
+    }
+    return best;
 }
 
 /* ---- routed work ---- */
@@ -163,7 +240,7 @@ typedef struct rjob {
     ll_pg_router *r;          /* a reference */
     ll_future *f;             /* ours: the caller's future */
     ll_future *inner;
-    bool on_standby;
+    sbentry *on_standby;      /* the standby it went to, or NULL */
     bool is_query;
     char *sql;
     int nparams;
@@ -216,9 +293,9 @@ static void on_inner(ll_future *inner, void *arg) {
         /* the standby could not take it: the primary does, and reads avoid the standby until a
          * check finds it well again */
         ll_pg_router *r = j->r;
-        r->usable = false;
+        j->on_standby->usable = false;
         r->st.fallbacks++;
-        j->on_standby = false;
+        j->on_standby = NULL;
         ll_future_free(inner);
         int e = job_start(j, r->primary);
         if (e) {
@@ -275,7 +352,7 @@ static ll_future *route(ll_pg_router *r, bool read_only, bool is_query, const ch
         }
     }
     j->on_standby = to_standby(r, read_only);
-    if (!ok || job_start(j, j->on_standby ? r->standby : r->primary) != 0) {
+    if (!ok || job_start(j, j->on_standby ? j->on_standby->pool : r->primary) != 0) {
         job_free(j);
         ll_future_fail(f, LL_ENOMEM, "postgres router: out of memory");
         return f;
@@ -293,7 +370,9 @@ ll_future *ll_pg_router_acquire(ll_pg_router *r, bool read_only) {
 int ll_pg_router_release(ll_pg_router *r, ll_pg_conn *c) {
     if (!r || !c) return LL_EINVAL;
     if (ll_pg_pool_release(r->primary, c) == 0) return 0;
-    return r->standby ? ll_pg_pool_release(r->standby, c) : LL_ENOENT;
+    for (size_t i = 0; i < r->nsb; i++)
+        if (ll_pg_pool_release(r->sb[i].pool, c) == 0) return 0;
+    return LL_ENOENT;
 }
 
 ll_future *ll_pg_router_queryv(ll_pg_router *r, bool read_only, const char *sql, int nparams,

@@ -17,6 +17,9 @@
  *   before every retry of a retryable error: a promoted replica is found that way.
  * - Nodes are never freed before the cluster (a handful per cluster); shards (slot ranges) are
  *   replaced wholesale on each refresh, so no code holds a shard across an await.
+ * - The map is also re-read every refresh_interval by a small task of its own ("watch"), woken
+ *   early when a node link fails: a failover or a reshard is seen even by a client that sends
+ *   nothing, and before its next command pays for it. The watch holds a reference; close cancels it.
  * - The cluster is reference-counted: the handle, each worker and each connect/refresh task hold
  *   one; ll_redis_cluster_close marks it closed, closes the node connections (what waits on them
  *   fails with LL_ECLOSED), wakes every waiter, and the last reference frees it.
@@ -28,70 +31,33 @@
 #include "libloop/redis_cluster.h"
 #include "redis_internal.h"
 
-#define MAX_REPLICAS 4
+void ll__cluster_ref(ll_redis_cluster *c) { c->refs++; }
 
-typedef struct cnode {
-    struct cnode *next;
-    char addr[80];
-    char host[64];
-    uint16_t port;
-    ll_redis_conn *conn;
-    bool connecting;
-    ll_event *ready;
-    int last_err;
-    char last_msg[256];
-} cnode;
-
-typedef struct shard {
-    cnode *master;
-    cnode *replicas[MAX_REPLICAS];
-    int nrep;
-} shard;
-
-struct ll_redis_cluster {
-    ll_loop *loop;
-    ll_redis_opts node_opts;
-    char *user, *password, *client_name;
-    ll_redis_cluster_opts opts;
-    cnode *nodes;
-    size_t nnodes;
-    shard *shards;
-    size_t nshards;
-    shard *slot[LL_CLUSTER_SLOTS];
-    bool refreshing, stale;
-    int refresh_rc;
-    char refresh_msg[512];
-    ll_event *refreshed;
-    ll_time last_refresh;
-    unsigned rr;
-    unsigned refs;
-    bool closed;
-    ll_redis_cluster_stats st;
-};
-
-static void cluster_unref(ll_redis_cluster *c) {
+void ll__cluster_unref(ll_redis_cluster *c) {
     if (--c->refs) return;
-    for (cnode *n = c->nodes, *next; n; n = next) {
+    for (ll__cnode *n = c->nodes, *next; n; n = next) {
         next = n->next;
         ll_redis_close(n->conn);
+        ll_redis_pool_free(n->pool);
         ll_event_free(n->ready);
         free(n);
     }
     free(c->shards);
     ll_event_free(c->refreshed);
+    ll_event_free(c->poke);
     free(c->user);
     free(c->password);
     free(c->client_name);
     free(c);
 }
 
-static cnode *node_get(ll_redis_cluster *c, const char *host, int port) {
+static ll__cnode *node_get(ll_redis_cluster *c, const char *host, int port) {
     char addr[80];
     snprintf(addr, sizeof addr, "%s:%d", host, port);
-    for (cnode *n = c->nodes; n; n = n->next)
+    for (ll__cnode *n = c->nodes; n; n = n->next)
         if (!strcmp(n->addr, addr)) return n;
-    if (strlen(host) >= sizeof ((cnode *)0)->host || port <= 0 || port > 65535) return NULL;
-    cnode *n = calloc(1, sizeof *n);
+    if (strlen(host) >= sizeof ((ll__cnode *)0)->host || port <= 0 || port > 65535) return NULL;
+    ll__cnode *n = calloc(1, sizeof *n);
     if (!n || !(n->ready = ll_event_new())) {
         free(n);
         return NULL;
@@ -106,7 +72,7 @@ static cnode *node_get(ll_redis_cluster *c, const char *host, int port) {
 }
 
 /* "host:port" (IPv6 as "[::1]:port" or the last colon) to a node. */
-static cnode *node_by_addr(ll_redis_cluster *c, const char *addr) {
+static ll__cnode *node_by_addr(ll_redis_cluster *c, const char *addr) {
     char host[64];
     const char *colon = strrchr(addr, ':');
     if (!colon) return NULL;
@@ -123,7 +89,7 @@ static cnode *node_by_addr(ll_redis_cluster *c, const char *addr) {
 }
 
 /* A connected link to node n, made if needed (single-flight). */
-static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *msg, size_t msgn) {
+static int node_conn(ll_redis_cluster *c, ll__cnode *n, ll_redis_conn **out, char *msg, size_t msgn) {
     for (;;) {
         if (c->closed) {
             snprintf(msg, msgn, "redis cluster: closed");
@@ -181,6 +147,7 @@ static int node_conn(ll_redis_cluster *c, cnode *n, ll_redis_conn **out, char *m
         n->last_err = rc;
         n->connecting = false;
         ll_event_set(n->ready);
+        if (rc && rc != LL_ECLOSED && rc != LL_ECANCELED && rc != LL_ETIMEDOUT) ll__cluster_node_failed(c);
         if (rc) {
             snprintf(msg, msgn, "%s", n->last_msg);
             return rc;
@@ -202,7 +169,7 @@ static long long reply_int(const ll_redis_reply *r) {
     return v;
 }
 
-static cnode *node_of_entry(ll_redis_cluster *c, const ll_redis_reply *e, const cnode *asked) {
+static ll__cnode *node_of_entry(ll_redis_cluster *c, const ll_redis_reply *e, const ll__cnode *asked) {
     if (ll_redis_reply_len(e) < 2) return NULL;
     size_t hl = 0;
     const char *host = reply_str(ll_redis_reply_element(e, 0), &hl);
@@ -217,11 +184,11 @@ static cnode *node_of_entry(ll_redis_cluster *c, const ll_redis_reply *e, const 
 }
 
 /* Install the map from a CLUSTER SLOTS reply. 0 or LL_EREDIS_PROTO. */
-static int install_map(ll_redis_cluster *c, const ll_redis_reply *r, const cnode *asked) {
+static int install_map(ll_redis_cluster *c, const ll_redis_reply *r, const ll__cnode *asked) {
     size_t n = ll_redis_reply_len(r);
     if (ll_redis_reply_type(r) != LL_REDIS_ARRAY || n == 0) return LL_EREDIS_PROTO;
-    shard *sh = calloc(n, sizeof *sh);
-    shard **map = calloc(LL_CLUSTER_SLOTS, sizeof *map); /* 128 KiB: never on a task's stack */
+    ll__shard *sh = calloc(n, sizeof *sh);
+    ll__shard **map = calloc(LL_CLUSTER_SLOTS, sizeof *map); /* 128 KiB: never on a task's stack */
     if (!sh || !map) {
         free(sh);
         free(map);
@@ -235,8 +202,8 @@ static int install_map(ll_redis_cluster *c, const ll_redis_reply *r, const cnode
         if (lo < 0 || hi < lo || hi >= LL_CLUSTER_SLOTS) goto bad;
         sh[i].master = node_of_entry(c, ll_redis_reply_element(e, 2), asked);
         if (!sh[i].master) goto bad;
-        for (size_t k = 3; k < en && sh[i].nrep < MAX_REPLICAS; k++) {
-            cnode *rn = node_of_entry(c, ll_redis_reply_element(e, k), asked);
+        for (size_t k = 3; k < en && sh[i].nrep < LL_CLUSTER_MAX_REPLICAS; k++) {
+            ll__cnode *rn = node_of_entry(c, ll_redis_reply_element(e, k), asked);
             if (rn) sh[i].replicas[sh[i].nrep++] = rn;
         }
         for (long long s = lo; s <= hi; s++) map[s] = &sh[i];
@@ -254,7 +221,7 @@ bad:
 }
 
 /* Re-read the map from the first node that answers (single-flight). */
-static int refresh(ll_redis_cluster *c, char *msg, size_t msgn) {
+int ll__cluster_refresh(ll_redis_cluster *c, char *msg, size_t msgn) {
     if (c->refreshing) {
         int rc = ll_event_wait(c->refreshed);
         if (rc) return rc;
@@ -267,7 +234,7 @@ static int refresh(ll_redis_cluster *c, char *msg, size_t msgn) {
     snprintf(c->refresh_msg, sizeof c->refresh_msg, "redis cluster: no node known");
     /* Nodes with a live link first: they answer at once. */
     for (int pass = 0; pass < 2 && rc != 0; pass++) {
-        for (cnode *n = c->nodes; n && rc != 0; n = n->next) {
+        for (ll__cnode *n = c->nodes; n && rc != 0; n = n->next) {
             bool live = n->conn && ll_redis_is_connected(n->conn);
             if (live != (pass == 0)) continue;
             ll_redis_conn *conn;
@@ -325,6 +292,8 @@ static bool retryable_error(const char *e) {
     return false;
 }
 
+static double retry_budget(const ll_redis_cluster *c);
+
 typedef struct route {
     int argc;
     const char *const *argv;
@@ -339,11 +308,10 @@ static int exec_one(ll_redis_cluster *c, const route *rt, ll_future **result, ch
     *result = NULL;
     const ll_redis_cluster_opts *o = &c->opts;
     int max_redirects = o->max_redirects > 0 ? o->max_redirects : 16;
-    double budget = o->retry_timeout == 0 ? 10.0 : o->retry_timeout;
-    ll_time retry_end = budget < 0 ? LL_NEVER : ll_now() + budget;
-    double backoff = o->backoff_initial > 0 ? o->backoff_initial : 0.02;
-    double backoff_max = o->backoff_max > 0 ? o->backoff_max : 0.5;
-    cnode *target = NULL;
+    ll_time retry_end;
+    double backoff, backoff_max;
+    ll__cluster_retry_params(c, &retry_end, &backoff, &backoff_max);
+    ll__cnode *target = NULL;
     bool asking = false, no_replica = false;
     int redirects = 0;
     for (;;) {
@@ -352,16 +320,16 @@ static int exec_one(ll_redis_cluster *c, const route *rt, ll_future **result, ch
             return LL_ECLOSED;
         }
         if (c->stale && ll_now() - c->last_refresh > 0.1) {
-            int r = refresh(c, msg, msgn);
+            int r = ll__cluster_refresh(c, msg, msgn);
             if (r == LL_ECANCELED || r == LL_ETIMEDOUT) return r;
         }
-        cnode *n = target;
+        ll__cnode *n = target;
         bool replica = false;
         if (!n) {
             if (rt->slot < 0) {
                 n = c->nshards ? c->shards[c->rr++ % c->nshards].master : NULL;
             } else {
-                shard *s = c->slot[rt->slot];
+                ll__shard *s = c->slot[rt->slot];
                 if (s && o->read_from_replicas && rt->info->readonly && s->nrep && !no_replica) {
                     n = s->replicas[c->rr++ % (unsigned)s->nrep];
                     replica = true;
@@ -420,26 +388,47 @@ static int exec_one(ll_redis_cluster *c, const route *rt, ll_future **result, ch
                 goto retry;
             }
         }
-        if (rc == LL_EREDIS_CONN || rc == LL_ECLOSED) c->stale = true; /* the node went away */
+        if (rc == LL_EREDIS_CONN || rc == LL_ECLOSED) { /* the node went away */
+            c->stale = true;
+            ll__cluster_node_failed(c);
+        }
         *result = f;
         return rc;
     retry:
         c->st.retries++;
         target = NULL;
         asking = false;
-        if (ll_now() + backoff > retry_end) {
+        int r = ll__cluster_backoff(c, retry_end, &backoff, backoff_max);
+        if (r == LL_EREDIS_CLUSTER) {
             char m[512];
             snprintf(m, sizeof m, "%s", msg);
-            snprintf(msg, msgn, "redis cluster: gave up after %.1f s of retries: %.400s", budget, m);
-            return LL_EREDIS_CLUSTER;
+            snprintf(msg, msgn, "redis cluster: gave up after %.1f s of retries: %.400s", retry_budget(c), m);
         }
-        int r = ll_sleep(backoff * (0.5 + 0.5 * (double)rand() / RAND_MAX));
         if (r) return r;
-        backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
-        char m[512];
-        r = refresh(c, m, sizeof m);
-        if (r == LL_ECANCELED || r == LL_ETIMEDOUT || r == LL_ECLOSED) return r;
     }
+}
+
+static double retry_budget(const ll_redis_cluster *c) {
+    return c->opts.retry_timeout == 0 ? 10.0 : c->opts.retry_timeout;
+}
+
+void ll__cluster_retry_params(const ll_redis_cluster *c, ll_time *end, double *backoff, double *backoff_max) {
+    double budget = retry_budget(c);
+    *end = budget < 0 ? LL_NEVER : ll_now() + budget;
+    *backoff = c->opts.backoff_initial > 0 ? c->opts.backoff_initial : 0.02;
+    *backoff_max = c->opts.backoff_max > 0 ? c->opts.backoff_max : 0.5;
+}
+
+int ll__cluster_backoff(ll_redis_cluster *c, ll_time end, double *backoff, double backoff_max) {
+    if (c->closed) return LL_ECLOSED;
+    if (ll_now() + *backoff > end) return LL_EREDIS_CLUSTER;
+    int r = ll_sleep(*backoff * (0.5 + 0.5 * (double)rand() / RAND_MAX));
+    if (r) return r;
+    *backoff = *backoff * 2 > backoff_max ? backoff_max : *backoff * 2;
+    char m[512];
+    r = ll__cluster_refresh(c, m, sizeof m);
+    if (r == LL_ECANCELED || r == LL_ETIMEDOUT || r == LL_ECLOSED) return r;
+    return 0;
 }
 
 /* ---- a command: one worker task ---- */
@@ -584,7 +573,7 @@ static int worker(void *arg) {
     ll_future_free(j->out);
     ll_future_free(j->task);
     job_free(j);
-    cluster_unref(c);
+    ll__cluster_unref(c);
     return 0;
 }
 
@@ -636,7 +625,7 @@ LL_EXPORT ll_future *ll_redis_cluster_command(ll_redis_cluster *c, int argc, con
         ll_future_free(j->out);
         ll_future_free(j->task);
         job_free(j);
-        cluster_unref(c);
+        ll__cluster_unref(c);
         return ret;
     }
     ll_future_on_cancel(j->out, cancel_worker, j);
@@ -648,10 +637,59 @@ oom:
 
 /* ---- connect, refresh, close, stats ---- */
 
+void ll__cluster_node_failed(ll_redis_cluster *c) {
+    c->stale = true;
+    if (c->poke) ll_event_set(c->poke);
+}
+
+/* Re-read the map every refresh_interval, and soon after a node link failed (at most once per
+ * 100 ms: a dead node fails every command sent to it). */
+static int watch_task(void *arg) {
+    ll_redis_cluster *c = arg;
+    double every = c->opts.refresh_interval > 0 ? c->opts.refresh_interval : 5.0;
+    while (!c->closed && !ll_task_cancelled()) {
+        ll_scope sc;
+        ll_scope_enter(&sc, ll_now() + every);
+        int rc = ll_event_wait(c->poke);
+        ll_scope_exit(&sc);
+        if (c->closed || ll_task_cancelled() || (rc && rc != LL_ETIMEDOUT)) break;
+        ll_event_clear(c->poke);
+        double since = ll_now() - c->last_refresh;
+        if (since < 0.1 && ll_sleep(0.1 - since)) break;
+        char msg[512];
+        rc = ll__cluster_refresh(c, msg, sizeof msg);
+        if (rc == LL_ECANCELED || rc == LL_ECLOSED) break;
+        if (rc) {
+            /* no node answered: commands re-read before they go; the watch itself waits a little
+             * longer, so a cluster that is down is not asked ten times a second for nothing */
+            c->stale = true;
+            if (ll_sleep(every < 0.5 ? every : 0.5)) break;
+        }
+    }
+    ll_future *self = c->watch;
+    c->watch = NULL;
+    ll_future_free(self);
+    ll__cluster_unref(c);
+    return 0;
+}
+
 static int connect_task(void *arg) {
     ll_redis_cluster *c = arg;
     char msg[512];
-    int rc = refresh(c, msg, sizeof msg);
+    int rc = ll__cluster_refresh(c, msg, sizeof msg);
+    if (rc == 0 && c->opts.refresh_interval >= 0) {
+        ll_spawn_opts so = {.name = "redis cluster watch", .loop = c->loop, .stack_size = 64 * 1024,
+                            .deadline = LL_NEVER}; /* not the connecting task's deadline */
+        c->refs++;
+        c->watch = ll_spawn_ex(watch_task, c, &so);
+        if (!c->watch || ll_future_done(c->watch)) {
+            if (c->watch) ll__cluster_unref(c); /* it never ran */
+            ll_future_free(c->watch);
+            c->watch = NULL;
+            rc = LL_ENOMEM;
+            snprintf(msg, sizeof msg, "redis cluster: could not start the map watch task");
+        }
+    }
     if (rc == 0) {
         ll_task_return(c, (ll_value_free)ll_redis_cluster_close);
         return 0;
@@ -683,34 +721,36 @@ LL_EXPORT ll_future *ll_redis_cluster_connect(const char *seeds, const ll_redis_
     c->node_opts.user = c->user;
     c->node_opts.password = c->password;
     c->node_opts.client_name = c->client_name;
+    if (opts && opts->pool) c->pool_opts = *opts->pool;
     c->refreshed = ll_event_new();
-    if (!ok || !c->refreshed) {
-        cluster_unref(c);
+    c->poke = ll_event_new();
+    if (!ok || !c->refreshed || !c->poke) {
+        ll__cluster_unref(c);
         return NULL;
     }
     char buf[1024];
     if (strlen(seeds) >= sizeof buf) {
-        cluster_unref(c);
+        ll__cluster_unref(c);
         return ll_future_failed(loop, LL_EINVAL, "ll_redis_cluster_connect: seeds too long");
     }
     snprintf(buf, sizeof buf, "%s", seeds);
     for (char *save, *s = strtok_r(buf, ", ", &save); s; s = strtok_r(NULL, ", ", &save)) {
         if (!node_by_addr(c, s)) {
-            cluster_unref(c);
+            ll__cluster_unref(c);
             return ll_future_failed(loop, LL_EINVAL, "ll_redis_cluster_connect: bad seed \"%s\" (want host:port)", s);
         }
     }
     ll_spawn_opts so = {.name = "redis cluster connect", .loop = loop};
     ll_future *f = ll_spawn_ex(connect_task, c, &so);
-    if (!f) cluster_unref(c);
+    if (!f) ll__cluster_unref(c);
     return f;
 }
 
 static int refresh_task(void *arg) {
     ll_redis_cluster *c = arg;
     char msg[512];
-    int rc = refresh(c, msg, sizeof msg);
-    cluster_unref(c);
+    int rc = ll__cluster_refresh(c, msg, sizeof msg);
+    ll__cluster_unref(c);
     return rc ? ll_task_fail(rc, "%s", msg) : 0;
 }
 
@@ -720,20 +760,21 @@ LL_EXPORT ll_future *ll_redis_cluster_refresh(ll_redis_cluster *c) {
     c->refs++;
     ll_spawn_opts so = {.name = "redis cluster refresh", .loop = c->loop};
     ll_future *f = ll_spawn_ex(refresh_task, c, &so);
-    if (!f) cluster_unref(c);
+    if (!f) ll__cluster_unref(c);
     return f;
 }
 
 LL_EXPORT void ll_redis_cluster_close(ll_redis_cluster *c) {
     if (!c || c->closed) return;
     c->closed = true;
-    for (cnode *n = c->nodes; n; n = n->next) {
+    for (ll__cnode *n = c->nodes; n; n = n->next) {
         ll_redis_close(n->conn);
         n->conn = NULL;
         ll_event_set(n->ready);
     }
     ll_event_set(c->refreshed);
-    cluster_unref(c);
+    if (c->watch) ll_future_cancel(c->watch); /* it drops its reference as it ends */
+    ll__cluster_unref(c);
 }
 
 LL_EXPORT void ll_redis_cluster_get_stats(const ll_redis_cluster *c, ll_redis_cluster_stats *out) {
@@ -749,12 +790,17 @@ LL_EXPORT void ll_redis_cluster_get_stats(const ll_redis_cluster *c, ll_redis_cl
     }
 }
 
+void ll__cluster_node_url(const ll__cnode *n, char *url, size_t len) {
+    bool v6 = strchr(n->host, ':') != NULL;
+    snprintf(url, len, v6 ? "redis://[%s]:%u" : "redis://%s:%u", n->host, (unsigned)n->port);
+}
+
 LL_EXPORT int ll_redis_cluster_node_url(const ll_redis_cluster *c, const char *key, size_t len, char *url,
                                         size_t n) {
     if (!c || !key || !url || n == 0) return LL_EINVAL;
-    const shard *sh = c->slot[ll_redis_cluster_keyslot(key, len)];
+    const ll__shard *sh = c->slot[ll_redis_cluster_keyslot(key, len)];
     if (!sh || !sh->master) return LL_ENOENT;
-    const cnode *m = sh->master;
+    const ll__cnode *m = sh->master;
     bool v6 = strchr(m->host, ':') != NULL;
     int w = snprintf(url, n, v6 ? "redis://[%s]:%u" : "redis://%s:%u", m->host, (unsigned)m->port);
     return w < 0 || (size_t)w >= n ? LL_ETOOLARGE : 0;

@@ -4,6 +4,12 @@
  * command gets its reply. After a reconnect every channel and pattern is subscribed again during
  * the setup, before anything else, and an LL_REDIS_MSG_RECONNECTED event is queued: messages
  * published while the link was down are lost, and the reader is told so.
+ *
+ * Sharded channels (SSUBSCRIBE, Redis 7) arrive as "smessage". When the node stops serving the
+ * channel's slot (resharded, or the node turned replica) the server unsubscribes us on its own with
+ * a "sunsubscribe" push: that is told apart from the reply to our own SUNSUBSCRIBE by counting the
+ * ones we sent, and the channel is dropped from the names renewed on reconnect (the cluster
+ * subscriber, cluster_sub.c, is told through its hook and subscribes again where the slot went).
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,9 +28,11 @@ typedef struct sub_waiter {
 
 typedef struct sub_name {
     struct sub_name *next;
-    bool pattern;
+    int kind;                /* 0 channel, 1 pattern, 2 sharded channel */
     char name[];
 } sub_name;
+
+static const char *const sub_verb[3] = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"};
 
 struct ll_redis_sub {
     ll_redis_conn *c;
@@ -34,13 +42,17 @@ struct ll_redis_sub {
     sub_waiter *wh, *wt;
     sub_name *names;
     bool was_down;
+    unsigned sunsub_pending; /* our SUNSUBSCRIBEs not yet answered */
+    /* where messages go instead of the queue (the cluster subscriber) */
+    void (*sink)(void *arg, ll_redis_message *m);
+    void *sink_arg;
     /* a hook for the client-side cache: invalidation messages */
     void (*on_message)(ll_redis_sub *s, const ll_redis_reply *msg, void *arg);
     void *on_message_arg;
     void (*on_event)(ll_redis_sub *s, int ev, void *arg);
 };
 
-static void msg_free(void *p) {
+void ll__redis_message_free(void *p) {
     sub_msg *m = p;
     if (!m) return;
     ll_redis_reply_free(m->r);
@@ -48,17 +60,48 @@ static void msg_free(void *p) {
 }
 
 LL_EXPORT ll_redis_message *ll_redis_message_of(ll_future *f) {
-    return ll_future_value_as(f, msg_free);
+    return ll_future_value_as(f, ll__redis_message_free);
 }
 
 static bool is_push(ll_redis_conn *c, const ll_redis_reply *r) {
-    (void)c;
     if (r->type != LL_REDIS_ARRAY || r->len < 3 || r->elem[0]->type != LL_REDIS_BULK) return false;
     const char *k = r->elem[0]->str;
-    return (r->len == 3 && strcmp(k, "message") == 0) || (r->len == 4 && strcmp(k, "pmessage") == 0);
+    if (r->len == 3 && strcmp(k, "sunsubscribe") == 0) {
+        ll_redis_sub *s = c->push_arg;
+        if (s->sunsub_pending) { /* the reply to ours */
+            s->sunsub_pending--;
+            return false;
+        }
+        return true; /* the server's own: the slot is no longer served there */
+    }
+    return (r->len == 3 && (strcmp(k, "message") == 0 || strcmp(k, "smessage") == 0)) ||
+           (r->len == 4 && strcmp(k, "pmessage") == 0);
+}
+
+ll_redis_message *ll__redis_message_event(ll_redis_msg_kind kind) {
+    sub_msg *m = ll_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->m.kind = kind;
+    m->m.channel = "";
+    return &m->m;
+}
+
+static void forget(ll_redis_sub *s, int kind, const char *name) {
+    for (sub_name **pp = &s->names; *pp; pp = &(*pp)->next) {
+        if ((*pp)->kind == kind && strcmp((*pp)->name, name) == 0) {
+            sub_name *gone = *pp;
+            *pp = gone->next;
+            ll_free(gone);
+            return;
+        }
+    }
 }
 
 static void deliver(ll_redis_sub *s, sub_msg *m) {
+    if (s->sink) {
+        s->sink(s->sink_arg, &m->m);
+        return;
+    }
     while (s->wh) {
         sub_waiter *w = s->wh;
         s->wh = w->next;
@@ -66,7 +109,7 @@ static void deliver(ll_redis_sub *s, sub_msg *m) {
         else s->wt = NULL;
         ll_future *f = w->f;
         ll_free(w);
-        int rc = ll_future_resolve(f, m, msg_free);
+        int rc = ll_future_resolve(f, m, ll__redis_message_free);
         ll_future_free(f);
         if (rc == 0) return;
     }
@@ -81,6 +124,11 @@ static void on_push(ll_redis_conn *c, ll_redis_reply *r, void *arg) {
     ll_redis_sub *s = arg;
     (void)c;
     if (s->on_message) s->on_message(s, r, s->on_message_arg);
+    if (strcmp(r->elem[0]->str, "sunsubscribe") == 0) {
+        if (r->elem[1]->type == LL_REDIS_BULK) forget(s, 2, r->elem[1]->str);
+        ll_redis_reply_free(r);
+        return;
+    }
     bool pm = r->len == 4;
     const ll_redis_reply *ch = r->elem[pm ? 2 : 1], *data = r->elem[pm ? 3 : 2];
     if (s->on_message && ch->type == LL_REDIS_BULK && strcmp(ch->str, "__redis__:invalidate") == 0) {
@@ -99,7 +147,8 @@ static void on_push(ll_redis_conn *c, ll_redis_reply *r, void *arg) {
         return;
     }
     m->r = r;
-    m->m.kind = pm ? LL_REDIS_MSG_PMESSAGE : LL_REDIS_MSG_MESSAGE;
+    m->m.kind = pm ? LL_REDIS_MSG_PMESSAGE
+                   : r->elem[0]->str[0] == 's' ? LL_REDIS_MSG_SMESSAGE : LL_REDIS_MSG_MESSAGE;
     if (pm) m->m.pattern = r->elem[1]->str;
     m->m.channel = ch->str;
     m->m.channel_len = ch->len;
@@ -132,7 +181,7 @@ static void on_event(ll_redis_conn *c, int ev, void *arg) {
 int ll__redis_resubscribe(ll_redis_conn *c, void *arg, char *why, size_t wlen) {
     ll_redis_sub *s = arg;
     for (sub_name *n = s->names; n; n = n->next) {
-        const char *av[2] = {n->pattern ? "PSUBSCRIBE" : "SUBSCRIBE", n->name};
+        const char *av[2] = {sub_verb[n->kind], n->name};
         int rc = ll__rc_setup_cmd(c, av[0], 2, av, why, wlen, NULL);
         if (rc) return rc;
     }
@@ -241,7 +290,7 @@ LL_EXPORT void ll_redis_sub_close(ll_redis_sub *s) {
     while (s->head) {
         sub_msg *m = s->head;
         s->head = m->next;
-        msg_free(m);
+        ll__redis_message_free(m);
     }
     while (s->names) {
         sub_name *n = s->names;
@@ -257,7 +306,7 @@ LL_EXPORT void ll_redis_sub_close(ll_redis_sub *s) {
     ll_free(s);
 }
 
-static ll_future *sub_cmd(ll_redis_sub *s, const char *cmd, const char *name, bool pattern,
+static ll_future *sub_cmd(ll_redis_sub *s, const char *cmd, const char *name, int kind,
                           int change) {
     if (!s || !name)
         return ll_future_failed(NULL, LL_EINVAL, "ll_redis_%s: %s is NULL", cmd, s ? "name" : "sub");
@@ -265,35 +314,35 @@ static ll_future *sub_cmd(ll_redis_sub *s, const char *cmd, const char *name, bo
         size_t n = strlen(name);
         sub_name *e = ll_malloc(sizeof *e + n + 1);
         if (!e) return NULL;
-        e->pattern = pattern;
+        e->kind = kind;
         memcpy(e->name, name, n + 1);
         e->next = s->names;
         s->names = e;
     } else {
-        for (sub_name **pp = &s->names; *pp; pp = &(*pp)->next) {
-            if ((*pp)->pattern == pattern && strcmp((*pp)->name, name) == 0) {
-                sub_name *gone = *pp;
-                *pp = gone->next;
-                ll_free(gone);
-                break;
-            }
-        }
+        forget(s, kind, name);
+        if (kind == 2) s->sunsub_pending++;
     }
     const char *av[2] = {cmd, name};
     return ll_redis_command(s->c, 2, av, NULL);
 }
 
 LL_EXPORT ll_future *ll_redis_subscribe(ll_redis_sub *s, const char *channel) {
-    return sub_cmd(s, "SUBSCRIBE", channel, false, 1);
+    return sub_cmd(s, "SUBSCRIBE", channel, 0, 1);
 }
 LL_EXPORT ll_future *ll_redis_psubscribe(ll_redis_sub *s, const char *pattern) {
-    return sub_cmd(s, "PSUBSCRIBE", pattern, true, 1);
+    return sub_cmd(s, "PSUBSCRIBE", pattern, 1, 1);
 }
 LL_EXPORT ll_future *ll_redis_unsubscribe(ll_redis_sub *s, const char *channel) {
-    return sub_cmd(s, "UNSUBSCRIBE", channel, false, -1);
+    return sub_cmd(s, "UNSUBSCRIBE", channel, 0, -1);
 }
 LL_EXPORT ll_future *ll_redis_punsubscribe(ll_redis_sub *s, const char *pattern) {
-    return sub_cmd(s, "PUNSUBSCRIBE", pattern, true, -1);
+    return sub_cmd(s, "PUNSUBSCRIBE", pattern, 1, -1);
+}
+LL_EXPORT ll_future *ll_redis_ssubscribe(ll_redis_sub *s, const char *channel) {
+    return sub_cmd(s, "SSUBSCRIBE", channel, 2, 1);
+}
+LL_EXPORT ll_future *ll_redis_sunsubscribe(ll_redis_sub *s, const char *channel) {
+    return sub_cmd(s, "SUNSUBSCRIBE", channel, 2, -1);
 }
 
 static void waiter_cancel(ll_future *f, void *arg) {
@@ -322,7 +371,7 @@ LL_EXPORT ll_future *ll_redis_sub_next(ll_redis_sub *s) {
         s->head = m->next;
         if (!s->head) s->tail = NULL;
         s->n--;
-        ll_future_resolve(f, m, msg_free);
+        ll_future_resolve(f, m, ll__redis_message_free);
         return f;
     }
     if (s->c->state == RC_CLOSED) {
@@ -353,4 +402,9 @@ void ll__redis_sub_set_hooks(ll_redis_sub *s,
     s->on_message = on_message;
     s->on_event = on_ev;
     s->on_message_arg = arg;
+}
+
+void ll__redis_sub_set_sink(ll_redis_sub *s, void (*sink)(void *arg, ll_redis_message *m), void *arg) {
+    s->sink = sink;
+    s->sink_arg = arg;
 }

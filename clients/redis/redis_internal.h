@@ -237,6 +237,12 @@ int ll__redis_resubscribe(ll_redis_conn *c, void *arg, char *why, size_t wlen);
 void ll__redis_sub_set_hooks(ll_redis_sub *s,
                              void (*on_message)(ll_redis_sub *, const ll_redis_reply *, void *),
                              void (*on_ev)(ll_redis_sub *, int, void *), void *arg);
+/* Messages go to sink(arg, m) instead of the queue (m is owned by the sink: free it with
+ * ll__redis_message_free, or resolve a future with it and that destructor). */
+void ll__redis_sub_set_sink(ll_redis_sub *s, void (*sink)(void *arg, ll_redis_message *m), void *arg);
+void ll__redis_message_free(void *m);
+/* A message with no channel (LL_REDIS_MSG_RECONNECTED), freed by ll__redis_message_free. */
+ll_redis_message *ll__redis_message_event(ll_redis_msg_kind kind);
 
 /* Settle dst with src's outcome, moving the value or detail (src must be settled). */
 void ll__redis_forward(ll_future *dst, ll_future *src);

@@ -72,6 +72,7 @@ LL_BEGIN_DECLS
     XX(EPG_CONN, -3101, "postgresql connection error")                               \
     XX(EPG_AUTH, -3102, "postgresql authentication failed")                          \
     XX(EPG_UNKNOWN_OUTCOME, -3103, "transaction outcome unknown")                    \
+    XX(EPG_SPLIT_BRAIN, -3110, "postgresql: two hosts both accept writes")           \
     XX(EREDIS_REPLY, -3200, "redis error reply")                                     \
     XX(EREDIS_PROTO, -3201, "redis protocol error")                                  \
     XX(EREDIS_CONN, -3202, "redis connection lost")                                  \

@@ -266,11 +266,18 @@ LL_EXPORT ll_future *ll_redis_subscribe(ll_redis_sub *s, const char *channel);
 LL_EXPORT ll_future *ll_redis_psubscribe(ll_redis_sub *s, const char *pattern);
 LL_EXPORT ll_future *ll_redis_unsubscribe(ll_redis_sub *s, const char *channel);
 LL_EXPORT ll_future *ll_redis_punsubscribe(ll_redis_sub *s, const char *pattern);
+/* Sharded channels (Redis 7: SSUBSCRIBE/SPUBLISH). Outside a cluster any server takes them; in a
+ * cluster the server must serve the channel's slot (ll_redis_cluster_ssubscribe routes them and
+ * follows the slot). A server that stops serving the slot unsubscribes us itself: the channel is
+ * then dropped here (not renewed on reconnect). */
+LL_EXPORT ll_future *ll_redis_ssubscribe(ll_redis_sub *s, const char *channel);
+LL_EXPORT ll_future *ll_redis_sunsubscribe(ll_redis_sub *s, const char *channel);
 
 typedef enum {
     LL_REDIS_MSG_MESSAGE = 1,  /* published to a channel subscribed to */
     LL_REDIS_MSG_PMESSAGE,     /* matched a pattern (pattern set) */
-    LL_REDIS_MSG_RECONNECTED   /* the link was re-made: messages may have been lost */
+    LL_REDIS_MSG_RECONNECTED,  /* the link was re-made: messages may have been lost */
+    LL_REDIS_MSG_SMESSAGE      /* published to a sharded channel subscribed to (SPUBLISH) */
 } ll_redis_msg_kind;
 
 typedef struct ll_redis_message {

@@ -13,8 +13,13 @@
  *   - a command already written when its node's link died fails with LL_EREDIS_CONN ("may or may
  *     not have run"): it is NOT re-sent (it may not be idempotent). The map is re-read for the
  *     next command.
- * Pub/sub, transactions and blocking commands need a connection of their own: take the node from
- * ll_redis_cluster_node_url() and use ll_redis_sub_connect / ll_redis_pool_new there.
+ * The slot map is also re-read every refresh_interval (default 5 s) and soon after a node link
+ * fails, so a failover or a reshard is seen even while no command is sent.
+ * Transactions and blocking commands need a connection of their own: ll_redis_cluster_acquire()
+ * lends one from a pool kept per node, on the master serving a key's slot, and finds the new
+ * master by itself after a failover. Pub/sub: ll_redis_cluster_sub (below) subscribes to channels
+ * on any node, to sharded channels (SSUBSCRIBE) on the master serving their slot, and moves the
+ * subscriptions by itself when a node fails or a slot moves.
  * Multi-key commands: keys in one slot go as they are. Keys in several slots: MGET, MSET, DEL,
  * UNLINK, EXISTS and TOUCH are split per slot and the replies combined (MGET's array in the
  * caller's order, the others' counts added; MSET is then not atomic across slots); every other
@@ -53,6 +58,11 @@ typedef struct ll_redis_cluster_opts {
                                   * < 0: only the task's deadline */
     double backoff_initial;      /* 0: 0.02 s */
     double backoff_max;          /* 0: 0.5 s */
+    double refresh_interval;     /* the map is re-read this often, and at once (at most every
+                                  * 100 ms) after a node link failed; 0: 5 s; < 0: only when a
+                                  * command meets MOVED or an error */
+    const ll_redis_pool_opts *pool; /* for the per-node pools of ll_redis_cluster_acquire; copied;
+                                  * NULL: defaults */
 } ll_redis_cluster_opts;
 
 /* seeds: "host:port[,host:port...]" (any nodes of the cluster). The future resolves with the
@@ -79,6 +89,48 @@ LL_EXPORT ll_future *ll_redis_cluster_refresh(ll_redis_cluster *c);
 LL_EXPORT int ll_redis_cluster_node_url(const ll_redis_cluster *c, const char *key, size_t len, char *url,
                                         size_t n);
 
+/* An exclusive connection (value: ll_redis_conn *, via ll_future_value; the future does not own
+ * it) on the master serving `key`'s slot, for WATCH/MULTI/EXEC and blocking commands, from that
+ * node's pool (ll_redis_pool, made on first use with opts->pool). When the node cannot be reached
+ * the map is re-read and the acquire retried with backoff within retry_timeout and the task's
+ * deadline: after a failover the promoted replica's pool lends it. A connection lent before the
+ * failover is not moved: its commands fail (LL_EREDIS_CONN); give it back and acquire again.
+ * The key may have moved by the time the connection is used (a reshard): the server then answers
+ * MOVED, which is the caller's to handle on an exclusive connection. NULL on out of memory. */
+LL_EXPORT ll_future *ll_redis_cluster_acquire(ll_redis_cluster *c, const char *key, size_t len);
+/* Give back a connection from ll_redis_cluster_acquire (before ll_redis_cluster_close).
+ * 0, LL_ENOENT (not lent by this cluster), LL_EINVAL. */
+LL_EXPORT int ll_redis_cluster_release(ll_redis_cluster *c, ll_redis_conn *conn);
+
+/* ---- pub/sub across the cluster ----
+ * A subscriber made of node subscribers (ll_redis_sub): channels and patterns (SUBSCRIBE,
+ * PSUBSCRIBE: Redis Cluster delivers them on every node) share one link to some master; a sharded
+ * channel (SSUBSCRIBE; publish it with ll_redis_cluster_command "SPUBLISH") goes to the master
+ * serving its slot. A supervising task keeps them in place: when a link is lost (the node failed)
+ * or a server drops a sharded channel (its slot moved), the map is re-read and the subscriptions are
+ * made again where they now belong, with backoff, until they are; an LL_REDIS_MSG_RECONNECTED
+ * message is then queued, because what was published meanwhile is lost. Messages of every link
+ * come out of one queue (ll_redis_cluster_sub_next; read them with ll_redis_message_of). */
+typedef struct ll_redis_cluster_sub ll_redis_cluster_sub;
+/* queue_max bounds the messages kept unread (0: 10000; beyond it new ones are dropped and
+ * counted). NULL on out of memory or a NULL/closed cluster. Free it before the cluster is closed. */
+LL_EXPORT ll_redis_cluster_sub *ll_redis_cluster_sub_new(ll_redis_cluster *c, size_t queue_max);
+/* Close every link; pending futures fail with LL_ECLOSED. NULL: no-op. */
+LL_EXPORT void ll_redis_cluster_sub_free(ll_redis_cluster_sub *s);
+/* Resolve (no value) once a server confirmed the subscription; fail (and the name is dropped) when
+ * it could not be placed within the cluster's retry_timeout. */
+LL_EXPORT ll_future *ll_redis_cluster_subscribe(ll_redis_cluster_sub *s, const char *channel);
+LL_EXPORT ll_future *ll_redis_cluster_psubscribe(ll_redis_cluster_sub *s, const char *pattern);
+LL_EXPORT ll_future *ll_redis_cluster_ssubscribe(ll_redis_cluster_sub *s, const char *channel);
+/* Resolve once the server confirmed (at once when no link had it). */
+LL_EXPORT ll_future *ll_redis_cluster_unsubscribe(ll_redis_cluster_sub *s, const char *channel);
+LL_EXPORT ll_future *ll_redis_cluster_punsubscribe(ll_redis_cluster_sub *s, const char *pattern);
+LL_EXPORT ll_future *ll_redis_cluster_sunsubscribe(ll_redis_cluster_sub *s, const char *channel);
+/* The next message (as ll_redis_sub_next); fails with LL_ECLOSED once freed. */
+LL_EXPORT ll_future *ll_redis_cluster_sub_next(ll_redis_cluster_sub *s);
+/* Messages dropped because the queue was full. */
+LL_EXPORT uint64_t ll_redis_cluster_sub_dropped(const ll_redis_cluster_sub *s);
+
 typedef struct ll_redis_cluster_stats {
     uint64_t moved, ask;         /* redirects followed */
     uint64_t retries;            /* TRYAGAIN/CLUSTERDOWN/LOADING/unreachable retries */
@@ -87,6 +139,7 @@ typedef struct ll_redis_cluster_stats {
     uint64_t replica_reads;      /* commands sent to a replica */
     size_t nodes;                /* nodes known */
     size_t masters;              /* masters in the current map */
+    uint64_t resubscribes;       /* subscriptions moved by cluster subscribers (failover, reshard) */
 } ll_redis_cluster_stats;
 LL_EXPORT void ll_redis_cluster_get_stats(const ll_redis_cluster *c, ll_redis_cluster_stats *out);
 

@@ -1,9 +1,11 @@
 /*
  * test_pg_scale.c — PostgreSQL scale-out (issue 16) against a real primary and a streaming standby
  * (pg_basebackup -R) started by the test: multi-host conninfo and target_session_attrs, read
- * routing with the lag bound and its fallback, and a failover under load (pg_ctl promote with the
- * old primary stopped) that the pool follows by itself. The failover test runs last: it ends the
- * topology.
+ * routing with the lag bound and its fallback, lag measured per standby host (a second standby,
+ * one replaying and one paused: reads go only to the one on time), split brain (the second standby
+ * promoted while the primary runs: connects for primary/read-write refuse, naming both hosts),
+ * and a failover under load (pg_ctl promote with the old primary stopped) that the pool follows by
+ * itself. The failover test runs last: it ends the topology.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,7 +18,7 @@
 #include "libloop/pg.h"
 #include "libloop/pg_router.h"
 
-static lt_pg prim, stby;
+static lt_pg prim, stby, stby2; /* stby2: made by test_standby_hosts, promoted by test_split_brain */
 static bool up;
 static int dead_port; /* a free port nobody listens on */
 
@@ -34,6 +36,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
+    lt_pg_stop(&stby2);
     lt_pg_stop(&stby);
     lt_pg_stop(&prim);
     return 0;
@@ -337,6 +340,163 @@ static void test_router(void **state) {
     assert_int_equal(rc, 0);
 }
 
+/* ---- lag per standby host ---- */
+
+static bool wait_standby(ll_pg_router *r, size_t i, bool usable, double secs) {
+    ll_pg_router_standby st;
+    for (double t = 0; t < secs; t += 0.05) {
+        if (ll_pg_router_get_standby(r, i, &st) == 0 && st.usable == usable) return true;
+        ll_sleep(0.05);
+    }
+    return false;
+}
+
+static int t_standby_hosts(void *arg) {
+    (void)arg;
+    char v[64], want[64];
+    ll_pg_pool *pp = ll_pg_pool_new(prim.conninfo, &(ll_pg_pool_opts){.max_size = 4});
+    ll_pg_pool *s1 = ll_pg_pool_new(stby.conninfo, &(ll_pg_pool_opts){.max_size = 4});
+    ll_pg_pool *s2 = ll_pg_pool_new(stby2.conninfo, &(ll_pg_pool_opts){.max_size = 4});
+    ll_pg_router *r = ll_pg_router_new(
+        pp, s1, &(ll_pg_router_opts){.max_lag = 1, .check_interval = 0.1, .check_timeout = 1});
+    LT_CHECK(pp && s1 && s2 && r);
+    LT_CHECK(ll_pg_router_add_standby(r, s2) == 0);
+    LT_CHECK(ll_pg_router_add_standby(r, s2) == LL_EALREADY);
+    LT_CHECK(ll_pg_router_add_standby(NULL, s2) == LL_EINVAL);
+    ll_pg_router_standby st0, st1;
+    LT_CHECK(ll_pg_router_get_standby(r, 2, &st0) == LL_ENOENT);
+    LT_CHECK(wait_standby(r, 0, true, 5) && wait_standby(r, 1, true, 5));
+    LT_CHECK(ll_pg_router_get_standby(r, 0, &st0) == 0 && ll_pg_router_get_standby(r, 1, &st1) == 0);
+    snprintf(want, sizeof want, ":%d", stby.port); /* each check names the host it measured */
+    LT_CHECKF(strstr(st0.server, want) != NULL, "standby 0 measured on %s", st0.server);
+    snprintf(want, sizeof want, ":%d", stby2.port);
+    LT_CHECKF(strstr(st1.server, want) != NULL, "standby 1 measured on %s", st1.server);
+    LT_CHECK(routed_text(r, false, "CREATE TABLE hl(v int)", v, sizeof v) == 0);
+    for (int i = 0; i < 2; i++) { /* both standbys have the table before one pauses */
+        int rc = -1;
+        for (int k = 0; k < 100 && rc; k++) {
+            ll_future *t = ll_pg_pool_query(i ? s2 : s1, "SELECT count(*) FROM hl", 0);
+            rc = ll_await(t);
+            ll_future_free(t);
+            if (rc) ll_sleep(0.05);
+        }
+        LT_CHECK(rc == 0);
+    }
+    /* the first standby stops replaying; the second goes on */
+    ll_future *q = ll_pg_pool_query(s1, "SELECT pg_wal_replay_pause()", 0);
+    LT_CHECKF(ll_await(q) == 0, "%s", ll_future_errmsg(q));
+    ll_future_free(q);
+    LT_CHECK(routed_text(r, false, "INSERT INTO hl VALUES (1)", v, sizeof v) == 0);
+    LT_CHECK(wait_standby(r, 0, false, 6));
+    LT_CHECK(ll_pg_router_get_standby(r, 0, &st0) == 0 && st0.lag > 1);
+    LT_CHECK(wait_standby(r, 1, true, 1));
+    /* reads go to the standby that is on time only (it has the row), never to the late one */
+    ll_pg_router_get_standby(r, 0, &st0);
+    ll_pg_router_get_standby(r, 1, &st1);
+    uint64_t routed0 = st0.routed, routed1 = st1.routed;
+    const char *sql = "SELECT pg_is_in_recovery()::text || ':' || inet_server_port() || ':' || count(*) FROM hl";
+    snprintf(want, sizeof want, "true:%d:1", stby2.port);
+    for (int i = 0; i < 100; i++) { /* replication is asynchronous: the row reaches stby2 soon */
+        LT_CHECK(routed_text(r, true, sql, v, sizeof v) == 0);
+        if (!strcmp(v, want)) break;
+        ll_sleep(0.05);
+    }
+    for (int i = 0; i < 20; i++) {
+        LT_CHECK(routed_text(r, true, sql, v, sizeof v) == 0);
+        LT_CHECKF(!strcmp(v, want), "read %d went to %s (want %s)", i, v, want);
+    }
+    ll_pg_router_get_standby(r, 0, &st0);
+    ll_pg_router_get_standby(r, 1, &st1);
+    LT_CHECK(st0.routed == routed0 && st1.routed >= routed1 + 20);
+    ll_pg_router_stats st;
+    ll_pg_router_get_stats(r, &st);
+    LT_CHECK(st.standby_usable && st.lag >= 0 && st.lag <= 1); /* the least lag: the second's */
+    printf("router: standby 0 (%s) lag %.2f s: unusable; standby 1 (%s) lag %.2f s: took every read\n",
+           st0.server, st0.lag, st1.server, st1.lag);
+    q = ll_pg_pool_query(s1, "SELECT pg_wal_replay_resume()", 0);
+    LT_CHECK(ll_await(q) == 0);
+    ll_future_free(q);
+    LT_CHECK(wait_standby(r, 0, true, 5));
+    ll_pg_router_free(r);
+    ll_pg_pool_free(s2);
+    ll_pg_pool_free(s1);
+    ll_pg_pool_free(pp);
+    ll_sleep(0.1);
+    return 0;
+}
+
+static void test_standby_hosts(void **state) {
+    (void)state;
+    assert_true(lt_pg_start_standby(&stby2, &prim));
+    lt_ctx t;
+    lt_setup(&t);
+    int rc = lt_run_checked(t.loop, t_standby_hosts, NULL);
+    lt_teardown(&t);
+    assert_int_equal(rc, 0);
+}
+
+/* ---- split brain: two hosts accept writes ---- */
+
+static int t_split_brain(void *arg) {
+    (void)arg;
+    char ci[512], want1[32], want2[32];
+    ll_pg_conn *c;
+    snprintf(want1, sizeof want1, ":%d", prim.port);
+    snprintf(want2, sizeof want2, ":%d", stby2.port);
+    const struct {
+        const char *tsa;
+        int p1, p2, p3;
+    } cases[] = {
+        {"primary", prim.port, stby2.port, stby.port},
+        {"primary", stby.port, stby2.port, prim.port},
+        {"read-write", stby2.port, dead_port, prim.port},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(ci, sizeof ci,
+                 "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%d,%d,%d user=postgres dbname=postgres "
+                 "target_session_attrs=%s connect_timeout=10",
+                 cases[i].p1, cases[i].p2, cases[i].p3, cases[i].tsa);
+        int rc = connect_to(ci, &c);
+        LT_CHECKF(rc == LL_EPG_SPLIT_BRAIN, "case %zu: %d %s", i, rc, rc ? lt_last_err : ll_pg_peer(c));
+        LT_CHECKF(strstr(lt_last_err, "split brain") && strstr(lt_last_err, want1) && strstr(lt_last_err, want2),
+                  "%s", lt_last_err);
+    }
+    /* a pool never writes: its queries fail with the same code */
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres target_session_attrs=primary",
+             prim.port, stby2.port);
+    ll_pg_pool *p = ll_pg_pool_new(ci, &(ll_pg_pool_opts){.max_size = 2});
+    ll_future *q = ll_pg_pool_query(p, "CREATE TABLE must_not_exist(v int)", 0);
+    LT_CHECKF(ll_await(q) == LL_EPG_SPLIT_BRAIN, "%s", ll_future_errmsg(q));
+    ll_future_free(q);
+    ll_pg_pool_free(p);
+    /* target_session_attrs=any asks nothing */
+    snprintf(ci, sizeof ci, "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres", stby2.port,
+             prim.port);
+    LT_CHECKF(connect_to(ci, &c) == 0, "%s", lt_last_err);
+    ll_pg_close(c);
+    /* the promoted one stopped: the primary is the only writer again */
+    lt_pg_stop(&stby2);
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres target_session_attrs=primary",
+             prim.port, stby2.port);
+    LT_CHECKF(connect_to(ci, &c) == 0, "%s", lt_last_err);
+    LT_CHECK(peer_port(c) == prim.port);
+    ll_pg_close(c);
+    return 0;
+}
+
+static void test_split_brain(void **state) {
+    (void)state;
+    assert_true(stby2.port > 0);
+    assert_true(lt_pg_promote(&stby2)); /* the primary still runs: two primaries */
+    lt_ctx t;
+    lt_setup(&t);
+    int rc = lt_run_checked(t.loop, t_split_brain, NULL);
+    lt_teardown(&t);
+    assert_int_equal(rc, 0);
+}
+
 /* ---- failover under load ---- */
 
 enum { WORKERS = 16 };
@@ -441,6 +601,8 @@ int main(void) {
         cmocka_unit_test(test_multihost),
         cmocka_unit_test(test_share),
         cmocka_unit_test(test_router),
+        cmocka_unit_test(test_standby_hosts),
+        cmocka_unit_test(test_split_brain),
         cmocka_unit_test(test_failover), /* last: it ends the topology */
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -9,7 +9,14 @@
  *     keys with verification: no wrong value, no error (MOVED/ASK followed transparently);
  *   - failover: writes confirmed with WAIT 1 on a master, the master killed (SIGKILL), its replica
  *     promoted by the cluster; the client finds the new master on its own and every confirmed write
- *     is read back. The recovery time is printed (docs/scale-out.md records it).
+ *     is read back. The recovery time is printed (docs/scale-out.md records it). Meanwhile a second,
+ *     idle cluster handle (a cluster subscriber with a sharded and a plain channel, and an exclusive
+ *     connection from its per-node pool) follows on its own: its map is re-read (periodic /
+ *     after a link failed), its subscriptions move to the new master (RECONNECTED, then messages
+ *     again), and a new acquire lends a connection on the promoted replica;
+ *   - sharded pub/sub: SSUBSCRIBE on the master of each channel's slot, SPUBLISH routed by the
+ *     channel's slot, plain SUBSCRIBE/PUBLISH alongside; the map re-read periodically while idle;
+ *     during the reshard a sharded channel in a moving slot follows its slot.
  * Missing redis-server/redis-cli fails the program (the harness says which binary).
  */
 #include <pthread.h>
@@ -59,6 +66,8 @@ static ll_future *ccmd(ll_redis_cluster *c, const char *words) {
     if (ll_future_code(f)) snprintf(lt_last_err, sizeof lt_last_err, "%s: %s", words, ll_future_errmsg(f));
     return f;
 }
+
+static bool next_msg(ll_redis_cluster_sub *s, int want_kind, const char *channel, const char *data, double secs);
 
 static long long int_of(ll_future *f) {
     long long v = -1;
@@ -422,8 +431,18 @@ static void node_id(int port, char *id, size_t n) {
 
 static int reshard_task(void *arg) {
     load *l = arg;
-    l->c = cluster_connect(NULL);
+    l->c = cluster_connect(&(ll_redis_cluster_opts){.refresh_interval = 0.5});
     LT_CHECK(l->c);
+    /* a sharded channel in one of the slots about to move */
+    char chan[32];
+    for (int i = 0;; i++) {
+        snprintf(chan, sizeof chan, "moving:%d", i);
+        if (ll_redis_cluster_keyslot(chan, strlen(chan)) < 1000) break;
+    }
+    ll_redis_cluster_sub *sub = ll_redis_cluster_sub_new(l->c, 0);
+    ll_future *sf = ll_redis_cluster_ssubscribe(sub, chan);
+    LT_CHECKF(ll_await(sf) == 0, "%s", ll_future_errmsg(sf));
+    ll_future_free(sf);
     loader ld[50];
     ll_future *tasks[50];
     for (int i = 0; i < 50; i++) {
@@ -463,6 +482,25 @@ static int reshard_task(void *arg) {
     LT_CHECK(st.moved + st.ask > 0); /* the load really crossed the moving slots */
     LT_CHECK(lt_cluster_master_of(&cl, 0) == to);
     LT_CHECK(lt_cluster_master_of(&cl, 999) == to);
+    /* the sharded channel followed its slot to the new master (the old one dropped it, or the
+     * subscriber's periodic check saw the move): a message published there arrives */
+    ll_time t1 = ll_now();
+    bool got = false;
+    char words[64];
+    snprintf(words, sizeof words, "SPUBLISH %s moved", chan);
+    while (!got && ll_now() - t1 < 10) {
+        ll_future *f = ccmd(l->c, words);
+        long long receivers = ll_future_code(f) == 0 ? int_of(f) : -1;
+        ll_future_free(f);
+        got = receivers == 1 && next_msg(sub, LL_REDIS_MSG_SMESSAGE, chan, "moved", 1);
+        if (!got) ll_sleep(0.1);
+    }
+    LT_CHECKF(got, "the sharded channel %s did not follow its slot: %s", chan, lt_last_err);
+    ll_redis_cluster_get_stats(l->c, &st);
+    LT_CHECK(st.resubscribes >= 1); /* it was moved, not left where it was */
+    printf("reshard: sharded channel receiving on the new master %.2f s after the reshard ended (%llu moves)\n",
+           ll_now() - t1, (unsigned long long)st.resubscribes);
+    ll_redis_cluster_sub_free(sub);
     ll_redis_cluster_close(l->c);
     return 0;
 }
@@ -473,6 +511,118 @@ static void test_reshard_under_load(void **state) {
     lt_setup(&ctx);
     static load l;
     assert_int_equal(lt_run_checked(ctx.loop, reshard_task, &l), 0);
+    lt_teardown(&ctx);
+}
+
+/* ---- pub/sub, sharded pub/sub, periodic map refresh ---- */
+
+/* Inside a task: the next message of s within secs, skipping RECONNECTED unless want_kind is it.
+ * true when one of kind want_kind on `channel` came (with `data` when not NULL). */
+static bool next_msg(ll_redis_cluster_sub *s, int want_kind, const char *channel, const char *data, double secs) {
+    ll_time end = ll_now() + secs;
+    for (;;) {
+        double left = end - ll_now();
+        if (left <= 0) return false;
+        ll_future *f = ll_redis_cluster_sub_next(s);
+        int rc = ll_await_timeout(f, left);
+        if (rc) {
+            snprintf(lt_last_err, sizeof lt_last_err, "sub_next: %s", ll_future_errmsg(f));
+            ll_future_free(f);
+            return false;
+        }
+        ll_redis_message *m = ll_redis_message_of(f);
+        bool ok = m && (int)m->kind == want_kind &&
+                  (!channel || (m->channel_len == strlen(channel) && !memcmp(m->channel, channel, m->channel_len))) &&
+                  (!data || (m->len == strlen(data) && !memcmp(m->data, data, m->len)));
+        int kind = m ? (int)m->kind : -1;
+        ll_future_free(f);
+        if (ok) return true;
+        if (kind != LL_REDIS_MSG_RECONNECTED) {
+            snprintf(lt_last_err, sizeof lt_last_err, "unexpected message kind %d", kind);
+            return false;
+        }
+    }
+}
+
+static int pubsub_task(void *arg) {
+    (void)arg;
+    ll_redis_cluster *c = cluster_connect(&(ll_redis_cluster_opts){.refresh_interval = 0.1});
+    LT_CHECK(c);
+    ll_redis_cluster_sub *s = ll_redis_cluster_sub_new(c, 0);
+    LT_CHECK(s);
+    /* three sharded channels whose slots are on three different masters */
+    char ch[3][32];
+    int found = 0, masters[3];
+    for (int i = 0; found < 3 && i < 1000; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "shard:%d", i);
+        int m = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot(name, strlen(name)));
+        bool seen = false;
+        for (int k = 0; k < found; k++) seen = seen || masters[k] == m;
+        if (m < 0 || seen) continue;
+        masters[found] = m;
+        snprintf(ch[found++], sizeof ch[0], "%s", name);
+    }
+    LT_CHECK(found == 3);
+    ll_future *subs[5];
+    for (int i = 0; i < 3; i++) subs[i] = ll_redis_cluster_ssubscribe(s, ch[i]);
+    subs[3] = ll_redis_cluster_subscribe(s, "plain");
+    subs[4] = ll_redis_cluster_psubscribe(s, "pat:*");
+    for (int i = 0; i < 5; i++) {
+        LT_CHECKF(ll_await(subs[i]) == 0, "subscribe %d: %s", i, ll_future_errmsg(subs[i]));
+        ll_future_free(subs[i]);
+    }
+    ll_future *dup = ll_redis_cluster_ssubscribe(s, ch[0]);
+    LT_CHECK(ll_await(dup) == LL_EALREADY);
+    ll_future_free(dup);
+    /* each sharded channel lives on its slot's master only: one receiver there */
+    for (int i = 0; i < 3; i++) {
+        char words[160];
+        snprintf(words, sizeof words, "SPUBLISH %s hello-%d", ch[i], i);
+        ll_future *f = ccmd(c, words);
+        LT_CHECKF(ll_future_code(f) == 0 && int_of(f) == 1, "%s: %s (receivers %lld)", words, lt_last_err, int_of(f));
+        ll_future_free(f);
+        char data[32];
+        snprintf(data, sizeof data, "hello-%d", i);
+        LT_CHECKF(next_msg(s, LL_REDIS_MSG_SMESSAGE, ch[i], data, 5), "%s: %s", ch[i], lt_last_err);
+    }
+    ll_future *f = ccmd(c, "PUBLISH plain p1");
+    LT_CHECK(ll_future_code(f) == 0);
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_MESSAGE, "plain", "p1", 5), "%s", lt_last_err);
+    f = ccmd(c, "PUBLISH pat:x p2");
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_PMESSAGE, "pat:x", "p2", 5), "%s", lt_last_err);
+    /* unsubscribed: no more messages for it */
+    f = ll_redis_cluster_sunsubscribe(s, ch[0]);
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    char words[96];
+    snprintf(words, sizeof words, "SPUBLISH %s gone", ch[0]);
+    f = ccmd(c, words);
+    LT_CHECK(ll_future_code(f) == 0 && int_of(f) == 0);
+    ll_future_free(f);
+    ll_redis_cluster_stats st;
+    ll_redis_cluster_get_stats(c, &st);
+    uint64_t before = st.refreshes;
+    /* idle: the map is re-read every refresh_interval (0.1 s) all the same */
+    ll_sleep(0.6);
+    ll_redis_cluster_get_stats(c, &st);
+    LT_CHECKF(st.refreshes >= before + 3, "%llu map reads in 0.6 s idle", (unsigned long long)(st.refreshes - before));
+    LT_CHECK(st.moved == 0 && st.resubscribes == 0);
+    ll_future *pending = ll_redis_cluster_sub_next(s);
+    ll_redis_cluster_sub_free(s);
+    LT_CHECK(ll_await(pending) == LL_ECLOSED);
+    ll_future_free(pending);
+    ll_redis_cluster_close(c);
+    return 0;
+}
+
+static void test_pubsub(void **state) {
+    (void)state;
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, pubsub_task, NULL), 0);
     lt_teardown(&ctx);
 }
 
@@ -499,6 +649,22 @@ static int failover_task(void *arg) {
     ll_redis_close(m);
     f = ccmd(c, "GET {fo}5"); /* the cluster client has a link to that master now */
     LT_CHECK(rt_str_is(f, "confirmed-5"));
+    ll_future_free(f);
+    /* a second handle that stays idle through the failover: a subscriber (a sharded channel on
+     * the master about to die, and a plain channel) and an exclusive connection on that master */
+    ll_redis_cluster *w = cluster_connect(&(ll_redis_cluster_opts){.refresh_interval = 0.5});
+    LT_CHECK(w);
+    ll_redis_cluster_sub *s = ll_redis_cluster_sub_new(w, 0);
+    ll_future *s1 = ll_redis_cluster_ssubscribe(s, "{fo}news"), *s2 = ll_redis_cluster_subscribe(s, "fo-plain");
+    LT_CHECK(ll_await(s1) == 0 && ll_await(s2) == 0);
+    ll_future_free(s1);
+    ll_future_free(s2);
+    ll_future *a = ll_redis_cluster_acquire(w, "{fo}x", 5);
+    LT_CHECKF(ll_await(a) == 0, "acquire: %s", ll_future_errmsg(a));
+    ll_redis_conn *old_x = ll_future_value(a);
+    ll_future_free(a);
+    f = ll_redis_commandf(old_x, "CLUSTER MYID");
+    LT_CHECK(ll_await(f) == 0);
     ll_future_free(f);
     lt_cluster_kill(&cl, master);
     ll_time t0 = ll_now();
@@ -533,6 +699,50 @@ static int failover_task(void *arg) {
     printf("failover: master killed -> first successful read %.2f s later (%d commands issued; "
            "cluster-node-timeout 1000 ms), %llu retries, %llu map reads\n",
            recovery, attempts, (unsigned long long)st.retries, (unsigned long long)st.refreshes);
+    /* the idle handle: its subscriber was told (RECONNECTED) and receives again, on the new
+     * master, without anything done by the user */
+    int new_master = lt_cluster_master_of(&cl, (int)ll_redis_cluster_keyslot("{fo}", 4));
+    LT_CHECK(new_master >= 0 && new_master != master);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_RECONNECTED, NULL, NULL, 20), "no RECONNECTED: %s", lt_last_err);
+    double resub = ll_now() - t0;
+    f = ccmd(c, "SPUBLISH {fo}news after-failover");
+    LT_CHECKF(ll_future_code(f) == 0 && int_of(f) == 1, "SPUBLISH: %s (receivers %lld)", lt_last_err, int_of(f));
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_SMESSAGE, "{fo}news", "after-failover", 5), "%s", lt_last_err);
+    f = ccmd(c, "PUBLISH fo-plain still-here");
+    ll_future_free(f);
+    LT_CHECKF(next_msg(s, LL_REDIS_MSG_MESSAGE, "fo-plain", "still-here", 5), "%s", lt_last_err);
+    /* its map was re-read on its own: the slot is on the new master */
+    char url[64], want[64];
+    snprintf(want, sizeof want, "redis://127.0.0.1:%d", cl.node[new_master].port);
+    LT_CHECK(ll_redis_cluster_node_url(w, "{fo}", 4, url, sizeof url) == 0);
+    LT_CHECKF(!strcmp(url, want), "idle handle's map says %s, want %s", url, want);
+    /* the connection lent before is dead (not moved); a new acquire lends one on the new master */
+    f = ll_redis_commandf(old_x, "GET {fo}0");
+    LT_CHECK(ll_await(f) != 0);
+    ll_future_free(f);
+    LT_CHECK(ll_redis_cluster_release(w, old_x) == 0);
+    LT_CHECK(ll_redis_cluster_release(w, old_x) == LL_ENOENT);
+    a = ll_redis_cluster_acquire(w, "{fo}x", 5);
+    LT_CHECKF(ll_await(a) == 0, "acquire after failover: %s", ll_future_errmsg(a));
+    ll_redis_conn *x = ll_future_value(a);
+    ll_future_free(a);
+    f = ll_redis_commandf(x, "GET {fo}7");
+    LT_CHECKF(ll_await(f) == 0 && rt_str_is(f, "confirmed-7"), "%s", ll_future_errmsg(f));
+    ll_future_free(f);
+    f = ll_redis_commandf(x, "MULTI"); /* what exclusive connections are for */
+    ll_future_free(f);
+    ll_future_free(ll_redis_commandf(x, "INCR {fo}n"));
+    f = ll_redis_commandf(x, "EXEC");
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+    LT_CHECK(ll_redis_cluster_release(w, x) == 0);
+    ll_redis_cluster_get_stats(w, &st);
+    printf("failover: idle handle: subscriptions moved %.2f s after the kill (%llu moved), %llu map reads\n",
+           resub, (unsigned long long)st.resubscribes, (unsigned long long)st.refreshes);
+    LT_CHECK(st.resubscribes >= 1);
+    ll_redis_cluster_sub_free(s);
+    ll_redis_cluster_close(w);
     ll_redis_cluster_close(c);
     return 0;
 }
@@ -551,6 +761,7 @@ int main(void) {
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_deadline_and_ownership),
         cmocka_unit_test(test_replica_reads),
+        cmocka_unit_test(test_pubsub),
         cmocka_unit_test(test_reshard_under_load),
         cmocka_unit_test(test_failover),
     };

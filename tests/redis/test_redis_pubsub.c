@@ -72,6 +72,30 @@ static int t_messages(void *arg) {
     LT_CHECK(rt_int(f) == 0);
     ll_future_free(f);
 
+    /* sharded channels (Redis 7): SSUBSCRIBE, SPUBLISH, SMESSAGE; our own SUNSUBSCRIBE's reply is a
+     * reply (it resolves the future), not taken for the server dropping the channel */
+    f = ll_redis_ssubscribe(s, "sh1");
+    LT_CHECKF(ll_await(f) == 0, "%s", ll_future_errmsg(f));
+    ll_future_free(f);
+    f = rt_cmd(pub, "SPUBLISH sh1 sharded");
+    LT_CHECK(rt_int(f) == 1);
+    ll_future_free(f);
+    m = next_msg(s, &keep);
+    LT_CHECK(m && m->kind == LL_REDIS_MSG_SMESSAGE && !strcmp(m->channel, "sh1") && !strcmp(m->data, "sharded"));
+    ll_future_free(keep);
+    f = ll_redis_sunsubscribe(s, "sh1");
+    LT_CHECK(ll_await(f) == 0);
+    const char *kind = NULL;
+    LT_CHECK(ll_redis_reply_string(ll_redis_reply_element(ll_redis_reply_of(f), 0), &kind, NULL) == 0 &&
+             !strcmp(kind, "sunsubscribe"));
+    ll_future_free(f);
+    f = rt_cmd(pub, "SPUBLISH sh1 gone");
+    LT_CHECK(rt_int(f) == 0);
+    ll_future_free(f);
+    f = ll_redis_psubscribe(s, "after.*"); /* the link is still in step: replies match commands */
+    LT_CHECK(ll_await(f) == 0);
+    ll_future_free(f);
+
     /* a cancelled wait takes nothing */
     ll_future *w = ll_redis_sub_next(s);
     LT_CHECK(ll_await_timeout(w, 0.05) == LL_ETIMEDOUT);
