@@ -269,6 +269,26 @@ int ll__future_retrieve(ll_future *f);
 int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
+/* The task record sits at the top of its stack, rounded to a cache line. */
+#define LL__TASK_SPACE ((sizeof(ll_task) + 63) & ~(size_t)63)
+#if defined(__SANITIZE_ADDRESS__)
+#define LL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LL_ASAN 1
+#endif
+#endif
+#ifdef LL_ASAN
+#include <sanitizer/common_interface_defs.h>
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+void ll__task_run(ll__work *w);              /* a task's resumption on the ready queue */
+void ll__task_after_switch(ll_task *t, double t0);
+void ll__task_finish_unstarted(ll_task *t);
 extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */
 bool ll__task_wake_scheduled(ll_future *f, void *arg); /* future.c's shortcut, see task.c */
 void ll__task_destroy_all(ll_loop *loop);
@@ -295,6 +315,44 @@ static inline bool ll__stack_intact(const ll__stack *s) {
     return !s->canary || ll__stack_canary_ok(s);
 }
 void ll__stack_thread_init(void);
+
+double ll__mono_ms(void); /* debug.c */
+
+static inline size_t ll__task_usable(const ll_task *t) {
+    return t->stack->size - LL__TASK_SPACE;
+}
+
+/* Switch from the loop into a task and back (task.c's resume, and drain() in loop.c directly).
+ * Inline, so that the loop side of a switch is in drain's own frame: with no call around the
+ * switch (switch.h) there is no return to mispredict after it. Only the loop switches into a task,
+ * never another task. */
+static inline __attribute__((always_inline)) void ll__task_resume(ll_task *t) {
+    ll_loop *loop = t->loop;
+    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
+    LL_ASSERT(!loop->current);
+    if (__builtin_expect(!t->started && t->cancelled, 0)) {
+        ll__task_finish_unstarted(t);
+        return;
+    }
+    t->started = true;
+    t->state = LL__TASK_RUNNING;
+    ll_task *saved_task = ll__tls_task;
+    ll_loop *saved_loop = ll__tls_loop;
+    ll__tls_task = t;
+    ll__tls_loop = loop;
+    loop->current = t;
+    double t0 = __builtin_expect(loop->debug, 0) ? ll__mono_ms() : 0;
+    void *fake = NULL;
+    ASAN_START(&fake, t->stack->lo, ll__task_usable(t));
+    ll__switch_to(&loop->main_ctx, &t->ctx);
+    ASAN_FINISH(fake, NULL, NULL);
+    ll__tls_task = saved_task;
+    ll__tls_loop = saved_loop;
+    loop->current = NULL;
+    if (__builtin_expect(!ll__stack_intact(t->stack) || loop->debug || t->state == LL__TASK_DONE,
+                         0))
+        ll__task_after_switch(t, t0);
+}
 
 /* debug.c */
 void ll__warn(ll_loop *loop, const char *fmt, ...) LL_PRINTF(2, 3);

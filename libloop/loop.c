@@ -75,7 +75,8 @@ static void drain(ll_loop *loop) {
         ll__work *w = loop->rq_head;
         loop->rq_head = w->next;
         if (!loop->rq_head) loop->rq_tail = &loop->rq_head;
-        w->run(w);
+        if (w->run == ll__task_run) ll__task_resume((ll_task *)w); /* inline: see switch.h */
+        else w->run(w);
     }
     if (!loop->rq_head && ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
     /* Ready work may have met the goal of our own ev_run (the awaited future settled, the last task

@@ -20,34 +20,20 @@
 #include <string.h>
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define LL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LL_ASAN 1
-#endif
-#endif
-
-#ifdef LL_ASAN
-#include <sanitizer/common_interface_defs.h>
-#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
-#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
-#else
-#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#endif
-
-#define TASK_SPACE ((sizeof(ll_task) + 63) & ~(size_t)63)
+#define TASK_SPACE LL__TASK_SPACE
 
 static void resume(ll_task *t);
 
 static size_t usable(const ll_task *t) {
-    return t->stack->size - TASK_SPACE;
+    return ll__task_usable(t);
 }
 
-static void task_run(ll__work *w) {
+/* The work function of a task's resumption. drain() (loop.c) recognises it and resumes the task
+ * inline instead of calling it (see ll__task_resume); other callers come here. */
+void ll__task_run(ll__work *w) {
     resume((ll_task *)w);
 }
+#define task_run ll__task_run
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
@@ -111,30 +97,10 @@ static void report_overflow(ll_task *t, const char *how) {
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
-static void resume(ll_task *t) {
+/* What follows a switch back from a task, out of the inline path: the overflow check's report,
+ * debug timing, and finalising a task whose function returned. */
+void ll__task_after_switch(ll_task *t, double t0) {
     ll_loop *loop = t->loop;
-    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
-    LL_ASSERT(!loop->current); /* only the loop switches into a task, never another task */
-    if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
-        t->rc = LL_ECANCELED;
-        finalize(t);
-        return;
-    }
-    t->started = true;
-    t->state = LL__TASK_RUNNING;
-    ll_task *saved_task = ll__tls_task;
-    ll_loop *saved_loop = ll__tls_loop;
-    ll__tls_task = t;
-    ll__tls_loop = loop;
-    loop->current = t;
-    double t0 = loop->debug ? ll__mono_ms() : 0;
-    void *fake = NULL;
-    ASAN_START(&fake, t->stack->lo, usable(t));
-    ll__switch_to(&loop->main_ctx, &t->ctx);
-    ASAN_FINISH(fake, NULL, NULL);
-    ll__tls_task = saved_task;
-    ll__tls_loop = saved_loop;
-    loop->current = NULL;
     if (!ll__stack_intact(t->stack)) report_overflow(t, "canary overwritten");
     if (loop->debug) {
         double ms = ll__mono_ms() - t0;
@@ -148,7 +114,18 @@ static void resume(ll_task *t) {
     if (t->state == LL__TASK_DONE) finalize(t);
 }
 
-static void suspend(ll_task *t) {
+/* A task cancelled before it ever ran never will. */
+void ll__task_finish_unstarted(ll_task *t) {
+    t->rc = LL_ECANCELED;
+    finalize(t);
+}
+
+static void resume(ll_task *t) {
+    ll__task_resume(t);
+}
+
+/* Inline into ll_await and ll_yield: no call level, so no return, around the switch (switch.h). */
+static inline __attribute__((always_inline)) void suspend(ll_task *t) {
     LL_ASSERT(t == ll__tls_task && t->state != LL__TASK_RUNNING);
     /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
      * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
