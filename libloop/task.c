@@ -23,6 +23,7 @@
 #define TASK_SPACE LL__TASK_SPACE
 
 static void resume(ll_task *t);
+static void on_sleep(struct ev_loop *ev, ev_timer *w, int revents);
 
 static size_t usable(const ll_task *t) {
     return ll__task_usable(t);
@@ -241,6 +242,8 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
     t->ctx_vars = ll__ctx_ref(parent ? parent->ctx_vars : loop->root_ctx);
     ev_timer_init(&t->timer, on_deadline, 0., 0.);
     t->timer.data = t;
+    ev_timer_init(&t->sleep_timer, on_sleep, 0., 0.);
+    t->sleep_timer.data = t;
     ll__switch_make(&t->ctx, stack->lo, usable(t), task_entry, t);
     ll__list_push_front(&loop->tasks, &t->link);
     loop->ntasks++;
@@ -332,10 +335,38 @@ int ll_await_timeout(ll_future *f, double seconds) {
     return (rc == LL_ETIMEDOUT || rc == LL_ECANCELED) && src == LL_ETIMEDOUT ? LL_ETIMEDOUT : rc;
 }
 
+/* ll_sleep runs its own timer, in the task record, rather than ll_sleep_future's allocated timer
+ * record: what it awaits is a future whose cancel hook stops that timer, so a cancel, a deadline or
+ * shutdown (which cancels what a task awaits before releasing its stack) stops the timer before
+ * ll_sleep returns, and nothing is left behind that points into the task's stack. */
+static void on_sleep(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)revents;
+    ll_task *t = w->data;
+    if (ll__timer_early(ev, w, t->sleep_until)) return; /* libev's cached time ran ahead */
+    ll_future_resolve(t->sleep_future, NULL, NULL);
+}
+
+static void sleep_cancel(ll_future *f, void *arg) {
+    ll_task *t = arg;
+    ev_timer_stop(t->loop->ev, &t->sleep_timer);
+    ll_future_set_cancelled(f);
+}
+
 int ll_sleep(double seconds) {
-    if (!ll__tls_task) return LL_ENOTASK;
-    ll_future *f = ll_sleep_future(ll__tls_task->loop, seconds);
+    ll_task *t = ll__tls_task;
+    if (!t) return LL_ENOTASK;
+    ll_future *f = ll_future_new(t->loop);
+    if (!f) return LL_ENOMEM;
+    ll_future_set_label(f, "sleep");
+    if (!(seconds > 0)) seconds = 0; /* negative or NaN: at once, as ll_sleep_future */
+    t->sleep_until = ll_now() + seconds;
+    t->sleep_future = f;
+    ev_timer_set(&t->sleep_timer, seconds, 0.);
+    ev_timer_start(t->loop->ev, &t->sleep_timer);
+    ll_future_on_cancel(f, sleep_cancel, t);
     int rc = ll_await(f);
+    LL_ASSERT(!ev_is_active(&t->sleep_timer));
+    t->sleep_future = NULL;
     ll_future_free(f);
     return rc;
 }
