@@ -517,6 +517,10 @@ void ll__task_destroy_all(ll_loop *loop) {
             ll_future_free(t->awaiting);
             t->awaiting = NULL;
         }
+        if (t->sleep_future) { /* ll_sleep's own reference: it will never return to drop it */
+            ll_future_free(t->sleep_future);
+            t->sleep_future = NULL;
+        }
         t->forced = true;
         t->rc = LL_ECANCELED;
         finalize(t);
