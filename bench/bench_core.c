@@ -9,6 +9,12 @@
  *   bench_core switch [N]   (c) two tasks ping-pong over two ll_events — one op per wake
  *   bench_core sleep [T [S]] (d) T tasks (100,000) each sleep S seconds (1): peak RSS, and how
  *                               many stacks were guarded vs unguarded while all were alive
+ *   bench_core pages [T]    the floor under (d)'s start: first writes to T fresh pages (100,000)
+ *                               spaced like task stacks, the cheapest of two ways (a page fault
+ *                               each; or populated in batches of 64 as libloop/stack.c does, then
+ *                               written). A task needs one page of its own (the top of its stack:
+ *                               its record and its frames while it sleeps), so no start of T tasks
+ *                               on stacks can take less; bench/run-core runs it in the same rounds
  *
  * Without N, a throughput workload calibrates: it prints the N for which one measurement takes about
  * TARGET_SECS. With N it warms up (N/10), measures N ops once and prints the rate. bench/run-core
@@ -23,7 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 #include "libloop.h"
 
 #define TARGET_SECS 0.8
@@ -262,6 +272,55 @@ static int sleep_bench(long ntasks, double secs) {
     return ll_loop_free(loop) ? 1 : 0;
 }
 
+/* ---- the page floor under (d)'s start ---- */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define PAGE_STRIDE (128 * 1024) /* the default task stack size */
+#define POPULATE_BATCH 64        /* stacks per unguarded slab (libloop/stack.c) */
+
+/* Seconds to write one byte to each of n fresh pages PAGE_STRIDE apart (the top of each stride,
+ * where a task record sits), populating them first in batches when `populate`. */
+static double first_writes(long n, int populate) {
+    size_t len = (size_t)n * PAGE_STRIDE;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) die("mmap", LL_ENOMEM);
+    long page = sysconf(_SC_PAGESIZE);
+    double t0 = now();
+    int pidfd = -1;
+#if defined(SYS_process_madvise) && defined(SYS_pidfd_open)
+    if (populate) pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+#endif
+    for (long i = 0; i < n; i += POPULATE_BATCH) {
+        long k = n - i < POPULATE_BATCH ? n - i : POPULATE_BATCH;
+        if (pidfd >= 0) {
+            struct iovec iov[POPULATE_BATCH];
+            for (long j = 0; j < k; j++) {
+                iov[j].iov_base = p + (size_t)(i + j + 1) * PAGE_STRIDE - (size_t)page;
+                iov[j].iov_len = (size_t)page;
+            }
+#if defined(SYS_process_madvise)
+            syscall(SYS_process_madvise, pidfd, iov, (size_t)k, MADV_POPULATE_WRITE, 0);
+#endif
+        }
+        for (long j = 0; j < k; j++) p[(size_t)(i + j + 1) * PAGE_STRIDE - 64] = 1;
+    }
+    double secs = now() - t0;
+    if (pidfd >= 0) close(pidfd);
+    munmap(p, len);
+    return secs;
+}
+
+static int pages_bench(long n) {
+    double touch = first_writes(n, 0);
+    double populated = first_writes(n, 1);
+    printf("runtime=floor workload=pages pages=%ld touch_secs=%.3f populate_secs=%.3f "
+           "secs=%.3f\n", n, touch, populated, touch < populated ? touch : populated);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *w = argc > 1 ? argv[1] : "";
     long n = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
@@ -277,6 +336,8 @@ int main(int argc, char **argv) {
         }
         return sleep_bench(n, secs);
     }
-    fprintf(stderr, "usage: bench_core future|spawn|switch [N] | sleep [tasks [seconds]]\n");
+    if (strcmp(w, "pages") == 0) return pages_bench(argc > 2 && n > 0 ? n : 100000);
+    fprintf(stderr, "usage: bench_core future|spawn|switch [N] | sleep [tasks [seconds]] | "
+                    "pages [N]\n");
     return 2;
 }

@@ -121,7 +121,7 @@ static void gather_cancel(ll_future *out, void *arg) {
     g->cancelling = true;
     /* the inputs are cancelled for the gather's reason ("timed out after 1 s"), if it has one */
     for (size_t i = 0; i < g->n; i++)
-        if (g->slots[i].f) ll__future_cancel_msg(g->slots[i].f, out->cancel_msg);
+        if (g->slots[i].f) ll__future_cancel_msg(g->slots[i].f, ll__future_cancel_reason(out));
     /* every input is still running or its callback is queued: the last callback settles us */
 }
 

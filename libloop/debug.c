@@ -216,11 +216,12 @@ void ll__debug_report_alive(ll_loop *loop) {
              loop->ntasks, loop->nfutures, loop->nhandles);
     int shown = 0;
     for (ll_future *f = ll__dbg_future_of(loop->dbg_futures.head); f && shown < 20;
-         f = ll__dbg_future_of(f->dbg.next), shown++) {
+         f = ll__dbg_future_of(f->ext->dbg.next), shown++) {
         char d[160];
         describe_future(f, d, sizeof d);
         ll__warn(loop, "  alive: future '%s' (%s)%s%s", d,
                  f->state == LL_FUTURE_PENDING ? "pending" : "settled",
-                 f->creator ? ", created by task " : "", f->creator ? f->creator : "");
+                 f->ext->creator ? ", created by task " : "",
+                 f->ext->creator ? f->ext->creator : "");
     }
 }

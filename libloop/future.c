@@ -37,6 +37,12 @@ static void use_after_free(const ll_future *f, const char *func) {
 #define CHECK_LIVE(f) ((void)0)
 #endif
 
+/* The future's rare parts, allocated on first use; NULL if out of memory. */
+static ll__future_ext *ext_of(ll_future *f) {
+    if (!f->ext && (f->ext = ll__calloc(1, sizeof *f->ext))) f->ext->f = f;
+    return f->ext;
+}
+
 ll_future *ll_future_new(ll_loop *loop) {
     loop = ll__loop_or_current(loop);
     if (!loop) return NULL;
@@ -45,11 +51,11 @@ ll_future *ll_future_new(ll_loop *loop) {
     f->loop = loop;
     f->refs = 1;
     loop->nfutures++;
-    if (loop->debug) {
-        ll__list_push_front(&loop->dbg_futures, &f->dbg);
+    if (loop->debug && ext_of(f)) { /* out of memory: the future is not listed */
+        ll__list_push_front(&loop->dbg_futures, &f->ext->dbg);
         if (ll__tls_task) { /* copied: the future may outlive the task; NULL if out of memory */
             char name[128];
-            f->creator = ll__strdup(ll__task_label(ll__tls_task, name, sizeof name));
+            f->ext->creator = ll__strdup(ll__task_label(ll__tls_task, name, sizeof name));
         }
     }
     return f;
@@ -65,8 +71,9 @@ ll_future *ll_future_ref(ll_future *f) {
 
 void ll__future_debug_unlink(ll_future *f) {
     ll_loop *loop = f->loop;
-    if (f->dbg.prev || loop->dbg_futures.head == &f->dbg)
-        ll__list_remove(&loop->dbg_futures, &f->dbg);
+    ll__future_ext *x = f->ext;
+    if (x && (x->dbg.prev || loop->dbg_futures.head == &x->dbg))
+        ll__list_remove(&loop->dbg_futures, &x->dbg);
 }
 
 static void destroy(ll_future *f) {
@@ -74,17 +81,21 @@ static void destroy(ll_future *f) {
     if (loop->debug && !loop->freed && f->state == LL_FUTURE_FAILED && !f->retrieved) {
         ll__warn(loop, "future '%s'%s%s failed with %s (%s) and was freed without anyone "
                        "retrieving its error",
-                 f->label ? f->label : "future", f->creator ? " created by task " : "",
-                 f->creator ? f->creator : "", ll_err_name(f->code),
+                 f->label ? f->label : "future",
+                 f->ext && f->ext->creator ? " created by task " : "",
+                 f->ext && f->ext->creator ? f->ext->creator : "", ll_err_name(f->code),
                  f->msg ? f->msg : ll_strerror(f->code));
     }
-    ll__future_debug_unlink(f);
     if (f->value_free && f->value) f->value_free(f->value);
     if (f->borrowed) ll_future_free(f->borrowed);
     if (f->msg) ll__free(f->msg); /* (tested here: the common future has none of these) */
-    if (f->cancel_msg) ll__free(f->cancel_msg);
-    if (f->cbs) ll__free(f->cbs);
-    if (f->creator) ll__free(f->creator);
+    if (f->ext) {
+        ll__future_debug_unlink(f);
+        ll__free(f->ext->cancel_msg);
+        ll__free(f->ext->cbs);
+        ll__free(f->ext->creator);
+        ll__free(f->ext);
+    }
     loop->nfutures--;
 #ifdef FUTURE_POISON
     f->state = FUTURE_POISON;
@@ -128,20 +139,21 @@ static void dispatch(ll__work *w) {
         f->has_cb0 = false;
         if (c.cb) run_cb(f, c);
     }
-    for (uint32_t i = 0; i < f->ncbs; i++) {
-        ll__cb c = f->cbs[i];
-        f->cbs[i].cb = NULL;
+    for (uint32_t i = 0; f->ext && i < f->ext->ncbs; i++) {
+        ll__cb c = f->ext->cbs[i];
+        f->ext->cbs[i].cb = NULL;
         if (c.cb) run_cb(f, c);
     }
-    f->ncbs = 0;
+    if (f->ext) f->ext->ncbs = 0;
     ll_future_free(f); /* the queue's reference */
 }
 
 static void enqueue(ll_future *f) {
     if (f->queued) return;
     if (f->loop->freed) return; /* outlived its loop: nothing can run its callbacks any more */
-    if (!f->has_cb0 && f->ncbs == 0) return;
-    if (f->has_cb0 && f->ncbs == 0 && f->cb0.cb == ll__task_wake_cb &&
+    uint32_t ncbs = f->ext ? f->ext->ncbs : 0;
+    if (!f->has_cb0 && ncbs == 0) return;
+    if (f->has_cb0 && ncbs == 0 && f->cb0.cb == ll__task_wake_cb &&
         ll__task_wake_scheduled(f, f->cb0.arg)) {
         f->has_cb0 = false; /* the awaiting task resumes directly (task.c) */
         return;
@@ -159,9 +171,9 @@ static int settle(ll_future *f, int state, int code) {
     f->state = (uint8_t)state;
     f->code = code;
     f->cancel_hook = NULL;
-    if (state == LL_FUTURE_CANCELLED && !f->msg && f->cancel_msg) {
-        f->msg = f->cancel_msg; /* say why it was cancelled, not just "operation canceled" */
-        f->cancel_msg = NULL;
+    if (state == LL_FUTURE_CANCELLED && !f->msg && f->ext && f->ext->cancel_msg) {
+        f->msg = f->ext->cancel_msg; /* say why it was cancelled, not just "operation canceled" */
+        f->ext->cancel_msg = NULL;
     }
     enqueue(f);
     return 0;
@@ -295,8 +307,8 @@ int ll_future_cancel(ll_future *f) {
 }
 
 int ll__future_cancel_msg(ll_future *f, const char *msg) {
-    if (f && msg && f->state == LL_FUTURE_PENDING && !f->cancel_msg)
-        f->cancel_msg = ll__strdup(msg); /* on out of memory: plain "operation canceled" */
+    if (f && msg && f->state == LL_FUTURE_PENDING && !ll__future_cancel_reason(f) && ext_of(f))
+        f->ext->cancel_msg = ll__strdup(msg); /* on out of memory: plain "operation canceled" */
     return ll_future_cancel(f);
 }
 
@@ -309,18 +321,20 @@ void ll_future_on_cancel(ll_future *f, ll_cancel_hook hook, void *arg) {
 int ll_future_add_done(ll_future *f, ll_done_cb cb, void *arg) {
     if (!f || !cb) return LL_EINVAL;
     CHECK_LIVE(f);
-    if (!f->has_cb0 && f->ncbs == 0) {
+    if (!f->has_cb0 && (!f->ext || f->ext->ncbs == 0)) {
         f->cb0 = (ll__cb){cb, arg};
         f->has_cb0 = true;
     } else {
-        if (f->ncbs == f->capcbs) {
-            uint32_t cap = f->capcbs ? f->capcbs * 2 : 4;
-            ll__cb *n = ll__realloc(f->cbs, cap * sizeof *n);
+        ll__future_ext *x = ext_of(f);
+        if (!x) return LL_ENOMEM;
+        if (x->ncbs == x->capcbs) {
+            uint32_t cap = x->capcbs ? x->capcbs * 2 : 4;
+            ll__cb *n = ll__realloc(x->cbs, cap * sizeof *n);
             if (!n) return LL_ENOMEM;
-            f->cbs = n;
-            f->capcbs = cap;
+            x->cbs = n;
+            x->capcbs = cap;
         }
-        f->cbs[f->ncbs++] = (ll__cb){cb, arg};
+        x->cbs[x->ncbs++] = (ll__cb){cb, arg};
     }
     if (f->state != LL_FUTURE_PENDING) enqueue(f);
     return 0;
@@ -333,9 +347,9 @@ int ll_future_remove_done(ll_future *f, ll_done_cb cb, void *arg) {
         f->has_cb0 = false;
         return 0;
     }
-    for (uint32_t i = 0; i < f->ncbs; i++) {
-        if (f->cbs[i].cb == cb && f->cbs[i].arg == arg) {
-            f->cbs[i].cb = NULL;
+    for (uint32_t i = 0; f->ext && i < f->ext->ncbs; i++) {
+        if (f->ext->cbs[i].cb == cb && f->ext->cbs[i].arg == arg) {
+            f->ext->cbs[i].cb = NULL;
             return 0;
         }
     }

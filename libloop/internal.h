@@ -89,6 +89,20 @@ typedef struct ll__cb {
     void *arg;
 } ll__cb;
 
+/* The rarely used parts of a future, allocated when first needed: a reason for cancelling, the
+ * second and later callbacks, debug mode's bookkeeping. Keeping them out of ll_future makes the
+ * record 136 bytes instead of 200: a sleeping task holds two futures (make bench-core (d): peak
+ * memory per task), and a recycled future is zeroed on every reuse ((a)). */
+typedef struct ll__future_ext {
+    ll_future *f;         /* back pointer, for the debug list */
+    char *cancel_msg;     /* owned: why it is being cancelled ("timed out after 1 s"), which becomes
+                           * msg if it settles cancelled without a message of its own */
+    ll__cb *cbs;          /* further callbacks */
+    uint32_t ncbs, capcbs;
+    char *creator;        /* debug mode: a copy of the creating task's name (it may outlive the task) */
+    ll__dlink dbg;        /* on loop->dbg_futures: live futures, debug mode only */
+} ll__future_ext;
+
 struct ll_future {
     ll__work work;       /* dispatches the done callbacks */
     ll_loop *loop;
@@ -98,24 +112,24 @@ struct ll_future {
     bool retrieved;      /* someone read the outcome (debug: unretrieved failures) */
     bool cancel_requested;
     int code;
+    bool has_cb0;
     char *msg;           /* owned; NULL means ll_strerror(code) */
-    char *cancel_msg;    /* owned: why it is being cancelled ("timed out after 1 s"), which becomes
-                          * msg if it settles cancelled without a message of its own */
     void *value;
     ll_value_free value_free;
     ll_future *borrowed; /* copy_outcome: the future whose value we show */
     ll_cancel_hook cancel_hook;
     void *cancel_arg;
     ll__cb cb0;          /* the first callback inline: awaiting never allocates */
-    ll__cb *cbs;         /* further callbacks */
-    uint32_t ncbs, capcbs;
-    bool has_cb0;
     ll_future *cancel_next; /* the thread's queue of cancel hooks still to run (future.c) */
     ll_task *task;       /* the task behind a task future, while it lives */
     const char *label;
-    ll__dlink dbg;       /* on loop->dbg_futures: live futures, debug mode only */
-    char *creator;       /* debug mode: a copy of the creating task's name (it may outlive the task) */
+    ll__future_ext *ext; /* NULL until a rare part is needed */
 };
+
+/* Why a pending future is being cancelled, or NULL. */
+static inline const char *ll__future_cancel_reason(const ll_future *f) {
+    return f->ext ? f->ext->cancel_msg : NULL;
+}
 
 typedef struct ll__ctxnode {
     uint32_t refs;
@@ -161,6 +175,11 @@ struct ll_task {
     const ll_scope *timeout_scope; /* ll_await_timeout's scope while it awaits, with its seconds: */
     double timeout_secs;           /* the timeout as given, for the message */
     ev_timer timer;       /* the deadline of the current await */
+    ev_timer sleep_timer; /* ll_sleep's: in the task record, which sits in the task's resident top
+                           * page, so a sleeping task allocates no timer record (make bench-core
+                           * (d): memory per sleeping task) */
+    ll_time sleep_until;  /* ll_sleep's deadline, re-checked when the timer fires */
+    ll_future *sleep_future;
     void *ret_value;
     ll_value_free ret_free;
     char *fail_msg;
@@ -243,7 +262,7 @@ void ll__schedule(ll_loop *loop, ll__work *w);
 /* The record behind a list node of these lists. */
 static inline ll_task *ll__task_of(ll__dlink *l) { return l ? LL__CONTAINER(l, ll_task, link) : NULL; }
 static inline ll_future *ll__dbg_future_of(ll__dlink *l) {
-    return l ? LL__CONTAINER(l, ll_future, dbg) : NULL;
+    return l ? LL__CONTAINER(l, ll__future_ext, dbg)->f : NULL;
 }
 
 static inline ll_loop *ll__loop_or_current(ll_loop *loop) {
@@ -269,6 +288,26 @@ int ll__future_retrieve(ll_future *f);
 int ll__future_cancel_msg(ll_future *f, const char *msg);
 
 /* task.c */
+/* The task record sits at the top of its stack, rounded to a cache line. */
+#define LL__TASK_SPACE ((sizeof(ll_task) + 63) & ~(size_t)63)
+#if defined(__SANITIZE_ADDRESS__)
+#define LL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LL_ASAN 1
+#endif
+#endif
+#ifdef LL_ASAN
+#include <sanitizer/common_interface_defs.h>
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+void ll__task_run(ll__work *w);              /* a task's resumption on the ready queue */
+void ll__task_after_switch(ll_task *t, double t0);
+void ll__task_finish_unstarted(ll_task *t);
 extern const ll_done_cb ll__task_wake_cb; /* the done callback of an awaiting task */
 bool ll__task_wake_scheduled(ll_future *f, void *arg); /* future.c's shortcut, see task.c */
 void ll__task_destroy_all(ll_loop *loop);
@@ -295,6 +334,44 @@ static inline bool ll__stack_intact(const ll__stack *s) {
     return !s->canary || ll__stack_canary_ok(s);
 }
 void ll__stack_thread_init(void);
+
+double ll__mono_ms(void); /* debug.c */
+
+static inline size_t ll__task_usable(const ll_task *t) {
+    return t->stack->size - LL__TASK_SPACE;
+}
+
+/* Switch from the loop into a task and back (task.c's resume, and drain() in loop.c directly).
+ * Inline, so that the loop side of a switch is in drain's own frame: with no call around the
+ * switch (switch.h) there is no return to mispredict after it. Only the loop switches into a task,
+ * never another task. */
+static inline __attribute__((always_inline)) void ll__task_resume(ll_task *t) {
+    ll_loop *loop = t->loop;
+    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
+    LL_ASSERT(!loop->current);
+    if (__builtin_expect(!t->started && t->cancelled, 0)) {
+        ll__task_finish_unstarted(t);
+        return;
+    }
+    t->started = true;
+    t->state = LL__TASK_RUNNING;
+    ll_task *saved_task = ll__tls_task;
+    ll_loop *saved_loop = ll__tls_loop;
+    ll__tls_task = t;
+    ll__tls_loop = loop;
+    loop->current = t;
+    double t0 = __builtin_expect(loop->debug, 0) ? ll__mono_ms() : 0;
+    void *fake = NULL;
+    ASAN_START(&fake, t->stack->lo, ll__task_usable(t));
+    ll__switch_to(&loop->main_ctx, &t->ctx);
+    ASAN_FINISH(fake, NULL, NULL);
+    ll__tls_task = saved_task;
+    ll__tls_loop = saved_loop;
+    loop->current = NULL;
+    if (__builtin_expect(!ll__stack_intact(t->stack) || loop->debug || t->state == LL__TASK_DONE,
+                         0))
+        ll__task_after_switch(t, t0);
+}
 
 /* debug.c */
 void ll__warn(ll_loop *loop, const char *fmt, ...) LL_PRINTF(2, 3);

@@ -74,8 +74,13 @@ static void drain(ll_loop *loop) {
     for (int budget = DRAIN_BUDGET; loop->rq_head && budget > 0; budget--) {
         ll__work *w = loop->rq_head;
         loop->rq_head = w->next;
+        /* Load the next item's record while this one runs: a woken task's record sits at the top
+         * of its own stack, cold in the cache when many tasks take turns (make bench-redis (2):
+         * 8-16 % less client CPU per command, measured by the Redis engineer). */
         if (!loop->rq_head) loop->rq_tail = &loop->rq_head;
-        w->run(w);
+        else __builtin_prefetch(loop->rq_head);
+        if (w->run == ll__task_run) ll__task_resume((ll_task *)w); /* inline: see switch.h */
+        else w->run(w);
     }
     if (!loop->rq_head && ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
     /* Ready work may have met the goal of our own ev_run (the awaited future settled, the last task

@@ -1,10 +1,11 @@
 /*
  * switch.c — sets up a task's first frame for the assembly switch, or wraps ucontext.
  *
- * Stack layout for the assembly switch (x86-64; aarch64 is alike with its own registers): the new
- * stack holds the callee-saved registers that ll__switch pops, with the entry function and its
- * argument in two of them and ll__trampoline as the return address. The trampoline moves the
- * argument into place, aligns the stack and calls the entry, which never returns.
+ * Stack layout for the assembly switch. x86-64: the new stack holds what ll__switch_to pops (the
+ * resume address, ll__trampoline, and rbp), then the entry's argument and the entry function, which
+ * the trampoline pops before aligning the stack and calling the entry. aarch64: the callee-saved
+ * registers that ll__switch pops, with the entry function and its argument in two of them and
+ * ll__trampoline as the return address. The entry never returns.
  */
 #include <stdint.h>
 #include <string.h>
@@ -40,16 +41,13 @@ void ll__trampoline(void);
 void ll__switch_make(ll__switch_ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg) {
     uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
 #if defined(__x86_64__)
-    /* popped by ll__switch: r15 r14 r13 r12 rbx rbp, then ret */
+    /* popped by ll__switch_to: the resume address and rbp; then by ll__trampoline: arg, entry */
     void **sp = (void **)top;
-    *--sp = NULL;                      /* a zero return address ends backtraces */
-    *--sp = (void *)ll__trampoline;    /* ret */
+    *--sp = NULL;                      /* padding: keeps the layout 16-byte aligned */
+    *--sp = (void *)entry;
+    *--sp = arg;
     *--sp = NULL;                      /* rbp */
-    *--sp = NULL;                      /* rbx */
-    *--sp = arg;                       /* r12 */
-    *--sp = (void *)entry;             /* r13 */
-    *--sp = NULL;                      /* r14 */
-    *--sp = NULL;                      /* r15 */
+    *--sp = (void *)ll__trampoline;    /* the resume address */
     c->sp = sp;
 #elif defined(__aarch64__)
     /* a 176-byte frame: x19..x30 then d8..d15, see switch_aarch64.S */

@@ -1,39 +1,22 @@
-/* switch_x86_64.S — ll__switch(void **save_sp, void *new_sp): saves the System V callee-saved
- * registers on the current stack, stores the stack pointer in *save_sp and resumes new_sp.
- * The caller-saved registers need no saving: ll__switch is an ordinary call for the compiler. */
+/* switch_x86_64.S — the first frame of a task on x86-64. The switch itself is inline assembly in
+ * switch.h (ll__switch_to): it pops a resume address and rbp from the new stack and jumps. A new
+ * stack (ll__switch_make) holds ll__trampoline as the resume address, a zero rbp, then the entry's
+ * argument and the entry function, which the trampoline pops before calling the entry. */
 #if defined(__x86_64__) && !defined(LL_USE_UCONTEXT)
     .text
-    .globl ll__switch
-    .hidden ll__switch
-    .type ll__switch,@function
-    .p2align 4
-ll__switch:
-    pushq %rbp
-    pushq %rbx
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, (%rdi)
-    movq %rsi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %rbx
-    popq %rbp
-    ret
-    .size ll__switch,.-ll__switch
-
     .globl ll__trampoline
     .hidden ll__trampoline
     .type ll__trampoline,@function
     .p2align 4
 ll__trampoline:
-    movq %r12, %rdi
+    .cfi_startproc
+    .cfi_undefined rip
+    popq %rdi
+    popq %rax
     andq $-16, %rsp
-    callq *%r13
+    callq *%rax
     ud2
+    .cfi_endproc
     .size ll__trampoline,.-ll__trampoline
 #endif
     .section .note.GNU-stack,"",@progbits

@@ -20,34 +20,21 @@
 #include <string.h>
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define LL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LL_ASAN 1
-#endif
-#endif
-
-#ifdef LL_ASAN
-#include <sanitizer/common_interface_defs.h>
-#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
-#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
-#else
-#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#endif
-
-#define TASK_SPACE ((sizeof(ll_task) + 63) & ~(size_t)63)
+#define TASK_SPACE LL__TASK_SPACE
 
 static void resume(ll_task *t);
+static void on_sleep(struct ev_loop *ev, ev_timer *w, int revents);
 
 static size_t usable(const ll_task *t) {
-    return t->stack->size - TASK_SPACE;
+    return ll__task_usable(t);
 }
 
-static void task_run(ll__work *w) {
+/* The work function of a task's resumption. drain() (loop.c) recognises it and resumes the task
+ * inline instead of calling it (see ll__task_resume); other callers come here. */
+void ll__task_run(ll__work *w) {
     resume((ll_task *)w);
 }
+#define task_run ll__task_run
 
 static void unlink_task(ll_task *t) {
     ll_loop *loop = t->loop;
@@ -111,30 +98,10 @@ static void report_overflow(ll_task *t, const char *how) {
     abort(); /* memory of a neighbouring stack is corrupt: continuing would spread it */
 }
 
-static void resume(ll_task *t) {
+/* What follows a switch back from a task, out of the inline path: the overflow check's report,
+ * debug timing, and finalising a task whose function returned. */
+void ll__task_after_switch(ll_task *t, double t0) {
     ll_loop *loop = t->loop;
-    LL_ASSERT(t->state == LL__TASK_READY || t->state == LL__TASK_WAITING);
-    LL_ASSERT(!loop->current); /* only the loop switches into a task, never another task */
-    if (!t->started && t->cancelled) { /* cancelled before it ever ran: it never will */
-        t->rc = LL_ECANCELED;
-        finalize(t);
-        return;
-    }
-    t->started = true;
-    t->state = LL__TASK_RUNNING;
-    ll_task *saved_task = ll__tls_task;
-    ll_loop *saved_loop = ll__tls_loop;
-    ll__tls_task = t;
-    ll__tls_loop = loop;
-    loop->current = t;
-    double t0 = loop->debug ? ll__mono_ms() : 0;
-    void *fake = NULL;
-    ASAN_START(&fake, t->stack->lo, usable(t));
-    ll__switch_to(&loop->main_ctx, &t->ctx);
-    ASAN_FINISH(fake, NULL, NULL);
-    ll__tls_task = saved_task;
-    ll__tls_loop = saved_loop;
-    loop->current = NULL;
     if (!ll__stack_intact(t->stack)) report_overflow(t, "canary overwritten");
     if (loop->debug) {
         double ms = ll__mono_ms() - t0;
@@ -148,7 +115,18 @@ static void resume(ll_task *t) {
     if (t->state == LL__TASK_DONE) finalize(t);
 }
 
-static void suspend(ll_task *t) {
+/* A task cancelled before it ever ran never will. */
+void ll__task_finish_unstarted(ll_task *t) {
+    t->rc = LL_ECANCELED;
+    finalize(t);
+}
+
+static void resume(ll_task *t) {
+    ll__task_resume(t);
+}
+
+/* Inline into ll_await and ll_yield: no call level, so no return, around the switch (switch.h). */
+static inline __attribute__((always_inline)) void suspend(ll_task *t) {
     LL_ASSERT(t == ll__tls_task && t->state != LL__TASK_RUNNING);
     /* Every switch out of a task checks that its stack pointer is still inside its stack: a frame
      * larger than the stack that awaits (char buf[1 << 20]; ll_stream_read(...)) is caught here,
@@ -264,6 +242,8 @@ ll_future *ll_spawn_ex(ll_task_fn fn, void *arg, const ll_spawn_opts *opts) {
     t->ctx_vars = ll__ctx_ref(parent ? parent->ctx_vars : loop->root_ctx);
     ev_timer_init(&t->timer, on_deadline, 0., 0.);
     t->timer.data = t;
+    ev_timer_init(&t->sleep_timer, on_sleep, 0., 0.);
+    t->sleep_timer.data = t;
     ll__switch_make(&t->ctx, stack->lo, usable(t), task_entry, t);
     ll__list_push_front(&loop->tasks, &t->link);
     loop->ntasks++;
@@ -355,10 +335,38 @@ int ll_await_timeout(ll_future *f, double seconds) {
     return (rc == LL_ETIMEDOUT || rc == LL_ECANCELED) && src == LL_ETIMEDOUT ? LL_ETIMEDOUT : rc;
 }
 
+/* ll_sleep runs its own timer, in the task record, rather than ll_sleep_future's allocated timer
+ * record: what it awaits is a future whose cancel hook stops that timer, so a cancel, a deadline or
+ * shutdown (which cancels what a task awaits before releasing its stack) stops the timer before
+ * ll_sleep returns, and nothing is left behind that points into the task's stack. */
+static void on_sleep(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)revents;
+    ll_task *t = w->data;
+    if (ll__timer_early(ev, w, t->sleep_until)) return; /* libev's cached time ran ahead */
+    ll_future_resolve(t->sleep_future, NULL, NULL);
+}
+
+static void sleep_cancel(ll_future *f, void *arg) {
+    ll_task *t = arg;
+    ev_timer_stop(t->loop->ev, &t->sleep_timer);
+    ll_future_set_cancelled(f);
+}
+
 int ll_sleep(double seconds) {
-    if (!ll__tls_task) return LL_ENOTASK;
-    ll_future *f = ll_sleep_future(ll__tls_task->loop, seconds);
+    ll_task *t = ll__tls_task;
+    if (!t) return LL_ENOTASK;
+    ll_future *f = ll_future_new(t->loop);
+    if (!f) return LL_ENOMEM;
+    ll_future_set_label(f, "sleep");
+    if (!(seconds > 0)) seconds = 0; /* negative or NaN: at once, as ll_sleep_future */
+    t->sleep_until = ll_now() + seconds;
+    t->sleep_future = f;
+    ev_timer_set(&t->sleep_timer, seconds, 0.);
+    ev_timer_start(t->loop->ev, &t->sleep_timer);
+    ll_future_on_cancel(f, sleep_cancel, t);
     int rc = ll_await(f);
+    LL_ASSERT(!ev_is_active(&t->sleep_timer));
+    t->sleep_future = NULL;
     ll_future_free(f);
     return rc;
 }
@@ -508,6 +516,10 @@ void ll__task_destroy_all(ll_loop *loop) {
             ll_future_remove_done(t->awaiting, wake, t);
             ll_future_free(t->awaiting);
             t->awaiting = NULL;
+        }
+        if (t->sleep_future) { /* ll_sleep's own reference: it will never return to drop it */
+            ll_future_free(t->sleep_future);
+            t->sleep_future = NULL;
         }
         t->forced = true;
         t->rc = LL_ECANCELED;

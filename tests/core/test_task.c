@@ -376,6 +376,72 @@ static void test_yield_honours_deadline(void **state) {
     lt_teardown(&c);
 }
 
+/* ll_sleep runs a timer of its own in the task record (libloop/task.c): a cancel or a deadline
+ * must stop it, or ll_loop_run would wait for it (and it would fire into a released stack). */
+static int long_sleep(void *arg) {
+    (void)arg;
+    return ll_sleep(30);
+}
+
+static int shielded_sleep(void *arg) {
+    (void)arg;
+    ll_scope s;
+    ll_scope_enter_shielded(&s, ll_deadline_in(30));
+    int rc = ll_sleep(30); /* not cancellable: shutdown destroys the task while it sleeps */
+    ll_scope_exit(&s);
+    return rc;
+}
+
+static int odd_sleeps(void *arg) {
+    (void)arg;
+    LT_CHECK(ll_sleep(-1) == 0);
+    LT_CHECK(ll_sleep(0.0 / 0.0) == 0); /* NaN: at once, like a negative duration */
+    LT_CHECK(ll_sleep(0) == 0);
+    ll_time t0 = ll_now();
+    LT_CHECK(ll_sleep(0.02) == 0);
+    LT_CHECK(ll_now() - t0 >= 0.02); /* never early: the deadline is re-checked when it fires */
+    return 0;
+}
+
+static void test_sleep_timer_stops(void **state) {
+    (void)state;
+    lt_ctx c;
+    lt_setup(&c);
+    /* cancelled: ll_loop_run (not run_until) returns as soon as nothing else is alive */
+    ll_spawn_opts o = {.loop = c.loop};
+    ll_future *f = ll_spawn_ex(long_sleep, NULL, &o);
+    ll_future *later = ll_loop_call_later(c.loop, 0.01, cancel_it, f);
+    ll_time t0 = ll_now();
+    assert_int_equal(ll_loop_run(c.loop), 0);
+    assert_true(ll_now() - t0 < 2.0); /* generous: the machine is loaded; the sleep was 30 s */
+    assert_int_equal(ll_future_code(f), LL_ECANCELED);
+    ll_future_free(later);
+    ll_future_free(f);
+    /* cut by the task's deadline */
+    ll_spawn_opts d = {.loop = c.loop, .deadline = ll_deadline_in(0.03)};
+    f = ll_spawn_ex(long_sleep, NULL, &d);
+    t0 = ll_now();
+    assert_int_equal(ll_loop_run(c.loop), 0);
+    assert_true(ll_now() - t0 < 2.0);
+    assert_int_equal(ll_future_code(f), LL_ETIMEDOUT);
+    ll_future_free(f);
+    f = ll_spawn_ex(odd_sleeps, NULL, &o);
+    assert_int_equal(ll_loop_run_until(c.loop, f), 0);
+    ll_future_free(f);
+    assert_int_equal(lt_failure[0], 0);
+    /* 1,000 sleepers that shutdown destroys (shielded: they ignore its cancel): the timers in
+     * their records must be stopped before their stacks are released, or the next run would wait
+     * 30 s for them and then fire into released memory */
+    for (int i = 0; i < 1000; i++) ll_future_free(ll_spawn_ex(shielded_sleep, NULL, &o));
+    assert_int_equal(ll_loop_run_until(c.loop, later = ll_sleep_future(c.loop, 0.01)), 0);
+    ll_future_free(later);
+    assert_int_equal(ll_loop_shutdown(c.loop, ll_deadline_in(0.05)), LL_ETIMEDOUT);
+    t0 = ll_now();
+    assert_int_equal(ll_loop_run(c.loop), 0);
+    assert_true(ll_now() - t0 < 2.0);
+    lt_teardown(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spawn_and_result),
@@ -391,6 +457,7 @@ int main(void) {
         cmocka_unit_test(test_100k_tasks),
         cmocka_unit_test(test_misuse),
         cmocka_unit_test(test_yield_honours_deadline),
+        cmocka_unit_test(test_sleep_timer_stops),
     };
     return cmocka_run_group_tests_name("task", tests, NULL, NULL);
 }
