@@ -22,6 +22,7 @@
  *       `stream` instead reads the same rows through ll_pg_rows (binary, 10,000-row chunks).
  *   bench_pg many URL ROWS REPS
  *       ll_pg_executemany of ROWS rows (int8, text, float8) into a table; rows/s, best of REPS.
+ *       (BENCH_PG_WINDOW=N: ll_pg_many_opts.window, default 512)
  *
  * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
  * query failed, so a broken client cannot produce a number. Measurements start after a short
@@ -288,6 +289,7 @@ static int many_main(void *arg) {
         ll_pg_many_error e;
         /* atomic, as asyncpg's executemany is (one transaction) */
         ll_pg_many_opts mo = {.atomic = true};
+        if (getenv("BENCH_PG_WINDOW")) mo.window = (size_t)atoi(getenv("BENCH_PG_WINDOW"));
         if (ll_pg_executemany(conns[0], "INSERT INTO bench_many VALUES ($1, $2, $3)", 3,
                               (size_t)fetch_rows, p, &mo, &e) != 0) {
             fprintf(stderr, "bench_pg: executemany: row %zu: %s\n", e.row, e.message);

@@ -370,7 +370,8 @@ LL_EXPORT int ll_pg_rows_close(ll_pg_rows *it);
 
 /* ---- executemany ----
  * One statement run with nrows parameter sets (params holds nrows * nparams parameters, row by
- * row), pipelined up to `window` rows in flight. From a task (it awaits; LL_ENOTASK otherwise).
+ * row), encoded in batches and pipelined, up to `window` rows in flight (memory stays bounded by
+ * it). From a task (it awaits; LL_ENOTASK otherwise).
  * Returns 0, or the first failing row's code with *err (may be NULL) saying which row and why.
  * Without atomic every row runs on its own and the successful rows stay; with atomic the rows
  * run in one transaction (the task's, or one begun and ended here: rolled back on any failure,
