@@ -22,7 +22,8 @@
  *       `stream` instead reads the same rows through ll_pg_rows (binary, 10,000-row chunks).
  *   bench_pg many URL ROWS REPS
  *       ll_pg_executemany of ROWS rows (int8, text, float8) into a table; rows/s, best of REPS.
- *       (BENCH_PG_WINDOW=N: ll_pg_many_opts.window, default 512)
+ *       (BENCH_PG_WINDOW=N: ll_pg_many_opts.window, default 512; BENCH_PG_CHUNK=N: the
+ *       streamed chunk, default 10,000 rows)
  *
  * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
  * query failed, so a broken client cannot produce a number. Measurements start after a short
@@ -234,6 +235,7 @@ static int stream_main(void *arg) {
         ll_time t0 = ll_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
         ll_pg_rows_opts o = {.chunk_rows = 10000};
+        if (getenv("BENCH_PG_CHUNK")) o.chunk_rows = atoi(getenv("BENCH_PG_CHUNK"));
         ll_pg_rows *it;
         if (ll_pg_rows_open(&it, conns[0], DECODE_SQL, 1, &p, &o) != 0) {
             fprintf(stderr, "bench_pg: stream: %s\n", ll_pg_rows_errmsg(it));

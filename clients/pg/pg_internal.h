@@ -398,6 +398,16 @@ void ll__pg_fail_result(ll_future *f, ll_pg_conn *c, int code, PGresult *res);
 void ll__pg_fail_from(ll_future *dst, ll_future *src);
 
 /* result.c */
+/* A result: libpq's, with what the getters check for every value read once (result.c). */
+struct ll_pg_result {
+    PGresult *res;
+    struct decoded *dec;              /* values decoded into memory of their own */
+    int nrows, ncols;
+    struct {
+        unsigned type;                /* the column's type OID */
+        bool binary;                  /* binary format */
+    } cols[];
+};
 ll_pg_result *ll__pg_result_new(PGresult *res); /* adopts res; NULL on out of memory */
 PGresult *ll__pg_result_pq(const ll_pg_result *r);
 /* `size` bytes freed with the result (decoded values handed out by the getters); NULL on OOM. */
