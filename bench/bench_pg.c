@@ -32,8 +32,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "libloop.h"
 #include "libloop/pg.h"
+
+/* This process's CPU time (user + system), in seconds: the client's own cost, which the load
+ * of the shared machine changes far less than the wall-clock rate. */
+static double cpu_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+static double cpu_total; /* over the timed parts of every rep */
 
 #define WIDE_SQL                                                                                 \
     "SELECT g, g + 1, g + 2, g + 3, g + 4, g + 5, g + 6, g + 7, 'abcdefgh'::text, g::float8 "   \
@@ -233,6 +244,7 @@ static int stream_main(void *arg) {
     double best = 0;
     for (int rep = 0; rep < fetch_reps; rep++) {
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
         ll_pg_rows_opts o = {.chunk_rows = 10000};
         if (getenv("BENCH_PG_CHUNK")) o.chunk_rows = atoi(getenv("BENCH_PG_CHUNK"));
@@ -253,6 +265,7 @@ static int stream_main(void *arg) {
             exit(1);
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         int64_t want = (int64_t)fetch_rows * (fetch_rows + 1) / 2;
         if (s.bad || s.rows != fetch_rows || s.sum != want || s.tsum != want * 1000000) {
             fprintf(stderr, "bench_pg: stream: wrong values\n");
@@ -262,7 +275,8 @@ static int stream_main(void *arg) {
     }
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d format=stream\n", best, fetch_rows, fetch_reps);
+    printf("rows_per_s=%.0f rows=%ld reps=%d format=stream cpu_us_per_row=%.3f\n", best, fetch_rows,
+           fetch_reps, cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 
@@ -288,6 +302,7 @@ static int many_main(void *arg) {
         if (ll_await(f) != 0) die("truncate", f);
         ll_future_free(f);
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_many_error e;
         /* atomic, as asyncpg's executemany is (one transaction) */
         ll_pg_many_opts mo = {.atomic = true};
@@ -298,13 +313,15 @@ static int many_main(void *arg) {
             exit(1);
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         if (fetch_rows / dt > best) best = fetch_rows / dt;
     }
     free(p);
     free(names);
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d\n", best, fetch_rows, fetch_reps);
+    printf("rows_per_s=%.0f rows=%ld reps=%d cpu_us_per_row=%.3f\n", best, fetch_rows, fetch_reps,
+           cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 
@@ -316,6 +333,7 @@ static int decode_main(void *arg) {
     ll_pg_query_opts o = {.text_results = !decode_binary};
     for (int rep = 0; rep < fetch_reps; rep++) {
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
         ll_future *f = ll_pg_query_typed(conns[0], DECODE_SQL, 1, &p, &o);
         if (ll_await(f) != 0) die("decode", f);
@@ -353,6 +371,7 @@ static int decode_main(void *arg) {
             evens += b;
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         ll_future_free(f);
         int64_t want = (int64_t)fetch_rows * (fetch_rows + 1) / 2;
         if (bad || rows != fetch_rows || sum != want || tsum != want * 1000000 ||
@@ -364,8 +383,9 @@ static int decode_main(void *arg) {
     }
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d format=%s\n", best, fetch_rows, fetch_reps,
-           decode_binary ? "binary" : "text");
+    printf("rows_per_s=%.0f rows=%ld reps=%d format=%s cpu_us_per_row=%.3f\n", best, fetch_rows,
+           fetch_reps, decode_binary ? "binary" : "text",
+           cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 
