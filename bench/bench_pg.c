@@ -19,11 +19,12 @@
  *       results with the ll_pg_get_* getters, or text results parsed (the timestamp by a small
  *       parser here, as an application would). The best of REPS runs, in rows/s.
  *
- *       `stream` instead reads the same rows through ll_pg_rows (binary, 10,000-row chunks).
+ *       `stream` instead reads the same rows through ll_pg_rows (binary, the default chunk of
+ *       1,000 rows).
  *   bench_pg many URL ROWS REPS
  *       ll_pg_executemany of ROWS rows (int8, text, float8) into a table; rows/s, best of REPS.
  *       (BENCH_PG_WINDOW=N: ll_pg_many_opts.window, default 512; BENCH_PG_CHUNK=N: the
- *       streamed chunk, default 10,000 rows)
+ *       streamed chunk in rows, default the library's)
  *
  * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
  * query failed, so a broken client cannot produce a number. Measurements start after a short
@@ -246,7 +247,7 @@ static int stream_main(void *arg) {
         ll_time t0 = ll_now();
         double c0 = cpu_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
-        ll_pg_rows_opts o = {.chunk_rows = 10000};
+        ll_pg_rows_opts o = {0}; /* the default chunk */
         if (getenv("BENCH_PG_CHUNK")) o.chunk_rows = atoi(getenv("BENCH_PG_CHUNK"));
         ll_pg_rows *it;
         if (ll_pg_rows_open(&it, conns[0], DECODE_SQL, 1, &p, &o) != 0) {
