@@ -51,10 +51,15 @@ async def main():
     await asyncio.gather(*ts, return_exceptions=True)
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     n = n1 - n0
-    print("msgs=%.0f cpu_us_per_msg=%.2f failed=%d" % (n / (t1 - t0), cpu / n * 1e6 if n else 0,
-                                                       state["failed"]))
+    # say which loop really ran (the uvloop figures must be uvloop's, not asyncio's)
+    loop = type(asyncio.get_running_loop())
+    print("msgs=%.0f cpu_us_per_msg=%.2f failed=%d loop=%s.%s" % (
+        n / (t1 - t0), cpu / n * 1e6 if n else 0, state["failed"], loop.__module__, loop.__name__))
 
 if loop_kind == "uvloop":
     import uvloop
     uvloop.install()
-asyncio.run(main())
+    asyncio.run(main())
+    assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+else:
+    asyncio.run(main())

@@ -290,6 +290,7 @@ static void conn_destroy(ll_pg_conn *c) {
     stop_connect_timer(c);
     ll__pg_cancel_detach(c);
     ll__pg_stmt_free_all(c);
+    ll__pg_stmts_detach(c, LL_ECLOSED);
     ll__pg_errfields_free(c->fatal);
     c->fatal = NULL;
     ll__pg_notify_free_all(c);

@@ -684,3 +684,127 @@ ll_future *ll_pg_pool_fetchval(ll_pg_pool *p, const char *sql, int n, const ll_p
     LL_REQUIRE_ARG(sql, "sql");
     return fetch_wrap(ll_pg_pool_query_typed(p, sql, n, params, NULL), true);
 }
+
+/* ---- for prepared statements (stmt.c) ---- */
+
+ll_future *ll__pg_fetch_wrap(ll_future *q, bool val) {
+    return fetch_wrap(q, val);
+}
+
+static const char *oid_name(unsigned oid, char *buf, size_t n) {
+    switch (oid) {
+    case OID_BOOL: return "bool";
+    case OID_BYTEA: return "bytea";
+    case OID_INT8: return "int8";
+    case OID_INT2: return "int2";
+    case OID_INT4: return "int4";
+    case OID_TEXT: return "text";
+    case OID_JSON: return "json";
+    case OID_FLOAT4: return "float4";
+    case OID_FLOAT8: return "float8";
+    case OID_DATE: return "date";
+    case OID_TIMESTAMP: return "timestamp";
+    case OID_TIMESTAMPTZ: return "timestamptz";
+    case OID_INTERVAL: return "interval";
+    case OID_NUMERIC: return "numeric";
+    case OID_UUID: return "uuid";
+    case OID_JSONB: return "jsonb";
+    case OID_BOOL_ARR: return "bool[]";
+    case OID_INT2_ARR: return "int2[]";
+    case OID_INT4_ARR: return "int4[]";
+    case OID_INT8_ARR: return "int8[]";
+    case OID_TEXT_ARR: return "text[]";
+    case OID_FLOAT4_ARR: return "float4[]";
+    case OID_FLOAT8_ARR: return "float8[]";
+    case OID_TIMESTAMPTZ_ARR: return "timestamptz[]";
+    case OID_UUID_ARR: return "uuid[]";
+    case 19: return "name";
+    case 1042: return "bpchar";
+    case 1043: return "varchar";
+    default: snprintf(buf, n, "type %u", oid); return buf;
+    }
+}
+
+/* Types whose binary form is the text itself (text, varchar, bpchar, name, json). */
+static bool text_on_wire(unsigned oid) {
+    return oid == OID_TEXT || oid == 1043 || oid == 1042 || oid == 19 || oid == OID_JSON;
+}
+
+int ll__pg_param_coerce(const ll_pg_param *p, unsigned want, ll_pg_param *out, char *buf,
+                        size_t buflen, char *why, size_t whylen) {
+    *out = *p;
+    /* refused or foreign parameters are reported by the encoder; 0: the server infers it */
+    if (p->made != &made_tag || p->err || want == 0 || want == p->type) return 0;
+    if (p->kind == K_NULL) {
+        out->type = want; /* a NULL of the statement's type */
+        return 0;
+    }
+    char n1[24], n2[24];
+    const char *have = oid_name(p->type, n1, sizeof n1), *wname = oid_name(want, n2, sizeof n2);
+    switch (p->kind) {
+    case K_I2: case K_I4: case K_I8: {
+        int64_t v = p->v.i;
+        int64_t lo = want == OID_INT2 ? INT16_MIN : want == OID_INT4 ? INT32_MIN : INT64_MIN;
+        int64_t hi = want == OID_INT2 ? INT16_MAX : want == OID_INT4 ? INT32_MAX : INT64_MAX;
+        if (want == OID_INT2 || want == OID_INT4 || want == OID_INT8) {
+            if (v < lo || v > hi) {
+                snprintf(why, whylen, "%s value %lld is out of range for the statement's %s", have,
+                         (long long)v, wname);
+                return LL_ERANGE;
+            }
+            *out = want == OID_INT2 ? ll_pg_param_int2((int16_t)v)
+                   : want == OID_INT4 ? ll_pg_param_int4((int32_t)v)
+                                      : ll_pg_param_int8(v);
+            return 0;
+        }
+        if (want == OID_FLOAT4) { *out = ll_pg_param_float4((float)v); return 0; }
+        if (want == OID_FLOAT8) { *out = ll_pg_param_float8((double)v); return 0; }
+        if (want == OID_NUMERIC) {
+            snprintf(buf, buflen, "%lld", (long long)v);
+            *out = ll_pg_param_numeric(buf);
+            return 0;
+        }
+        break;
+    }
+    case K_F4: case K_F8: {
+        double d = p->v.d;
+        if (want == OID_FLOAT8) { *out = ll_pg_param_float8(d); return 0; }
+        if (want == OID_FLOAT4) {
+            if (isfinite(d) && (d > 3.40282346638528859812e+38 || d < -3.40282346638528859812e+38)) {
+                snprintf(why, whylen, "%s value %g is out of range for the statement's float4",
+                         have, d);
+                return LL_ERANGE;
+            }
+            *out = ll_pg_param_float4((float)d);
+            return 0;
+        }
+        if (want == OID_NUMERIC) {
+            if (isnan(d)) snprintf(buf, buflen, "NaN");
+            else if (isinf(d)) snprintf(buf, buflen, "%sInfinity", d < 0 ? "-" : "");
+            else snprintf(buf, buflen, "%.17g", d);
+            *out = ll_pg_param_numeric(buf);
+            return 0;
+        }
+        break;
+    }
+    case K_BYTES: case K_JSONB: case K_TEXT:
+        if (p->type == OID_BYTEA || want == OID_BYTEA) break;
+        if (text_on_wire(want) && p->kind != K_TEXT) {
+            *out = borrowed(want, K_BYTES, p->ptr, p->len); /* the same bytes, binary */
+            return 0;
+        }
+        if (want == OID_JSONB && p->kind != K_TEXT) {
+            *out = borrowed(want, K_JSONB, p->ptr, p->len);
+            return 0;
+        }
+        /* text format: the server parses it with the type's input function (enums,
+         * composites, inet, numeric, dates, ...); the constructors refused a zero byte */
+        *out = borrowed(want, K_TEXT, p->ptr, p->len);
+        return 0;
+    default:
+        break;
+    }
+    snprintf(why, whylen, "a %s value where the statement takes %s (cast it in the SQL, e.g. "
+                          "$n::%s, or prepare with the types)", have, wname, have);
+    return LL_EINVAL;
+}

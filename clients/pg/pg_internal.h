@@ -74,7 +74,10 @@ enum {
     RQF_BATCHED = 4,       /* batch_sync: no Sync of its own (its segment's comes later) */
     RQF_SOLO = 8,          /* always in a segment of its own (re-run after a failure) */
     RQF_SYNC_EACH = 16,    /* REQ_MANY: a Sync after every row (each row its own transaction) */
-    RQF_ROW_WAIT = 32      /* REQ_MANY, abandoned: the next cancel request waits for a row's end */
+    RQF_ROW_WAIT = 32,     /* REQ_MANY, abandoned: the next cancel request waits for a row's end */
+    RQF_STMT = 64,         /* executes the explicit statement r->stmt (stmt.c), never the cache's;
+                            * never re-prepared */
+    RQF_DESCRIBE = 128     /* with RQF_STMT: Parse (if not sent) and Describe, no Execute */
 };
 
 /* executemany's progress, shared by its call and its requests (each holds a reference: a request
@@ -98,6 +101,7 @@ typedef struct pg_stmt {
     bool in_cache;
     bool prepared;                    /* the server confirmed the Parse */
     bool sent;                        /* its Parse has been written */
+    bool explicit_;                   /* an ll_pg_stmt's (stmt.c), never in the cache */
     char name[24];
     char sql[];                       /* the key */
 } pg_stmt;
@@ -239,6 +243,7 @@ struct ll_pg_conn {
     size_t stab_cap, nstmts;
     pg_stmt *lru_head, *lru_tail;     /* most recently used first */
     uint64_t stmt_counter;
+    struct ll_pg_stmt *xstmts;        /* explicit statements on this connection (stmt.c) */
     /* transaction, COPY, notifications */
     ll_pg_tx tx;
     ll_pg_copy copy;
@@ -369,6 +374,27 @@ void ll__pg_stmt_forget(ll_pg_conn *c, pg_stmt *s, bool deallocate);
 /* Evict least recently used statements above the cache size (after a send). */
 void ll__pg_stmt_trim(ll_pg_conn *c);
 void ll__pg_stmt_free_all(ll_pg_conn *c);
+
+/* A statement for an ll_pg_stmt: named like the cache's but never in it (one reference, the
+ * caller's). NULL on out of memory. */
+pg_stmt *ll__pg_stmt_new_explicit(ll_pg_conn *c, const char *sql);
+
+/* stmt.c: the connection ends (code LL_ECLOSED) or goes back to its pool (LL_ESTATE): its explicit
+ * statements are detached and fail from now on. */
+void ll__pg_stmts_detach(ll_pg_conn *c, int code);
+
+/* params.c: fetchrow / fetchval over query future q (adopted) */
+ll_future *ll__pg_fetch_wrap(ll_future *q, bool val);
+/* params.c: parameter p as the statement's parameter type `want` (see "Parameters" in pg.h):
+ * 0 and *out, or LL_EINVAL / LL_ERANGE with `why`. *out may borrow buf (a number's text). */
+int ll__pg_param_coerce(const ll_pg_param *p, unsigned want, ll_pg_param *out, char *buf,
+                        size_t buflen, char *why, size_t whylen);
+
+/* pool.c */
+ll_loop *ll__pg_pool_loop(const ll_pg_pool *p);
+bool ll__pg_pool_closed(const ll_pg_pool *p);
+void ll__pg_pool_ref(ll_pg_pool *p);            /* the pool structure outlives ll_pg_pool_free */
+void ll__pg_pool_unref(ll_pg_pool *p);          /* ... until the last of these */
 
 /* cancel.c */
 void ll__pg_cancel_hook(ll_future *f, void *arg);

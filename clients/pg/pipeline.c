@@ -212,8 +212,9 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             if (PQenterPipelineMode(pg) != 1) return false;
             c->pipeline_on = true;
         }
-        pg_stmt *st = (r->kind == REQ_QUERY || r->kind == REQ_MANY) && r->txop == TXOP_NONE &&
-                              !(r->flags & RQF_NOCACHE)
+        pg_stmt *st = (r->flags & RQF_STMT) ? r->stmt /* an explicit statement (stmt.c) */
+                      : (r->kind == REQ_QUERY || r->kind == REQ_MANY) && r->txop == TXOP_NONE &&
+                                !(r->flags & RQF_NOCACHE)
                           ? ll__pg_stmt_get(c, r->stmt_key ? r->stmt_key : r->sql)
                           : NULL;
         ll__pg_cork(c); /* schedules the end of the burst (uncork, batch Sync) */
@@ -230,8 +231,12 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
         if (r->kind == REQ_MANY) {
             ok = ok && send_rows(pg, r, st);
         } else if (st) {
-            ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams, (const char *const *)r->values,
-                                           r->lengths, r->formats, r->result_format);
+            if (r->flags & RQF_DESCRIBE) /* ll_pg_prepare: the types and columns, no Execute */
+                ok = ok && PQsendDescribePrepared(pg, st->name);
+            else
+                ok = ok && PQsendQueryPrepared(pg, st->name, r->nparams,
+                                               (const char *const *)r->values, r->lengths,
+                                               r->formats, r->result_format);
         } else {
             ok = PQsendQueryParams(pg, r->sql, r->nparams, r->types, (const char *const *)r->values,
                                    r->lengths, r->formats, r->result_format);
@@ -309,8 +314,10 @@ static void resend(ll_pg_conn *c, pg_req *r) {
     if (r->err) PQclear(r->err);
     if (r->res) PQclear(r->res);
     r->err = r->res = NULL;
-    ll__pg_stmt_unref(r->stmt);
-    r->stmt = NULL;
+    if (!(r->flags & RQF_STMT)) { /* an explicit statement stays the one it runs */
+        ll__pg_stmt_unref(r->stmt);
+        r->stmt = NULL;
+    }
     r->flags &= (uint8_t)~(RQF_PREPARE_FIRST | RQF_BATCHED);
     r->outcome = OUT_NONE;
     r->cmds_done = 0;
@@ -327,14 +334,14 @@ static bool may_rerun(ll_pg_conn *c, const pg_req *r) {
     /* executemany's rows with a Sync each: those before the failing one stayed */
     bool whole = r->kind == REQ_QUERY ||
                  (r->kind == REQ_MANY && (!(r->flags & RQF_SYNC_EACH) || r->err_cmd == 0));
-    return whole && !r->retries && PQtransactionStatus(c->pg) == PQTRANS_IDLE &&
-           !c->tx.owner;
+    return whole && !r->retries && !(r->flags & RQF_DESCRIBE) &&
+           PQtransactionStatus(c->pg) == PQTRANS_IDLE && !c->tx.owner;
 }
 
 /* The cached statement went away or its plan no longer fits (a schema change): outside a
  * transaction block nothing happened, so prepare it again and run the query once more. */
 static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
-    if (!r->stmt || !r->err || !may_rerun(c, r)) return false;
+    if (!r->stmt || !r->err || (r->flags & RQF_STMT) || !may_rerun(c, r)) return false;
     bool gone = sqlstate_is(r->err, "26000");
     if (!gone && !sqlstate_is(r->err, "0A000")) return false;
     ll__pg_stmt_forget(c, r->stmt, !gone);
@@ -389,7 +396,12 @@ static void finalize_segment(ll_pg_conn *c) {
     }
     /* After an error the implicit transaction of the segment was rolled back; inside a
      * transaction block (now INERROR) nothing was committed or rolled back by the Sync. */
-    bool in_block = PQtransactionStatus(c->pg) == PQTRANS_INERROR;
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    /* libpq answers ACTIVE, not INERROR, while later segments are still in flight (an atomic
+     * executemany's windows): then our own transaction (ll_pg_begin) says we are in a block, and
+     * the rows that ran before the error are not re-run into an aborted transaction (where they
+     * would fail with 25P02 and hide the real error's row) */
+    bool in_block = ts == PQTRANS_INERROR || (ts == PQTRANS_ACTIVE && c->tx.owner != 0);
     for (pg_req *r = seg, *next; r; r = next) {
         next = r->next;
         r->next = NULL;

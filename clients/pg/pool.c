@@ -49,13 +49,14 @@ struct ll_pg_pool {
     ll_pg_opts conn_opts;
     size_t conns;            /* connections of this pool that exist (connecting, lent, idle) */
     size_t jobs;             /* one-shot queries in flight */
+    size_t refs;             /* pool statements and other holders (ll__pg_pool_ref) */
     ll_pg_pool_hook on_connect, on_release; /* hooks.c */
     void *hook_arg;
     bool closed, closing;
 };
 
 static void maybe_free(ll_pg_pool *p) {
-    if (!p->closed || p->closing || p->conns || p->jobs) return;
+    if (!p->closed || p->closing || p->conns || p->jobs || p->refs) return;
     ll_free(p->conninfo);
     ll_free(p->key);
     ll_free(p->reset_sql);
@@ -69,6 +70,23 @@ void ll__pg_pool_conn_born(void *pool) {
 void ll__pg_pool_conn_gone(void *pool) {
     ll_pg_pool *p = pool;
     p->conns--;
+    maybe_free(p);
+}
+
+ll_loop *ll__pg_pool_loop(const ll_pg_pool *p) {
+    return p->loop;
+}
+
+bool ll__pg_pool_closed(const ll_pg_pool *p) {
+    return p->closed;
+}
+
+void ll__pg_pool_ref(ll_pg_pool *p) {
+    p->refs++;
+}
+
+void ll__pg_pool_unref(ll_pg_pool *p) {
+    p->refs--;
     maybe_free(p);
 }
 
@@ -344,6 +362,7 @@ static bool work_pending(const ll_pg_conn *c) {
 
 int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c) {
     if (!p || !c || c->pool != p) return LL_ENOENT;
+    ll__pg_stmts_detach(c, LL_ESTATE); /* its ll_pg_stmt handles end with the lend */
     ll_pool_state st = LL_POOL_RESET;
     if (!ll_pg_is_ok(c) || work_pending(c)) st = LL_POOL_BROKEN;
     return ll_pool_release(p->pool, c, st);
@@ -377,6 +396,7 @@ typedef struct pq_job {
     char **values;
     char *sql;
     pg_enc *enc;             /* a typed query's parameters (params.c), or NULL */
+    bool script;             /* ll_pg_pool_exec: a script (ll_pg_exec) */
 } pq_job;
 
 static void job_start(pq_job *j);
@@ -421,8 +441,9 @@ static void on_acquired(ll_future *a, void *arg) {
     }
     ll_pg_conn *c = ll_future_value(a);
     ll_future_free(a);
-    ll_future *q = j->enc ? ll__pg_query_enc(c, j->sql, j->enc)
-                          : ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
+    ll_future *q = j->script ? ll_pg_exec(c, j->sql)
+                   : j->enc  ? ll__pg_query_enc(c, j->sql, j->enc)
+                             : ll_pg_queryv(c, j->sql, j->nparams, (const char *const *)j->values);
     if (q && ll_future_get_state(q) == LL_FUTURE_FAILED && ll_future_code(q) == LL_EPG_CONN &&
         !j->retried) {
         /* dead before anything was written (it died between the liveness check and now): a new
@@ -464,14 +485,12 @@ static void job_cancel(ll_future *f, void *arg) {
     else if (j->q) ll_future_cancel(j->q); /* the query's cancel rules apply */
 }
 
-ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
-                             const char *const *values) {
-    LL_REQUIRE_ARG(p, "pool");
-    LL_REQUIRE_ARG(sql, "sql");
-    if (!p) return NULL;
+/* A query with text parameters, or a script: the job carries copies of both. */
+static ll_future *text_job(ll_pg_pool *p, const char *sql, int nparams, const char *const *values,
+                           bool script) {
     ll_future *f = ll_future_new(p->loop);
     if (!f) return NULL;
-    ll_future_set_label(f, "pg pool query");
+    ll_future_set_label(f, script ? "pg pool exec" : "pg pool query");
     if (!sql || nparams < 0 || nparams > 65535 || (nparams && !values)) {
         ll_future_fail(f, LL_EINVAL, "pool postgres: invalid query arguments");
         return f;
@@ -503,10 +522,18 @@ ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
     }
     j->sql = o;
     memcpy(o, sql, strlen(sql) + 1);
+    j->script = script;
     p->jobs++;
     ll_future_on_cancel(f, job_cancel, j);
     job_start(j);
     return f;
+}
+
+ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
+                             const char *const *values) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
+    return text_job(p, sql, nparams, values, false);
 }
 
 ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
@@ -526,6 +553,12 @@ ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...) {
     ll_future *f = ll_pg_pool_queryv(p, sql, nparams, n ? v : NULL);
     if (v != small) ll_free(v);
     return f;
+}
+
+ll_future *ll_pg_pool_exec(ll_pg_pool *p, const char *sql) {
+    LL_REQUIRE_ARG(p, "pool");
+    LL_REQUIRE_ARG(sql, "sql");
+    return text_job(p, sql, 0, NULL, true);
 }
 
 /* The typed form (params.c encoded the parameters into enc, adopted here; f is the caller's). */

@@ -124,3 +124,17 @@ void ll__pg_stmt_free_all(ll_pg_conn *c) {
     c->stab = NULL;
     c->stab_cap = 0;
 }
+
+pg_stmt *ll__pg_stmt_new_explicit(ll_pg_conn *c, const char *sql) {
+    size_t len = strlen(sql);
+    pg_stmt *s = ll_malloc(sizeof *s + len + 1);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    s->refs = 1;
+    s->explicit_ = true;
+    /* "ll_p": the pool's reset deallocates it (it keeps only the cache's "ll_s" names); the
+     * counter is the cache's, so a name is never reused on a connection */
+    snprintf(s->name, sizeof s->name, "ll_p%llu", (unsigned long long)++c->stmt_counter);
+    memcpy(s->sql, sql, len + 1);
+    return s;
+}

@@ -1,6 +1,7 @@
 /*
- * command.c — the command entry points: format with hiredis (redisFormatCommandArgv or its
- * printf-style formatter), take a reply slot, return the future.
+ * command.c — the command entry points: encode the command (arguments: straight into the
+ * connection's output buffer, see ll__rp_format_argv; a format string: hiredis's printf-style
+ * formatter), take a reply slot, return the future.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,32 +34,47 @@ static bool arg_is(const char *a, size_t n, const char *word) {
 
 /* Commands after which replies no longer match commands one to one: on a pipelined connection
  * they would hand one caller's reply to another, so they are refused (pub/sub has its own
- * connection type; MONITOR and CLIENT REPLY OFF/SKIP have no place on a shared one). */
-static const char *refused(const char *data, size_t len) {
-    const char *a;
-    size_t n;
-    if (!arg_at(data, len, 0, &a, &n)) return NULL;
-    if (arg_is(a, n, "SUBSCRIBE") || arg_is(a, n, "PSUBSCRIBE") || arg_is(a, n, "SSUBSCRIBE"))
+ * connection type; MONITOR and CLIENT REPLY OFF/SKIP have no place on a shared one). a1 is NULL
+ * when the command has one word. */
+static const char *refused(const char *a0, size_t n0, const char *a1, size_t n1) {
+    if (arg_is(a0, n0, "SUBSCRIBE") || arg_is(a0, n0, "PSUBSCRIBE") || arg_is(a0, n0, "SSUBSCRIBE"))
         return "subscribing turns the connection into a subscriber: use ll_redis_sub_connect";
-    if (arg_is(a, n, "MONITOR")) return "MONITOR turns the connection into a feed";
-    if (arg_is(a, n, "CLIENT") && arg_at(data, len, 1, &a, &n) && arg_is(a, n, "REPLY"))
+    if (arg_is(a0, n0, "MONITOR")) return "MONITOR turns the connection into a feed";
+    if (arg_is(a0, n0, "CLIENT") && a1 && arg_is(a1, n1, "REPLY"))
         return "CLIENT REPLY would leave commands without their replies";
-    if (arg_is(a, n, "HELLO")) return "HELLO changes the protocol (RESP2 is spoken here)";
+    if (arg_is(a0, n0, "HELLO")) return "HELLO changes the protocol (RESP2 is spoken here)";
     return NULL;
+}
+
+static const char *refused_bytes(const char *data, size_t len) {
+    const char *a0, *a1;
+    size_t n0, n1;
+    if (!arg_at(data, len, 0, &a0, &n0)) return NULL;
+    if (!arg_at(data, len, 1, &a1, &n1)) a1 = NULL, n1 = 0;
+    return refused(a0, n0, a1, n1);
+}
+
+static ll_future *command_future(ll_redis_conn *c) {
+    ll_future *f = ll_future_new(c->loop);
+    if (f) ll_future_set_label(f, "redis command");
+    return f;
+}
+
+/* rc from submitting f's slot: on failure f fails with it. */
+static ll_future *submitted(ll_redis_conn *c, ll_future *f, int rc) {
+    if (rc == LL_ECLOSED) ll_future_fail(f, rc, "redis %s: connection is closed", ll__rc_peer(c));
+    else if (rc) ll_future_fail(f, rc, "redis %s: %s", ll__rc_peer(c), ll_strerror(rc));
+    return f;
 }
 
 ll_future *ll__rc_command_bytes(ll_redis_conn *c, const char *data, size_t len) {
     if (!c->pubsub) {
-        const char *why = refused(data, len);
+        const char *why = refused_bytes(data, len);
         if (why) return ll_future_failed(c->loop, LL_EINVAL, "ll_redis_command: %s", why);
     }
-    ll_future *f = ll_future_new(c->loop);
+    ll_future *f = command_future(c);
     if (!f) return NULL;
-    ll_future_set_label(f, "redis command");
-    int rc = ll__rc_submit(c, data, len, (rp_slot){.f = f, .kind = SLOT_USER});
-    if (rc == LL_ECLOSED) ll_future_fail(f, rc, "redis %s: connection is closed", ll__rc_peer(c));
-    else if (rc) ll_future_fail(f, rc, "redis %s: %s", ll__rc_peer(c), ll_strerror(rc));
-    return f;
+    return submitted(c, f, ll__rc_submit(c, data, len, (rp_slot){.f = f, .kind = SLOT_USER}));
 }
 
 LL_EXPORT ll_future *ll_redis_command(ll_redis_conn *c, int argc, const char *const *argv,
@@ -69,12 +85,16 @@ LL_EXPORT ll_future *ll_redis_command(ll_redis_conn *c, int argc, const char *co
     for (int i = 0; i < argc; i++)
         if (!argv[i]) return ll_future_failed(c->loop, LL_EINVAL, "ll_redis_command: argv[%d] is "
                                               "NULL", i);
-    char *cmd = NULL;
-    int n = redisFormatCommandArgv(&cmd, argc, (const char **)argv, lens);
-    if (n < 0 || !cmd) return ll_future_failed(c->loop, LL_ENOMEM, "ll_redis_command: out of memory");
-    ll_future *f = ll__rc_command_bytes(c, cmd, (size_t)n);
-    redisFreeCommand(cmd);
-    return f;
+    if (!c->pubsub) {
+        size_t n0 = lens ? lens[0] : strlen(argv[0]);
+        size_t n1 = argc < 2 ? 0 : lens ? lens[1] : strlen(argv[1]);
+        const char *why = refused(argv[0], n0, argc < 2 ? NULL : argv[1], n1);
+        if (why) return ll_future_failed(c->loop, LL_EINVAL, "ll_redis_command: %s", why);
+    }
+    ll_future *f = command_future(c);
+    if (!f) return NULL;
+    return submitted(c, f, ll__rc_submit_argv(c, argc, argv, lens,
+                                              (rp_slot){.f = f, .kind = SLOT_USER}));
 }
 
 LL_EXPORT ll_future *ll_redis_vcommandf(ll_redis_conn *c, const char *fmt, va_list ap) {

@@ -4,8 +4,9 @@
  * Two layers:
  *   - the sans-I/O core (proto.c, reply.c): bytes in, reply objects out. rp_reader wraps hiredis's
  *     redisReader behind a framing guard that enforces the caps before hiredis buffers anything;
- *     rp_ring is the FIFO of reply slots that makes pipelining safe; rp_buf collects formatted
- *     commands (redisFormatCommandArgv) until they are written in one go.
+ *     rp_ring is the FIFO of reply slots that makes pipelining safe; rp_buf collects encoded
+ *     commands (ll__rp_format_argv, or hiredis's format-string formatter) until they are written
+ *     in one go.
  *   - the adapter (conn.c, command.c, ...): drives the core from an ll_stream with a manager task
  *     per connection (connect, setup, read, reconnect).
  * Clients use only libloop's public API: nothing here includes the core's internal header.
@@ -72,8 +73,9 @@ typedef struct rp_buf {
 } rp_buf;
 int ll__rp_buf_append(rp_buf *b, const void *p, size_t n);
 void ll__rp_buf_free(rp_buf *b);
-/* Append one command in RESP (redisFormatCommandArgv / redisvFormatCommand). 0, LL_EINVAL (bad
- * format or argc), LL_ENOMEM. lens NULL: strlen of each argument. */
+/* Append one command in RESP (the bytes of redisFormatCommandArgv, encoded in place / hiredis's
+ * redisvFormatCommand). 0, LL_EINVAL (bad format or argc), LL_ENOMEM (b is then unchanged). lens
+ * NULL: strlen of each argument. */
 int ll__rp_format_argv(rp_buf *b, int argc, const char *const *argv, const size_t *lens);
 int ll__rp_vformat(rp_buf *b, const char *fmt, va_list ap);
 
@@ -193,6 +195,10 @@ void ll__rc_unref(ll_redis_conn *c);
  * Written now when ready, else held. Takes a reference to f. 0 or LL_ENOMEM / LL_ECLOSED (f is
  * then untouched: the caller fails it). */
 int ll__rc_submit(ll_redis_conn *c, const char *data, size_t len, rp_slot slot);
+/* The same for a command given as arguments: on a ready link it is encoded straight into the
+ * output buffer. Also LL_EINVAL (no argument). */
+int ll__rc_submit_argv(ll_redis_conn *c, int argc, const char *const *argv, const size_t *lens,
+                       rp_slot slot);
 /* Several slots in one contiguous write (a transaction block). */
 int ll__rc_submit_multi(ll_redis_conn *c, const char *data, size_t len, const rp_slot *slots,
                         size_t n);

@@ -4,7 +4,7 @@
  *
  * Design notes:
  * - One allocation per string reply (struct + bytes + NUL) through libloop's allocator hook, so
- *   the tests' failing allocator reaches every reply.
+ *   the tests' failing allocator reaches every reply; "+OK" and nil are shared objects (below).
  * - An array announced with N elements gets room for at most 16 at first and grows as elements
  *   arrive: what we allocate follows the bytes the peer actually sent, never a count it claims
  *   (the framing guard in proto.c also caps N before hiredis sees the header).
@@ -14,6 +14,15 @@
 #include <string.h>
 #include <hiredis/read.h>
 #include "redis_internal.h"
+
+/* The two replies that carry nothing of their own, "+OK" (SET, MSET, SELECT, ...) and nil (GET of a
+ * missing key), are one shared object each rather than an allocation per reply: ll_redis_reply_free
+ * leaves them alone. Sharing is safe because a reply is never written once built (only arrays grow,
+ * while hiredis builds them, and these two are not arrays), so any number of futures, arrays and
+ * threads may hold them. */
+static char ok_text[] = "OK";
+static ll_redis_reply shared_ok = {.type = LL_REDIS_STATUS, .len = 2, .str = ok_text};
+static ll_redis_reply shared_nil = {.type = LL_REDIS_NIL};
 
 ll_redis_reply *ll__redis_reply_string(int type, const char *s, size_t len) {
     ll_redis_reply *r = ll_malloc(sizeof *r + len + 1);
@@ -35,11 +44,7 @@ ll_redis_reply *ll__redis_reply_int(long long v) {
     return r;
 }
 
-ll_redis_reply *ll__redis_reply_nil(void) {
-    ll_redis_reply *r = ll_calloc(1, sizeof *r);
-    if (r) r->type = LL_REDIS_NIL;
-    return r;
-}
+ll_redis_reply *ll__redis_reply_nil(void) { return &shared_nil; }
 
 ll_redis_reply *ll__redis_reply_array(size_t expect) {
     ll_redis_reply *r = ll_calloc(1, sizeof *r);
@@ -64,7 +69,7 @@ int ll__redis_reply_push(ll_redis_reply *arr, ll_redis_reply *child) {
 }
 
 void ll_redis_reply_free(ll_redis_reply *r) {
-    if (!r) return;
+    if (!r || r == &shared_ok || r == &shared_nil) return;
     if (r->type == LL_REDIS_ARRAY) {
         for (size_t i = 0; i < r->len; i++) ll_redis_reply_free(r->elem[i]);
         ll_free(r->elem);
@@ -113,6 +118,8 @@ static void *create_string(const redisReadTask *t, char *s, size_t len) {
     int type = t->type == REDIS_REPLY_STATUS  ? LL_REDIS_STATUS
                : t->type == REDIS_REPLY_ERROR ? LL_REDIS_ERROR
                                               : LL_REDIS_BULK;
+    if (type == LL_REDIS_STATUS && len == 2 && s[0] == 'O' && s[1] == 'K')
+        return attach(t, &shared_ok);
     return attach(t, ll__redis_reply_string(type, s, len));
 }
 

@@ -24,12 +24,15 @@
 #include <string.h>
 #include "smtp_internal.h"
 
+struct send_job;
+
 struct ll_smtp_client {
     int refs;
     ll__smtp_cfg *cfg;
     ll_pool *pool;
     bool closed;
     ll_smtp_client_stats stats;
+    struct send_job *whead, *wtail; /* sends waiting for a session, oldest first (see claim) */
 };
 
 static void client_unref(ll_smtp_client *c) {
@@ -133,6 +136,7 @@ void ll_smtp_client_free(ll_smtp_client *c) {
 /* ---- one send, with retries ---- */
 
 typedef struct send_job {
+    int refs;              /* its task, and a session's transaction that claimed it */
     ll_smtp_client *cl;
     ll_smtp_mail *mail;
     ll_future *result;
@@ -143,12 +147,32 @@ typedef struct send_job {
     char enhanced[16];
     char *text;
     unsigned attempts;
+    /* the current attempt: its recipients (those still open) and its transaction */
+    size_t *idx;
+    const char **addrs;
+    size_t n;
+    ll__smtp_txn txn;
+    /* waiting for a session (acquire_session) */
+    struct send_job *wprev, *wnext;
+    bool waiting;
+    ll_future *af;         /* the pool's acquire */
+    ll_future *wake;       /* resolved by the acquire or by a hand-off */
+    bool claimed;          /* a session's transaction took it: its envelope goes out with that
+                            * message's data and the session comes by hand-off */
+    bool gone;             /* it stopped waiting (cancel, deadline) after it was claimed */
+    ll_smtp_conn *handed;  /* the hand-off: the session, the envelope sent */
+    bool requeue;          /* the hand-off failed before the envelope's replies: wait again */
+    struct send_job *chained; /* the job this one's transaction claimed */
     char err[LL__SMTP_ERRLEN];
 } send_job;
 
-static void job_free(send_job *j) {
+static void job_unref(send_job *j) {
+    if (--j->refs > 0) return;
     for (size_t i = 0; i < j->nrcpt; i++) ll_free(j->rcpt[i].text);
+    ll__smtp_txn_free(&j->txn);
     ll_free(j->rcpt);
+    ll_free(j->idx);
+    ll_free(j->addrs);
     ll_free(j->text);
     ll_free(j->mail);
     ll_future_free(j->result);
@@ -178,9 +202,9 @@ static bool permanent(int rc) {
 }
 
 /* Fold one attempt's answers into the job. */
-static int merge(send_job *j, const size_t *idx, const ll__smtp_txn *t, const char *fallback) {
+static int merge(send_job *j, const ll__smtp_txn *t, const char *fallback) {
     for (size_t k = 0; k < t->nrcpt; k++) {
-        ll__smtp_rcpt *dst = &j->rcpt[idx[k]];
+        ll__smtp_rcpt *dst = &j->rcpt[j->idx[k]];
         const ll__smtp_rcpt *src = &t->rcpt[k];
         dst->code = src->code;
         snprintf(dst->enhanced, sizeof dst->enhanced, "%s", src->enhanced);
@@ -195,18 +219,188 @@ static int merge(send_job *j, const size_t *idx, const ll__smtp_txn *t, const ch
     return j->text ? 0 : LL_ENOMEM;
 }
 
+/* The recipients the next attempt is for: those without a final answer. */
+static void open_recipients(send_job *j) {
+    j->n = 0;
+    for (size_t i = 0; i < j->nrcpt; i++)
+        if (!final_code(j->rcpt[i].code)) {
+            j->idx[j->n] = i;
+            j->addrs[j->n++] = j->mail->rcpt[i];
+        }
+}
+
+/* ---- waiting for a session, and the hand-off ----
+ * A send that finds no free session waits for the pool's acquire, registered (oldest first) in
+ * the client's list. A session about to write a message's terminator may claim the oldest waiter
+ * (claim): its envelope goes out in the same write (RFC 2920), the waiter's acquire is withdrawn,
+ * and once the message's final reply is read the session is handed to the waiter (hand_off), which
+ * reads its own envelope's replies. So on a busy client a reused session costs two round trips per
+ * message (data+next envelope, DATA) instead of three. */
+
+static void waiter_remove(send_job *j) {
+    if (!j->waiting) return;
+    ll_smtp_client *cl = j->cl;
+    if (j->wprev) j->wprev->wnext = j->wnext;
+    else cl->whead = j->wnext;
+    if (j->wnext) j->wnext->wprev = j->wprev;
+    else cl->wtail = j->wprev;
+    j->wprev = j->wnext = NULL;
+    j->waiting = false;
+}
+
+static void on_acquired(ll_future *f, void *arg) {
+    (void)f;
+    send_job *j = arg;
+    waiter_remove(j);
+    if (!ll_future_done(j->wake)) ll_future_resolve(j->wake, NULL, NULL);
+}
+
+static void wake_cancel(ll_future *f, void *arg) {
+    send_job *j = arg;
+    if (j->claimed) j->gone = true; /* the claiming transaction sees it and drops the session */
+    else {
+        waiter_remove(j);
+        ll_future_remove_done(j->af, on_acquired, j);
+    }
+    ll_future_set_cancelled(f);
+}
+
+static ll__smtp_txn *claim(void *arg, ll_smtp_conn *c) {
+    send_job *cur = arg;
+    int tries = 0;
+    for (send_job *j = cur->cl->whead; j && tries < 4; j = j->wnext, tries++) {
+        /* an acquire already done has its session; its callback will wake it */
+        if (ll_future_done(j->af)) continue;
+        open_recipients(j);
+        ll__smtp_txn_free(&j->txn);
+        if (ll__smtp_txn_start(&j->txn, &c->hs.caps, j->mail->from, j->addrs, j->n, j->mail->data,
+                               j->mail->len, true)) { /* RSET: a session is reset between messages */
+            /* refused before sending (size, 8-bit...): it fails on its own session */
+            ll__smtp_txn_free(&j->txn);
+            continue;
+        }
+        waiter_remove(j);
+        ll_future_remove_done(j->af, on_acquired, j);
+        ll_future_cancel(j->af);
+        j->claimed = true;
+        j->refs++;
+        cur->chained = j;
+        return &j->txn;
+    }
+    return NULL;
+}
+
+/* cur's transaction is over: give the session to the job it claimed, or, when cur failed or the
+ * session cannot go on, send that job back to wait (its envelope's replies are lost with the
+ * session, which is never reused). Return true when the session was handed over. */
+static bool hand_off(send_job *cur, ll_smtp_conn *c, bool ok) {
+    send_job *n = cur->chained;
+    cur->chained = NULL;
+    if (!n) return false;
+    bool handed = ok && !n->gone;
+    if (handed) {
+        n->handed = c;
+        cur->cl->stats.pipelined++;
+    } else {
+        c->broken = true;
+        n->requeue = true;
+        ll__smtp_txn_free(&n->txn);
+    }
+    if (!n->gone) ll_future_resolve(n->wake, NULL, NULL);
+    job_unref(n);
+    return handed;
+}
+
+/* A session for the next attempt: from the pool (rc 0, *c set), or by hand-off (rc 0, *c set,
+ * *handed true: j->txn is under way), or a hand-off that fell through (rc 0, *c NULL: try
+ * again), or the acquire's error (message in j->err). */
+static int acquire_session(send_job *j, ll_smtp_conn **c, bool *handed) {
+    ll_smtp_client *cl = j->cl;
+    *c = NULL;
+    *handed = false;
+    ll_future *af = ll_pool_acquire(cl->pool, cl->cfg->key);
+    if (!af) {
+        snprintf(j->err, sizeof j->err, "out of memory");
+        return LL_ENOMEM;
+    }
+    int rc;
+    if (!ll_future_done(af) && cl->cfg->max_messages > 1 &&
+        (j->wake = ll_future_new(cl->cfg->loop)) != NULL &&
+        ll_future_add_done(af, on_acquired, j) == 0) {
+        j->af = af;
+        j->claimed = j->gone = j->requeue = false;
+        j->handed = NULL;
+        j->wprev = cl->wtail;
+        j->wnext = NULL;
+        if (cl->wtail) cl->wtail->wnext = j;
+        else cl->whead = j;
+        cl->wtail = j;
+        j->waiting = true;
+        ll_future_on_cancel(j->wake, wake_cancel, j);
+        rc = ll_await(j->wake);
+        waiter_remove(j);
+        ll_future_free(j->wake);
+        j->wake = NULL;
+        j->af = NULL;
+        if (j->claimed) {
+            /* the acquire was withdrawn by the claim */
+            ll_future_free(af);
+            if (j->handed) {
+                *c = j->handed;
+                *handed = true;
+                return 0;
+            }
+            if (j->gone) {
+                snprintf(j->err, sizeof j->err, "smtp: %s while waiting for a session",
+                         rc == LL_ETIMEDOUT ? "the message's deadline passed" : "cancelled");
+                return rc ? rc : LL_ECANCELED;
+            }
+            return 0; /* requeue */
+        }
+        if (rc) {
+            /* cancelled or out of time while waiting */
+            ll_future_remove_done(af, on_acquired, j);
+            if (ll_future_done(af)) {
+                if (ll_future_code(af) == 0) ll_pool_release(cl->pool, ll_future_value(af), LL_POOL_IDLE);
+            } else {
+                ll_future_cancel(af);
+            }
+            ll_future_free(af);
+            snprintf(j->err, sizeof j->err, "smtp: %s while waiting for a session",
+                     rc == LL_ETIMEDOUT ? "the message's deadline passed" : "cancelled");
+            return rc;
+        }
+        rc = ll_future_code(af);
+    } else {
+        if (j->wake) {
+            ll_future_free(j->wake);
+            j->wake = NULL;
+        }
+        rc = ll_await(af);
+    }
+    if (rc) {
+        snprintf(j->err, sizeof j->err, "%s", ll_future_errmsg(af)[0] ? ll_future_errmsg(af) :
+                 ll_strerror(rc));
+        ll_future_free(af);
+        return rc;
+    }
+    *c = ll_future_value(af);
+    ll_future_free(af);
+    return 0;
+}
+
 static int client_send_task(void *arg) {
     send_job *j = arg;
     ll_smtp_client *cl = j->cl;
     ll__smtp_cfg *cfg = cl->cfg;
-    size_t *idx = ll_malloc(j->nrcpt * sizeof *idx);
-    const char **addrs = ll_malloc(j->nrcpt * sizeof *addrs);
     int last_rc = 0;
     bool tried = false;
     double backoff = cfg->backoff;
     ll_scope msg;
     ll_scope_enter(&msg, cfg->message_timeout < 0 ? LL_NEVER : ll_deadline_in(cfg->message_timeout));
-    if (!idx || !addrs) {
+    j->idx = ll_malloc(j->nrcpt * sizeof *j->idx);
+    j->addrs = ll_malloc(j->nrcpt * sizeof *j->addrs);
+    if (!j->idx || !j->addrs) {
         last_rc = LL_ENOMEM;
         snprintf(j->err, sizeof j->err, "out of memory");
         goto done;
@@ -223,19 +417,21 @@ static int client_send_task(void *arg) {
                 break;
             }
         }
-        ll_future *af = ll_pool_acquire(cl->pool, cfg->key);
-        int rc = ll_await(af);
+        ll_smtp_conn *c;
+        bool handed;
+        int rc = acquire_session(j, &c, &handed);
         if (rc) {
-            snprintf(j->err, sizeof j->err, "%s", ll_future_errmsg(af)[0] ? ll_future_errmsg(af) :
-                     ll_strerror(rc));
-            ll_future_free(af);
             last_rc = rc;
             if (permanent(rc) || (rc == LL_ETIMEDOUT && ll_task_deadline() <= ll_now())) break;
             continue;
         }
-        ll_smtp_conn *c = ll_future_value(af);
-        ll_future_free(af);
-        if (c->messages > 0 && ll_now() - c->idle_since > cfg->noop_after && cfg->noop_after >= 0) {
+        if (!c) {
+            /* a hand-off that fell through: no transaction happened; wait again */
+            attempt--;
+            continue;
+        }
+        if (!handed && c->messages > 0 && ll_now() - c->idle_since > cfg->noop_after &&
+            cfg->noop_after >= 0) {
             c->busy = true;
             rc = ll__smtp_conn_noop(c);
             c->busy = false;
@@ -249,34 +445,35 @@ static int client_send_task(void *arg) {
                 continue;
             }
         }
-        size_t n = 0;
-        for (size_t i = 0; i < j->nrcpt; i++)
-            if (!final_code(j->rcpt[i].code)) {
-                idx[n] = i;
-                addrs[n++] = j->mail->rcpt[i];
-            }
-        ll_smtp_mail m = *j->mail;
-        m.rcpt = addrs;
-        m.nrcpt = n;
-        ll__smtp_txn t;
-        memset(&t, 0, sizeof t);
+        ll__smtp_chain chain = {claim, j, NULL};
         c->busy = true;
-        rc = ll__smtp_conn_txn(c, &t, &m);
-        c->busy = false;
-        c->idle_since = ll_now();
+        if (handed) {
+            rc = ll__smtp_conn_txn_resume(c, &j->txn, &chain);
+        } else {
+            open_recipients(j);
+            ll_smtp_mail m = *j->mail;
+            m.rcpt = j->addrs;
+            m.nrcpt = j->n;
+            ll__smtp_txn_free(&j->txn);
+            rc = ll__smtp_conn_txn(c, &j->txn, &m, &chain);
+        }
+        ll__smtp_txn *t = &j->txn;
         j->attempts++;
-        if (rc == 0 || t.state >= LL__TX_ENVELOPE) {
+        if (rc == 0 || t->state >= LL__TX_ENVELOPE) {
             tried = true;
-            if (merge(j, idx, &t, rc ? c->err : "no reply")) rc = LL_ENOMEM;
+            if (merge(j, t, rc ? c->err : "no reply")) rc = LL_ENOMEM;
         }
         last_rc = rc;
         if (rc) snprintf(j->err, sizeof j->err, "%s", c->err);
-        /* refused before anything was sent (t.state still IDLE): the session is untouched */
-        bool reusable = (rc == 0 || t.state == LL__TX_IDLE) && !c->broken && !t.closing &&
+        /* refused before anything was sent (t->state still IDLE): the session is untouched */
+        bool reusable = (rc == 0 || t->state == LL__TX_IDLE) && !c->broken && !t->closing &&
                         c->messages < cfg->max_messages;
-        if (reusable) ll_pool_release(cl->pool, c, LL_POOL_IDLE);
-        else ll_pool_discard(cl->pool, c); /* QUIT when the session is still sound */
-        ll__smtp_txn_free(&t);
+        if (!hand_off(j, c, reusable)) {
+            c->busy = false;
+            c->idle_since = ll_now();
+            if (reusable && !c->broken) ll_pool_release(cl->pool, c, LL_POOL_IDLE);
+            else ll_pool_discard(cl->pool, c); /* QUIT when the session is still sound */
+        }
         if (rc && (permanent(rc) || rc == LL_ECANCELED)) break;
         if (rc == LL_ETIMEDOUT && ll_task_deadline() <= ll_now()) break;
         bool open = false;
@@ -285,8 +482,6 @@ static int client_send_task(void *arg) {
     }
 done:
     ll_scope_exit(&msg);
-    ll_free(idx);
-    ll_free(addrs);
     if (last_rc == LL_ECANCELED) {
         ll_future_set_cancelled(j->result);
     } else if (!tried) {
@@ -312,7 +507,7 @@ done:
             ll__smtp_result_settle(j->result, res, peer);
         }
     }
-    job_free(j);
+    job_unref(j);
     return 0;
 }
 
@@ -339,6 +534,7 @@ ll_future *ll_smtp_send(ll_smtp_client *c, const ll_smtp_mail *mail) {
     }
     ll_future_set_label(res, "smtp send");
     c->refs++;
+    j->refs = 1;
     j->cl = c;
     j->mail = copy;
     j->nrcpt = copy->nrcpt;
@@ -346,7 +542,7 @@ ll_future *ll_smtp_send(ll_smtp_client *c, const ll_smtp_mail *mail) {
     j->result = ll_future_ref(res);
     j->task = ll__smtp_spawn(loop, "smtp send", client_send_task, j);
     if (!j->task) {
-        job_free(j);
+        job_unref(j);
         ll_future_free(res);
         return NULL;
     }

@@ -219,7 +219,20 @@ static const char *tx_phase(const ll__smtp_txn *t) {
     }
 }
 
-static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t) {
+/* The last body piece (with the terminator) is in t->out: let the chain put the next message's
+ * envelope behind it, when this session will take another message. */
+static int chain_next(ll_smtp_conn *c, ll__smtp_txn *t, ll__smtp_chain *chain) {
+    if (!chain || !chain->claim || chain->next || !t->body_done || !c->hs.caps.pipelining ||
+        c->messages + 2 > c->cfg->max_messages)
+        return 0;
+    ll__smtp_txn *next = chain->claim(chain->arg, c);
+    if (!next) return 0;
+    chain->next = next;
+    int rc = ll__smtp_txn_follow(t, next);
+    return rc ? ll__smtp_errf(c->err, rc, "smtp %s: %s", c->peer, t->err) : 0;
+}
+
+static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t, ll__smtp_chain *chain) {
     ll__smtp_cfg *cfg = c->cfg;
     int rc;
     for (;;) {
@@ -238,6 +251,7 @@ static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t) {
              * a slow reader pushes back instead of the message being buffered twice. */
             ll_time end = cfg->data_timeout < 0 ? LL_NEVER : ll_now() + cfg->data_timeout;
             while ((rc = ll__smtp_txn_body(t, 64 * 1024)) == 1) {
+                if ((rc = chain_next(c, t, chain)) != 0) return rc;
                 double left = end == LL_NEVER ? -1 : end - ll_now();
                 if (left != -1 && left < 0) left = 0;
                 rc = write_all(c, t->out.data, t->out.len, left, "sending the message data", false);
@@ -272,7 +286,8 @@ static int run_txn(ll_smtp_conn *c, ll__smtp_txn *t) {
     }
 }
 
-int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m) {
+int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m,
+                      ll__smtp_chain *chain) {
     bool rset = c->dirty || (c->messages > 0 && c->hs.caps.pipelining);
     int rc = ll__smtp_txn_start(t, &c->hs.caps, m->from, m->rcpt, m->nrcpt, m->data, m->len, rset);
     if (rc) {
@@ -281,7 +296,16 @@ int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m) {
         return ll__smtp_errf(c->err, rc, "smtp %s: %s", c->peer, t->err);
     }
     c->dirty = true;
-    rc = run_txn(c, t);
+    rc = run_txn(c, t, chain);
+    if (rc) ll__smtp_txn_abort(t);
+    return rc;
+}
+
+int ll__smtp_conn_txn_resume(ll_smtp_conn *c, ll__smtp_txn *t, ll__smtp_chain *chain) {
+    /* The envelope went out with the previous message's data: t->out is empty, so run_txn
+     * starts by reading its replies. */
+    c->dirty = true;
+    int rc = run_txn(c, t, chain);
     if (rc) ll__smtp_txn_abort(t);
     return rc;
 }

@@ -44,9 +44,12 @@ int ll__smtp_dot_encode(ll__smtp_dot *e, const void *in, size_t n, ll__sbuf *out
             continue;
         }
         if (e->bol && c == '.' && ll__sbuf_putc(out, '.')) return LL_ENOMEM;
-        /* Copy the run up to the next line end in one go. */
-        size_t j = i;
-        while (j < n && s[j] != '\r' && s[j] != '\n') j++;
+        /* Copy the run up to the next line end in one go (memchr: the scan is most of the
+         * work for a large body). */
+        const char *lf = memchr(s + i, '\n', n - i);
+        size_t j = lf ? (size_t)(lf - s) : n;
+        const char *cr = memchr(s + i, '\r', j - i);
+        if (cr) j = (size_t)(cr - s);
         if (ll__sbuf_append(out, s + i, j - i)) return LL_ENOMEM;
         e->bol = false;
         i = j;

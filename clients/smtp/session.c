@@ -144,7 +144,7 @@ static int send_task(void *arg) {
     ll_smtp_conn *c = j->c;
     ll__smtp_txn t;
     memset(&t, 0, sizeof t);
-    int rc = ll__smtp_conn_txn(c, &t, j->mail);
+    int rc = ll__smtp_conn_txn(c, &t, j->mail, NULL);
     c->busy = false;
     c->idle_since = ll_now();
     ll__smtp_settle_txn(j->result, rc, &t, c->peer, c->err, 1);

@@ -181,6 +181,8 @@ typedef struct ll__smtp_txn {
     size_t nrcpt;
     const void *data;
     size_t len;
+    bool eight;          /* the data has 8-bit bytes */
+    size_t wire;         /* its size on the wire (RFC 1870), when the server offers SIZE */
     int *expect;         /* replies awaited, in order */
     size_t nexpect, expect_head, expect_cap;
     size_t next_rcpt;    /* without PIPELINING: the next RCPT to send */
@@ -215,6 +217,11 @@ int ll__smtp_txn_body(ll__smtp_txn *t, size_t max);
 /* The transaction broke off (lost connection, timeout): recipients accepted at RCPT time are
  * unanswered again (deferred), since the message did not reach them. */
 void ll__smtp_txn_abort(ll__smtp_txn *t);
+/* Pipeline `next` (started on the same session, without RSET) behind t's data: once t's last body
+ * piece (the terminator) is in t->out, next's envelope is moved there too, to go out in the same
+ * write. t reads its final reply first; next's replies follow and are next's alone. LL_ESTATE
+ * when either is not at that point or the server does not offer PIPELINING. */
+int ll__smtp_txn_follow(ll__smtp_txn *t, ll__smtp_txn *next);
 
 /* ---- mailcopy (session.c): a send's own copy of the caller's ll_smtp_mail, one allocation ---- */
 ll_smtp_mail *ll__smtp_mail_copy(const ll_smtp_mail *m, char *err);
@@ -285,7 +292,21 @@ void ll__smtp_conn_unref(ll_smtp_conn *c);
  * outcome; t->closing or c->broken say whether the session can go on) or a negative code with
  * the message in c->err (refused before sending: the session is fine; else it is marked broken
  * and t->rcpt holds what was answered). */
-int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m);
+/* chain (may be NULL): on a reused session with PIPELINING, when t's data is complete and the
+ * session may take at least one more message, chain->claim(arg, c) may return a transaction
+ * started on c (rset false) whose envelope then goes out with t's terminator (ll__smtp_txn_follow);
+ * it is left in chain->next, and its owner continues it with ll__smtp_conn_txn_resume once t is
+ * over — or, if t failed or the session broke, never on this session. */
+typedef struct ll__smtp_chain {
+    ll__smtp_txn *(*claim)(void *arg, ll_smtp_conn *c);
+    void *arg;
+    ll__smtp_txn *next;
+} ll__smtp_chain;
+int ll__smtp_conn_txn(ll_smtp_conn *c, ll__smtp_txn *t, const ll_smtp_mail *m,
+                      ll__smtp_chain *chain);
+/* Go on with a transaction whose envelope already went out (chain->next of the previous one):
+ * read its replies and finish it, like ll__smtp_conn_txn. */
+int ll__smtp_conn_txn_resume(ll_smtp_conn *c, ll__smtp_txn *t, ll__smtp_chain *chain);
 int ll__smtp_conn_noop(ll_smtp_conn *c); /* message in c->err */
 /* Close the stream now; with a usable session, send QUIT first in a detached task. A session a
  * task is using is aborted instead (its awaits fail with LL_ECLOSED). */

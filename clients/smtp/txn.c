@@ -44,10 +44,11 @@ static int expect(ll__smtp_txn *t, int kind) {
 /* The size on the wire (RFC 1870: with CRLF line ends), before dot-stuffing. */
 static size_t wire_size(const char *s, size_t n) {
     size_t extra = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) extra++;
-        else if (s[i] == '\r' && (i + 1 == n || s[i + 1] != '\n')) extra++;
-    }
+    /* a bare LF or a bare CR each become CRLF; memchr finds them without a byte loop */
+    for (const char *p = s, *end = s + n; p < end && (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        if (p == s || p[-1] != '\r') extra++;
+    for (const char *p = s, *end = s + n; p < end && (p = memchr(p, '\r', (size_t)(end - p))); p++)
+        if (p + 1 == end || p[1] != '\n') extra++;
     return n + extra;
 }
 
@@ -55,10 +56,9 @@ static int queue_mail(ll__smtp_txn *t) {
     bool utf8 = !ll__smtp_is_ascii(t->from, strlen(t->from));
     for (size_t i = 0; i < t->nrcpt && !utf8; i++)
         utf8 = !ll__smtp_is_ascii(t->rcpt[i].addr, strlen(t->rcpt[i].addr));
-    bool eight = !ll__smtp_is_ascii(t->data, t->len);
     if (ll__sbuf_printf(&t->out, "MAIL FROM:<%s>", t->from)) return LL_ENOMEM;
-    if (t->caps->size && ll__sbuf_printf(&t->out, " SIZE=%zu", wire_size(t->data, t->len))) return LL_ENOMEM;
-    if (eight && t->caps->eightbitmime && ll__sbuf_appends(&t->out, " BODY=8BITMIME"))
+    if (t->caps->size && ll__sbuf_printf(&t->out, " SIZE=%zu", t->wire)) return LL_ENOMEM;
+    if (t->eight && t->caps->eightbitmime && ll__sbuf_appends(&t->out, " BODY=8BITMIME"))
         return LL_ENOMEM;
     if (utf8 && ll__sbuf_appends(&t->out, " SMTPUTF8")) return LL_ENOMEM;
     if (ll__sbuf_append(&t->out, "\r\n", 2)) return LL_ENOMEM;
@@ -99,12 +99,14 @@ int ll__smtp_txn_start(ll__smtp_txn *t, const ll__smtp_caps *caps, const char *f
     if (utf8 && !caps->smtputf8)
         return ll__smtp_errf(t->err, LL_ESMTP_PROTO, "an address is not ASCII and the server does "
                              "not offer SMTPUTF8");
-    if (!ll__smtp_is_ascii(data, len) && !caps->eightbitmime && !caps->smtputf8)
+    t->eight = !ll__smtp_is_ascii(data, len);
+    t->wire = caps->size ? wire_size(data, len) : len;
+    if (t->eight && !caps->eightbitmime && !caps->smtputf8)
         return ll__smtp_errf(t->err, LL_ESMTP_PROTO, "the message has 8-bit bytes and the server "
                              "does not offer 8BITMIME (encode it, e.g. with the MIME builder)");
-    if (caps->size && caps->max_size && wire_size(data, len) > caps->max_size)
+    if (caps->size && caps->max_size && t->wire > caps->max_size)
         return ll__smtp_errf(t->err, LL_EMSGSIZE, "message of %zu bytes exceeds the server's SIZE "
-                             "limit of %llu", wire_size(data, len), (unsigned long long)caps->max_size);
+                             "limit of %llu", t->wire, (unsigned long long)caps->max_size);
     set_state(t, LL__TX_ENVELOPE);
     if (rset) {
         if (ll__sbuf_appends(&t->out, "RSET\r\n") || expect(t, LL__EXP_RSET)) return LL_ENOMEM;
@@ -262,4 +264,22 @@ int ll__smtp_txn_body(ll__smtp_txn *t, size_t max) {
     if (ll__smtp_dot_finish(&t->dot, &t->out)) return LL_ENOMEM;
     t->body_done = true;
     return 1;
+}
+
+int ll__smtp_txn_follow(ll__smtp_txn *t, ll__smtp_txn *next) {
+    /* RFC 2920 3.1: the message content may open a group, and MAIL and RCPT may follow it in the
+     * same group; the replies come in order (the final reply first), so each transaction still
+     * reads exactly its own replies. Only a transaction whose data is complete, on a server that
+     * offers PIPELINING, and a next one whose whole envelope is queued qualify. The final reply
+     * ends the transaction either way (RFC 5321 4.1.1.4), so the next one's RSET is not needed for
+     * the protocol; it is kept so a reused session is reset between messages on every path, at
+     * no round trip. */
+    size_t mail_at = next && next->nexpect > 0 && next->expect[0] == LL__EXP_RSET ? 1 : 0;
+    if (t->state != LL__TX_BODY || !t->body_done || !t->caps->pipelining || !next ||
+        next->state != LL__TX_ENVELOPE || next->caps != t->caps || next->nexpect <= mail_at ||
+        next->expect[mail_at] != LL__EXP_MAIL || next->expect_head != 0)
+        return ll__smtp_errf(t->err, LL_ESTATE, "the next envelope cannot follow this message's data");
+    if (ll__sbuf_append(&t->out, next->out.data, next->out.len)) return LL_ENOMEM;
+    ll__sbuf_reset(&next->out);
+    return 0;
 }

@@ -47,7 +47,8 @@
  * invalidated by a schema change (SQLSTATE 0A000) or the statement disappeared (26000, e.g. after
  * DISCARD ALL), the query is re-prepared and run again by itself — only outside a transaction
  * block, where the failed attempt changed nothing. ll_pg_opts.unnamed_statements turns named
- * statements off (PgBouncer in transaction mode).
+ * statements off (PgBouncer in transaction mode). An explicit statement handle (ll_pg_prepare,
+ * ll_pg_pool_prepare: its types and columns readable, never silently re-prepared) is below.
  *
  * Results. The value of a query future is an ll_pg_result owned by the future (freed with it;
  * ll_future_take() it to keep it longer and free it with ll_pg_result_free()). Values are in text
@@ -391,6 +392,81 @@ LL_EXPORT int ll_pg_executemany(ll_pg_conn *c, const char *sql, int nparams, siz
                                 const ll_pg_param *params, const ll_pg_many_opts *opts,
                                 ll_pg_many_error *err);
 
+/* ---- prepared statements ----
+ * An explicit prepared statement (asyncpg's conn.prepare()): parsed once, its parameter types and
+ * result columns readable, executed any number of times with typed parameters.
+ *
+ * A statement made by ll_pg_prepare() belongs to its connection: it runs there, in order with the
+ * connection's other queries, and ll_pg_stmt_free() deallocates it on the server. When the
+ * connection is closed, or given back to its pool (ll_pg_pool_release), the statement is
+ * detached: every later call fails with LL_ECLOSED (closed) or LL_ESTATE (given back), never runs
+ * on another session; free it as usual. On a lost connection calls fail with LL_EPG_CONN. Statement names are never reused on a connection, so a
+ * name that vanished on the server (DEALLOCATE ALL, DISCARD ALL by hand) fails with the server's
+ * 26000 "does not exist", never runs another statement; a schema change that alters its result
+ * columns fails with the server's 0A000 (prepare it again): unlike the automatic cache, an
+ * explicit statement is never silently re-prepared, so its columns stay what they say.
+ *
+ * A statement made by ll_pg_pool_prepare() belongs to the pool: each execution takes a pooled
+ * connection, runs there through that connection's statement cache (prepared once per connection,
+ * with the types read here) and gives it back, on every path. It stays valid until freed; after
+ * ll_pg_pool_free() its calls fail with LL_EPOOLCLOSED.
+ *
+ * Parameters: ll_pg_stmt_query takes exactly ll_pg_stmt_nparams() ll_pg_param values. Each is sent
+ * as the statement's parameter type: a value of that type as it is; int2/int4/int8 for another
+ * integer type (range checked), float4/float8 or numeric; float4/float8 for the other float type
+ * or numeric; text for varchar, bpchar, name, json, jsonb or, in text format, for any other type
+ * but bytea (an enum label, a composite literal '(1,x)', inet, ...: the server parses it);
+ * numeric's text for any type but bytea; NULL for any type. Anything else (a timestamp for a
+ * timestamptz parameter, an int8[] for an int4[]) fails with LL_EINVAL naming the parameter and
+ * both types, before anything is sent: cast in the SQL ($1::timestamptz) or give the types. */
+typedef struct ll_pg_stmt ll_pg_stmt;
+
+typedef struct ll_pg_prepare_opts {
+    int ntypes;            /* parameter types given (the first ntypes parameters); 0: the
+                            * server infers every one from the SQL */
+    const unsigned *types; /* ntypes type OIDs (0 for one the server infers); copied */
+} ll_pg_prepare_opts;
+
+/* Prepare sql on c (Parse and Describe, one round trip, pipelined with the connection's other
+ * queries). The future's value is the ll_pg_stmt, owned by the future (freed with it unless
+ * taken with ll_future_take(); then free it with ll_pg_stmt_free()). Fails with the server's
+ * error (LL_EPG_SERVER: a syntax error, an unknown table, a type it cannot infer), LL_EINVAL,
+ * LL_ECLOSED / LL_EPG_CONN, LL_ECANCELED / LL_ETIMEDOUT (a statement prepared by a cancelled
+ * call stays on the server, known to nobody, until the connection ends or goes back to its
+ * pool). Never settled when the call returns, unless failed at once. NULL on out of memory. */
+LL_EXPORT ll_future *ll_pg_prepare(ll_pg_conn *c, const char *sql, const ll_pg_prepare_opts *opts);
+/* The same on a pool: prepared on one pooled connection to read its types (then given back),
+ * executed on whichever connection the pool lends. */
+LL_EXPORT ll_future *ll_pg_pool_prepare(ll_pg_pool *p, const char *sql,
+                                        const ll_pg_prepare_opts *opts);
+
+/* What the server said the statement takes and returns. Out of range: 0 / NULL. Names are valid
+ * until the statement is freed. */
+LL_EXPORT int ll_pg_stmt_nparams(const ll_pg_stmt *s);
+LL_EXPORT unsigned ll_pg_stmt_param_type(const ll_pg_stmt *s, int i);
+LL_EXPORT int ll_pg_stmt_cols(const ll_pg_stmt *s);               /* 0: returns no rows */
+LL_EXPORT const char *ll_pg_stmt_colname(const ll_pg_stmt *s, int col);
+LL_EXPORT unsigned ll_pg_stmt_coltype(const ll_pg_stmt *s, int col);
+LL_EXPORT const char *ll_pg_stmt_sql(const ll_pg_stmt *s);
+/* The connection a statement belongs to, NULL for a pool's or a detached one. */
+LL_EXPORT ll_pg_conn *ll_pg_stmt_conn(const ll_pg_stmt *s);
+
+/* Execute: the future resolves with an ll_pg_result (binary unless opts->text_results), as
+ * ll_pg_query_typed's; the parameters may be freed when the call returns; the statement may be
+ * freed while executions are in flight (they complete). fetchrow / fetchval as ll_pg_fetchrow. */
+LL_EXPORT ll_future *ll_pg_stmt_query(ll_pg_stmt *s, int n, const ll_pg_param *params,
+                                      const ll_pg_query_opts *opts);
+LL_EXPORT ll_future *ll_pg_stmt_fetchrow(ll_pg_stmt *s, int n, const ll_pg_param *params);
+LL_EXPORT ll_future *ll_pg_stmt_fetchval(ll_pg_stmt *s, int n, const ll_pg_param *params);
+
+/* The statement a prepare future resolved with (borrowed), or NULL (pending, failed, another
+ * kind of future). */
+LL_EXPORT ll_pg_stmt *ll_pg_stmt_of(const ll_future *f);
+
+/* Free the statement: a connection's is deallocated on the server (behind what is in flight;
+ * inside another task's transaction, after it ends). NULL: no-op. */
+LL_EXPORT void ll_pg_stmt_free(ll_pg_stmt *s);
+
 /* ---- errors ----
  * These read the server's error fields from a future that failed because of a PostgreSQL error
  * (a query, a COMMIT, ...). They return NULL when the future did not fail that way or the server
@@ -530,6 +606,26 @@ LL_EXPORT int ll_pg_pool_release(ll_pg_pool *p, ll_pg_conn *c);
 LL_EXPORT ll_future *ll_pg_pool_query(ll_pg_pool *p, const char *sql, int nparams, ...);
 LL_EXPORT ll_future *ll_pg_pool_queryv(ll_pg_pool *p, const char *sql, int nparams,
                                        const char *const *values);
+/* ll_pg_exec (a script of statements, simple protocol) on a pooled connection: acquire, run,
+ * release; resolves with the last statement's result. */
+LL_EXPORT ll_future *ll_pg_pool_exec(ll_pg_pool *p, const char *sql);
+
+/* Streamed rows on a pooled connection: ll_pg_rows_open's rules, the connection held from open
+ * to close and given back by ll_pg_pool_rows_close (also after a failed step, a deadline or a
+ * cancellation: always close). From a task. *out is set also when the open fails (the acquire
+ * timed out, the query was refused: ll_pg_pool_rows_errmsg says why; close it), NULL only for
+ * LL_EINVAL, LL_ENOTASK and LL_ENOMEM. */
+typedef struct ll_pg_pool_rows ll_pg_pool_rows;
+LL_EXPORT int ll_pg_pool_rows_open(ll_pg_pool_rows **out, ll_pg_pool *p, const char *sql, int n,
+                                   const ll_pg_param *params, const ll_pg_rows_opts *opts);
+LL_EXPORT int ll_pg_pool_rows_next(ll_pg_pool_rows *it, ll_pg_result **chunk);
+LL_EXPORT const char *ll_pg_pool_rows_errmsg(const ll_pg_pool_rows *it);
+LL_EXPORT int ll_pg_pool_rows_close(ll_pg_pool_rows *it);
+/* ll_pg_executemany on one pooled connection (acquired, used, given back on every path). A
+ * failed acquire is reported as row 0's failure. From a task. */
+LL_EXPORT int ll_pg_pool_executemany(ll_pg_pool *p, const char *sql, int nparams, size_t nrows,
+                                     const ll_pg_param *params, const ll_pg_many_opts *opts,
+                                     ll_pg_many_error *err);
 
 typedef struct ll_pg_pool_stats {
     size_t open, idle, in_use, waiting;

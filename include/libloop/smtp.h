@@ -169,7 +169,10 @@ typedef struct ll_smtp_client_stats {
     uint64_t retries;       /* extra transactions */
     uint64_t sessions;      /* sessions opened */
     size_t open;            /* sessions open now */
+    uint64_t pipelined;     /* transactions whose MAIL/RCPT went out in the same write as the
+                             * previous message's data on a reused session (RFC 2920) */
 } ll_smtp_client_stats;
+/* The client's counters so far (NULL client: all zero). */
 LL_EXPORT void ll_smtp_client_get_stats(const ll_smtp_client *c, ll_smtp_client_stats *out);
 
 /* Free the client: sends waiting for a session fail (LL_EPOOLCLOSED), sends already on a session

@@ -13,6 +13,9 @@ It listens on 127.0.0.1 with free ports (bound to port 0 and read back) and writ
 AUTH: PLAIN and LOGIN (aiosmtpd's), CRAM-MD5 and XOAUTH2 (below); user "user", password "secret"
 (XOAUTH2 token "token"). AUTH is optional. Recipients decide their fate by their local part:
   reject*  550 5.1.1      defer*  451 4.2.0      anything else accepted
+A message whose data holds the line "X-Test-Reject: yes" is refused after the data (554 5.6.0).
+A client whose EHLO name starts with "pipelining" is offered PIPELINING (RFC 2920; aiosmtpd reads
+commands in order, so pipelined input works); other clients are not.
 Every accepted message is recorded as DIR/mail/NNNNNN.json: envelope sender, recipients, MAIL
 parameters, whether the session was TLS, the authenticated user and the exact data (base64), so
 a test reads back exactly what the server received.
@@ -46,8 +49,16 @@ class Handler:
         envelope.rcpt_options.append(rcpt_options)
         return "250 2.1.5 OK"
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if hostname.startswith("pipelining"):
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server, session, envelope):
         global counter
+        if b"\r\nX-Test-Reject: yes\r\n" in b"\r\n" + (envelope.original_content or b""):
+            return "554 5.6.0 Message refused by the test server"
         counter += 1
         rec = {
             "mail_from": envelope.mail_from,

@@ -82,6 +82,30 @@ static inline void pgt_settle(void) {
     }
 }
 
+/* test_NAME: runs the task t_NAME on a fresh loop and proves the loop cleaned up. */
+#define PGT_TASK_TEST(name)                                                                        \
+    static void test_##name(void **state) {                                                        \
+        (void)state;                                                                               \
+        lt_ctx t;                                                                                  \
+        lt_setup(&t);                                                                              \
+        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
+        lt_teardown(&t);                                                                           \
+    }
+
+/* Inside a task: a typed query (binary results unless text) that must succeed; free the result
+ * with ll_pg_result_free. */
+static inline ll_pg_result *pgt_typed(ll_pg_conn *c, const char *sql, int n,
+                                      const ll_pg_param *params, bool text) {
+    ll_pg_query_opts o = {.text_results = text};
+    ll_future *f = ll_pg_query_typed(c, sql, n, params, &o);
+    int rc = ll_await(f);
+    if (rc) fprintf(stderr, "%s: %s\n", sql, ll_future_errmsg(f));
+    assert_int_equal(rc, 0);
+    ll_pg_result *r = ll_future_take(f);
+    ll_future_free(f);
+    return r;
+}
+
 #define PGT_TEST(fn) cmocka_unit_test(fn)
 #define PGT_RUN(tests) cmocka_run_group_tests(tests, pgt_group_setup, pgt_group_teardown)
 

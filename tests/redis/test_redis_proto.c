@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <hiredis/hiredis.h>
 #include "harness/harness.h"
 #include "redis_internal.h"
 
@@ -185,6 +186,101 @@ static void test_format(void **state) {
     ll__rp_buf_free(&b);
 }
 
+/* The argument encoder writes exactly what hiredis's redisFormatCommandArgv writes, for random
+ * commands (binary bytes, empty arguments, lengths across digit boundaries, lens NULL), appended
+ * after what the buffer already holds. */
+static void test_format_matches_hiredis(void **state) {
+    (void)state;
+    srand(99);
+    rp_buf b = {0};
+    static char pool[20000];
+    for (size_t i = 0; i < sizeof pool; i++) pool[i] = (char)(rand() % 256);
+    for (int round = 0; round < 2000; round++) {
+        int argc = 1 + rand() % 12;
+        const char *argv[12];
+        size_t lens[12];
+        bool use_lens = round % 5 != 0;
+        char text[12][16];
+        for (int i = 0; i < argc; i++) {
+            if (use_lens) {
+                static const size_t edge[] = {0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000};
+                lens[i] = rand() % 4 ? (size_t)(rand() % 40) : edge[rand() % 10];
+                argv[i] = pool + rand() % (int)(sizeof pool - lens[i]);
+            } else { /* NUL-terminated: strlen is the length */
+                size_t n = (size_t)(rand() % 15);
+                for (size_t k = 0; k < n; k++) text[i][k] = (char)('a' + rand() % 26);
+                text[i][n] = 0;
+                argv[i] = text[i];
+            }
+        }
+        size_t before = b.len;
+        assert_int_equal(ll__rp_format_argv(&b, argc, argv, use_lens ? lens : NULL), 0);
+        char *want;
+        int n = redisFormatCommandArgv(&want, argc, argv, use_lens ? lens : NULL);
+        assert_true(n > 0);
+        assert_int_equal(b.len - before, (size_t)n);
+        assert_memory_equal(b.data + before, want, (size_t)n);
+        redisFreeCommand(want);
+        if (b.len > 100000) b.len = 0;
+    }
+    ll__rp_buf_free(&b);
+}
+
+/* Out of memory while encoding leaves the buffer as it was (the commands before stay whole). */
+static void test_format_alloc_failure(void **state) {
+    (void)state;
+    rp_buf b = {0};
+    const char *argv[] = {"SET", "k", "v"};
+    assert_int_equal(ll__rp_format_argv(&b, 3, argv, NULL), 0);
+    size_t len = b.len;
+    static char big[4096];
+    const char *bigv[] = {"SET", "k", big};
+    size_t bigl[] = {3, 1, sizeof big};
+    lt_track_begin();
+    lt_fail_after(0);
+    assert_int_equal(ll__rp_format_argv(&b, 3, bigv, bigl), LL_ENOMEM);
+    lt_fail_reset();
+    assert_int_equal(lt_track_end(), 0);
+    assert_int_equal(b.len, len);
+    assert_memory_equal(b.data, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n", len);
+    ll__rp_buf_free(&b);
+}
+
+/* "+OK" and nil are shared objects: whatever holds them (a future, an array, several at once) frees
+ * them with ll_redis_reply_free like any reply, nothing is allocated for them, and a status that
+ * only starts with OK is a reply of its own. */
+static void test_shared_replies(void **state) {
+    (void)state;
+    static const char in[] = "*3\r\n+OK\r\n$-1\r\n+OKAY\r\n+OK\r\n$-1\r\n+OK\r\n";
+    lt_track_begin();
+    rp_reader *r = ll__rp_reader_new(NULL);
+    assert_int_equal(ll__rp_feed(r, in, sizeof in - 1), 0);
+    long before = lt_track_live();
+    ll_redis_reply *rep[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(ll__rp_next(r, &rep[i]), 1);
+    assert_int_equal(lt_track_live() - before, 3); /* the array, its element vector and +OKAY */
+    char out[200] = "";
+    for (int i = 0; i < 4; i++) render(rep[i], out, sizeof out);
+    assert_string_equal(out, "[+OK,nil,+OKAY]+OKnil+OK");
+    assert_ptr_equal(rep[1], rep[3]);
+    assert_ptr_equal(rep[1], ll_redis_reply_element(rep[0], 0));
+    const char *s;
+    size_t n;
+    assert_int_equal(ll_redis_reply_string(rep[3], &s, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(s, "OK");
+    assert_true(ll_redis_reply_is_nil(rep[2]));
+    ll_redis_reply *dup = ll__redis_reply_dup(rep[0]);
+    for (int i = 3; i >= 0; i--) ll_redis_reply_free(rep[i]);
+    ll_redis_reply_free(rep[3]); /* shared: freeing it again is still nothing */
+    memset(out, 0, sizeof out);
+    render(dup, out, sizeof out);
+    assert_string_equal(out, "[+OK,nil,+OKAY]");
+    ll_redis_reply_free(dup);
+    ll__rp_reader_free(r);
+    assert_int_equal(lt_track_end(), 0);
+}
+
 static int vf(rp_buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -305,7 +401,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_waits), cmocka_unit_test(test_array_growth),
         cmocka_unit_test(test_format),         cmocka_unit_test(test_format_printf),
         cmocka_unit_test(test_ring),           cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config),         cmocka_unit_test(test_format_matches_hiredis),
+        cmocka_unit_test(test_format_alloc_failure), cmocka_unit_test(test_shared_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

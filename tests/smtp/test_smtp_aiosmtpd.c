@@ -127,6 +127,19 @@ static void test_starttls_default(void **st) {
     assert_non_null(strstr(out, "crlf_only: True"));
     assert_non_null(strstr(out, "header:Subject: dots"));
     assert_non_null(strstr(out, "text='.leading dot\\r\\n.\\r\\nend\\r\\n'"));
+    /* opportunistic with a server that offers STARTTLS: upgraded too (and verified); plain: never */
+    tcase_init(&t, srv.url);
+    t.opts.security = LL_SMTP_STARTTLS_OPPORTUNISTIC;
+    run_case(&t);
+    assert_true(t.tls_after);
+    inspect_last(out, sizeof out, NULL);
+    assert_non_null(strstr(out, "tls: True"));
+    tcase_init(&t, srv.url);
+    t.opts.security = LL_SMTP_PLAIN;
+    run_case(&t);
+    assert_false(t.tls_after);
+    inspect_last(out, sizeof out, NULL);
+    assert_non_null(strstr(out, "tls: False"));
 }
 
 static void test_implicit_tls(void **st) {
@@ -153,6 +166,15 @@ static void test_verification_on_by_default(void **st) {
     assert_non_null(strstr(t.msg, "127.0.0.1"));
     tcase_init(&t, srv.tls_url);
     t.opts.tls = NULL;
+    t.want_connect = LL_ECERT;
+    run_case(&t);
+    /* the CA is trusted but the name is not the certificate's: refused too (host-name check) */
+    tcase_init(&t, srv.url);
+    t.tls.server_name = "not-the-server.example";
+    t.want_connect = LL_ECERT;
+    run_case(&t);
+    tcase_init(&t, srv.tls_url);
+    t.tls.server_name = "not-the-server.example";
     t.want_connect = LL_ECERT;
     run_case(&t);
 }
@@ -380,6 +402,151 @@ static void test_pool(void **st) {
     assert_int_equal(pc.stats.failed, 1);
 }
 
+/* A deferred recipient (451) is retried with a pause that doubles: retries 2, backoff 0.15 s -> at
+ * least 0.15 + 0.3 s before the send gives up; then it is reported deferred, never as sent.
+ * (Lower bound only: a loaded machine makes it slower, never faster.) */
+typedef struct backoff_case {
+    int rc;
+    double took;
+    unsigned attempts;
+    size_t accepted, deferred;
+} backoff_case;
+
+static int backoff_send(void *arg) {
+    backoff_case *bc = arg;
+    ll_tls_opts tls = {.ca_file = srv.cert};
+    ll_smtp_opts o = {.tls = &tls, .retries = 2, .retry_backoff = 0.15};
+    ll_smtp_client *cl = ll_smtp_client_new(srv.url, &o, NULL);
+    LT_CHECK(cl != NULL);
+    const char *rcpt[] = {"alice@example.test", "defer-me@example.test"};
+    const char *data = "Subject: backoff\r\n\r\nx\r\n";
+    ll_smtp_mail m = {"s@client.test", rcpt, 2, data, strlen(data)};
+    ll_time t0 = ll_now();
+    ll_future *f = ll_smtp_send(cl, &m);
+    bc->rc = ll_await(f);
+    bc->took = ll_now() - t0;
+    const ll_smtp_result *r = ll_smtp_result_of(f);
+    if (r) {
+        bc->attempts = r->attempts;
+        bc->accepted = r->accepted;
+        bc->deferred = r->deferred;
+    }
+    ll_future_free(f);
+    ll_smtp_client_free(cl);
+    return 0;
+}
+
+static void test_retry_backoff(void **st) {
+    (void)st;
+    NEED_SERVER();
+    backoff_case bc = {0};
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, backoff_send, &bc), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+    assert_int_equal(bc.rc, LL_ESMTP_PARTIAL);
+    assert_int_equal(bc.attempts, 3);
+    assert_int_equal(bc.accepted, 1);
+    assert_int_equal(bc.deferred, 1);
+    assert_true(bc.took >= 0.45);
+    assert_true(bc.took < 10);
+}
+
+/* ---- the next envelope pipelined behind the previous message's data (RFC 2920) ----
+ * 30 sends at once on 2 sessions to a server offering PIPELINING (EHLO name "pipelining..."):
+ * each reused session sends the next waiting message's MAIL/RCPT with the previous message's
+ * terminator. Some messages lose a recipient (550), some are refused after their data (554): each
+ * future still carries exactly its own message's results, and the server's record of each queued
+ * message (found by the queue id in the final reply) is that message. */
+#define PIPE_N 30
+typedef struct pipe_case {
+    int rc[PIPE_N];
+    int code[PIPE_N][2];
+    char enh[PIPE_N][2][16];
+    unsigned attempts[PIPE_N];
+    int queued[PIPE_N];    /* the server's record number, 0 when not queued */
+    ll_smtp_client_stats stats;
+} pipe_case;
+
+static bool pipe_reject_rcpt(int i) { return i % 4 == 1; }
+static bool pipe_reject_data(int i) { return i % 5 == 2; }
+
+static int pipe_send(void *arg) {
+    pipe_case *pc = arg;
+    ll_tls_opts tls = {.ca_file = srv.cert};
+    ll_smtp_opts o = {.tls = &tls, .helo_name = "pipelining.client.test", .max_sessions = 2,
+                      .max_messages_per_session = 1000, .retries = -1};
+    char *err = NULL;
+    ll_smtp_client *cl = ll_smtp_client_new(srv.url, &o, &err);
+    LT_CHECKF(cl != NULL, "%s", err ? err : "?");
+    ll_future *fs[PIPE_N];
+    for (int i = 0; i < PIPE_N; i++) {
+        char a[64], b[64], body[160];
+        snprintf(a, sizeof a, "ok%d@example.test", i);
+        snprintf(b, sizeof b, "%s%d@example.test", pipe_reject_rcpt(i) ? "reject" : "bob", i);
+        snprintf(body, sizeof body, "Subject: piped %d\r\n%s\r\nbody %d\r\n", i,
+                 pipe_reject_data(i) ? "X-Test-Reject: yes" : "X-Test: no", i);
+        const char *rc[2] = {a, b};
+        ll_smtp_mail m = {"pipe@client.test", rc, 2, body, strlen(body)};
+        fs[i] = ll_smtp_send(cl, &m);
+    }
+    for (int i = 0; i < PIPE_N; i++) {
+        pc->rc[i] = ll_await(fs[i]);
+        const ll_smtp_result *r = ll_smtp_result_of(fs[i]);
+        LT_CHECKF(r && r->nrcpt == 2, "message %d: %s", i, ll_future_errmsg(fs[i]));
+        if (r) {
+            for (int k = 0; k < 2; k++) {
+                pc->code[i][k] = r->rcpt[k].code;
+                snprintf(pc->enh[i][k], 16, "%s", r->rcpt[k].enhanced);
+            }
+            pc->attempts[i] = r->attempts;
+            const char *q = r->text ? strstr(r->text, "queued as ") : NULL;
+            pc->queued[i] = q ? atoi(q + 10) : 0;
+        }
+        ll_future_free(fs[i]);
+    }
+    ll_smtp_client_get_stats(cl, &pc->stats);
+    ll_smtp_client_free(cl);
+    return 0;
+}
+
+static void test_pool_pipelined(void **st) {
+    (void)st;
+    NEED_SERVER();
+    static pipe_case pc;
+    memset(&pc, 0, sizeof pc);
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, pipe_send, &pc), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+    for (int i = 0; i < PIPE_N; i++) {
+        bool rr = pipe_reject_rcpt(i), rd = pipe_reject_data(i);
+        assert_int_equal(pc.attempts[i], 1);
+        assert_int_equal(pc.code[i][0], rd ? 554 : 250);
+        assert_int_equal(pc.code[i][1], rr ? 550 : rd ? 554 : 250);
+        if (rr) assert_string_equal(pc.enh[i][1], "5.1.1");
+        if (rd) assert_string_equal(pc.enh[i][0], "5.6.0");
+        if (!rr && !rd) assert_int_equal(pc.rc[i], 0);
+        else if (!rd) assert_int_equal(pc.rc[i], LL_ESMTP_PARTIAL);
+        else assert_true(pc.rc[i] != 0);
+        /* the server's record under this message's queue id is this message */
+        assert_int_equal(pc.queued[i] != 0, !rd);
+        if (rd) continue;
+        char out[8192], want[64];
+        assert_true(lt_smtp_inspect(&srv, pc.queued[i], NULL, out, sizeof out));
+        snprintf(want, sizeof want, "header:Subject: piped %d\n", i);
+        assert_non_null(strstr(out, want));
+        if (rr) snprintf(want, sizeof want, "rcpt: ok%d@example.test\n", i);
+        else snprintf(want, sizeof want, "rcpt: ok%d@example.test,bob%d@example.test\n", i, i);
+        assert_non_null(strstr(out, want));
+    }
+    /* the two sessions carried everything, and most envelopes rode on the previous data */
+    assert_int_equal(pc.stats.sessions, 2);
+    assert_true(pc.stats.pipelined >= PIPE_N / 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_starttls_default),     cmocka_unit_test(test_implicit_tls),
@@ -388,6 +555,8 @@ int main(void) {
         cmocka_unit_test(test_fifty_recipients_and_8bit), cmocka_unit_test(test_smtputf8),
         cmocka_unit_test(test_injection_refused),
         cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_pipelined),
+        cmocka_unit_test(test_retry_backoff),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -36,7 +36,7 @@ typedef enum {
     M_REFUSE_GREETING, M_EHLO_421, M_MAIL_550, M_RCPT_MIXED, M_DATA_554, M_FINAL_451,
     M_DROP_MID_DATA, M_NO_STARTTLS, M_INJECT, M_ENDLESS, M_SILENT_AFTER_EHLO, M_SILENT_GREETING,
     M_TRICKLE_GREETING, M_PIPELINE_CHECK, M_421_THEN_OK, M_SILENT_FINAL, M_NORMAL,
-    M_CLOSE_AFTER_FIRST, M_STALL_DATA
+    M_CLOSE_AFTER_FIRST, M_STALL_DATA, M_PIPE_421, M_PIPE_SLOW_FINAL
 } mode;
 
 typedef struct fake {
@@ -80,7 +80,8 @@ static int normal(ll_stream *s, fake *fk, int conn) {
                 ll_sleep(10);
                 return 0;
             }
-            say(s, fk->m == M_PIPELINE_CHECK ? "250-fake\r\n250 PIPELINING\r\n" : "250-fake\r\n250 8BITMIME\r\n");
+            say(s, fk->m == M_PIPELINE_CHECK || fk->m == M_PIPE_421 || fk->m == M_PIPE_SLOW_FINAL ? "250-fake\r\n250 PIPELINING\r\n"
+                                                                     : "250-fake\r\n250 8BITMIME\r\n");
         } else if (!strncmp(line, "MAIL", 4)) {
             if (fk->m == M_MAIL_550) say(s, "550 5.7.1 sender refused\r\n");
             else if (fk->m == M_421_THEN_OK && conn == 1) {
@@ -120,6 +121,20 @@ static int normal(ll_stream *s, fake *fk, int conn) {
             }
             if (fk->m == M_SILENT_FINAL) {
                 ll_sleep(10);
+                return 0;
+            }
+            if (fk->m == M_PIPE_SLOW_FINAL && conn == 1) ll_sleep(0.4);
+            if (fk->m == M_PIPE_421 && conn == 1) {
+                /* the next envelope came with the terminator: log it, then close with 421
+                 * without answering it */
+                ll_scope sc;
+                ll_scope_enter(&sc, ll_deadline_in(1));
+                for (int k = 0; k < 2 && readline(s, line, sizeof line) > 0; k++) {
+                    log_line(fk, "PIPED "); /* RSET, then MAIL FROM */
+                    log_line(fk, line);
+                }
+                ll_scope_exit(&sc);
+                say(s, "421 4.3.2 closing\r\n");
                 return 0;
             }
             say(s, fk->m == M_FINAL_451 ? "451 4.3.0 try again\r\n" : "250 2.0.0 queued\r\n");
@@ -451,7 +466,10 @@ typedef struct pool_run {
     int rcs[4];
     unsigned attempts[4];
     bool cancel;
+    bool together;      /* all n sends at once, then await them */
+    const char *first_rcpt; /* the first message's recipient (else a@example.test) */
     double cancel_took;
+    ll_smtp_client_stats stats;
 } pool_run;
 
 static int pool_task(void *arg) {
@@ -470,8 +488,14 @@ static int pool_task(void *arg) {
     const char *rcpt[] = {"a@example.test"};
     const char *data = "Subject: t\r\n\r\nbody\r\n";
     ll_smtp_mail m = {"s@example.test", rcpt, 1, data, strlen(data)};
+    ll_future *fs[4] = {NULL};
+    if (p->together)
+        for (int i = 0; i < p->n; i++) fs[i] = ll_smtp_send(cl, &m);
     for (int i = 0; i < p->n; i++) {
-        ll_future *f = ll_smtp_send(cl, &m);
+        const char *first[] = {p->first_rcpt};
+        ll_smtp_mail m0 = m;
+        if (i == 0 && p->first_rcpt) m0.rcpt = first;
+        ll_future *f = p->together ? fs[i] : ll_smtp_send(cl, &m0);
         if (p->cancel) {
             ll_sleep(0.1);
             ll_time t0 = ll_now();
@@ -486,6 +510,7 @@ static int pool_task(void *arg) {
         ll_future_free(f);
         ll_sleep(p->pause);
     }
+    ll_smtp_client_get_stats(cl, &p->stats);
     ll_smtp_client_free(cl);
     ll_sleep(0.05); /* the QUIT of the last session */
     ll_future *cf = ll_server_close(srv, 0.5);
@@ -520,6 +545,105 @@ static void test_pool_upkeep(void **st) {
     assert_int_equal(p.fk.conns, 2);
 }
 
+/* The second message's envelope went out with the first one's terminator; the server answered the
+ * data with 421 and closed without answering that envelope: the first message is retried, the
+ * second goes back to wait for a session (not a retry: its one transaction is on the new
+ * session), and neither takes the other's replies. */
+static void test_pipelined_envelope_lost_with_session(void **st) {
+    (void)st;
+    pool_run p = {.fk.m = M_PIPE_421, .noop_after = 100, .max_messages = 100, .n = 2,
+                  .together = true};
+    go_pool(&p);
+    assert_non_null(strstr(p.fk.log, "PIPED RSET\r\nPIPED MAIL FROM:<s@example.test>"));
+    assert_int_equal(p.fk.conns, 2);
+    assert_int_equal(p.rcs[0], 0);
+    assert_int_equal(p.attempts[0], 2);
+    assert_int_equal(p.rcs[1], 0);
+    assert_int_equal(p.attempts[1], 1);
+    assert_int_equal(p.stats.sent, 2);
+    assert_int_equal(p.stats.retries, 1);
+    assert_int_equal(p.stats.pipelined, 0); /* the hand-off fell through */
+}
+
+/* The second message is claimed (its envelope rides on the first one's terminator), then given up
+ * while the first waits for its slow final reply: the second's caller gets control back at once,
+ * the first is unaffected, and the session, whose replies to the given-up envelope were never
+ * read, is not reused. */
+typedef struct gone_run {
+    fake fk;
+    int rc0, rc1;
+    double took1;
+    ll_smtp_client_stats stats;
+} gone_run;
+
+static int gone_task(void *arg) {
+    gone_run *g = arg;
+    ll_future *sf = ll_server_open("127.0.0.1", 0, handler, &g->fk, NULL);
+    LT_CHECK(ll_await(sf) == 0);
+    ll_server *srv = ll_future_take(sf);
+    ll_future_free(sf);
+    char url[64];
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)ll_server_port(srv));
+    ll_smtp_opts o = {.security = LL_SMTP_PLAIN, .max_sessions = 1, .retries = -1};
+    ll_smtp_client *cl = ll_smtp_client_new(url, &o, NULL);
+    LT_CHECK(cl != NULL);
+    const char *rcpt[] = {"a@example.test"};
+    const char *data = "Subject: t\r\n\r\nbody\r\n";
+    ll_smtp_mail m = {"s@example.test", rcpt, 1, data, strlen(data)};
+    ll_future *f0 = ll_smtp_send(cl, &m), *f1 = ll_smtp_send(cl, &m);
+    ll_sleep(0.2); /* the first is waiting for its final reply, the second is claimed */
+    ll_time t0 = ll_now();
+    ll_future_cancel(f1);
+    g->rc1 = ll_await(f1);
+    g->took1 = ll_now() - t0;
+    g->rc0 = ll_await(f0);
+    ll_future_free(f0);
+    ll_future_free(f1);
+    ll_smtp_client_get_stats(cl, &g->stats);
+    ll_smtp_client_free(cl);
+    ll_sleep(0.05);
+    ll_future *cf = ll_server_close(srv, 0.5);
+    ll_await(cf);
+    ll_future_free(cf);
+    return 0;
+}
+
+static void test_pipelined_waiter_gives_up(void **st) {
+    (void)st;
+    gone_run g = {.fk.m = M_PIPE_SLOW_FINAL};
+    lt_ctx ctx;
+    lt_setup(&ctx);
+    assert_int_equal(lt_run_checked(ctx.loop, gone_task, &g), 0);
+    ll_loop_run(ctx.loop);
+    lt_teardown(&ctx);
+    assert_int_equal(g.rc1, LL_ECANCELED);
+    assert_true(g.took1 < 0.5); /* generous: the loop is idle but the machine is loaded */
+    assert_int_equal(g.rc0, 0);
+    assert_int_equal(g.stats.sent, 1);
+    assert_int_equal(g.stats.pipelined, 0);
+    assert_int_equal(g.stats.open, 0); /* the session with unread replies was closed */
+    /* the given-up envelope did go out behind the first message's data */
+    const char *m1 = strstr(g.fk.log, "MAIL FROM");
+    assert_non_null(m1);
+    assert_non_null(strstr(m1 + 1, "MAIL FROM"));
+    assert_int_equal(g.fk.conns, 1);
+}
+
+/* A transaction that ended before DATA (its only recipient refused) leaves the server's state to
+ * RSET: the next message on the session starts with RSET (here without PIPELINING: its own round
+ * trip), and is delivered. */
+static void test_rset_after_refused_envelope(void **st) {
+    (void)st;
+    pool_run p = {.fk.m = M_RCPT_MIXED, .noop_after = 100, .max_messages = 10, .n = 2,
+                  .first_rcpt = "bad@x.test"};
+    go_pool(&p);
+    assert_int_equal(p.rcs[0], LL_ESMTP_REPLY);
+    assert_int_equal(p.rcs[1], 0);
+    assert_int_equal(p.fk.conns, 1);
+    assert_non_null(strstr(p.fk.log, "RCPT TO:<bad@x.test>\r\nRSET\r\nMAIL FROM:<s@example.test>\r\n"
+                                     "RCPT TO:<a@example.test>\r\nDATA\r\n"));
+}
+
 static void test_cancel_mid_send(void **st) {
     (void)st;
     /* the server never answers the data; the caller cancels: control back at once, the session is
@@ -537,6 +661,8 @@ int main(void) {
         cmocka_unit_test(test_plaintext_injected_after_starttls), cmocka_unit_test(test_endless_reply),
         cmocka_unit_test(test_replies_that_never_come), cmocka_unit_test(test_pipelining),
         cmocka_unit_test(test_pool_upkeep),             cmocka_unit_test(test_cancel_mid_send),
+        cmocka_unit_test(test_pipelined_envelope_lost_with_session),
+        cmocka_unit_test(test_pipelined_waiter_gives_up), cmocka_unit_test(test_rset_after_refused_envelope),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

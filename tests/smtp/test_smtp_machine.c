@@ -338,12 +338,147 @@ static void test_txn_refusals_before_sending(void **st) {
     ll__smtp_parser_free(&p);
 }
 
+/* Feed `bytes` (several replies) in random pieces; each complete reply goes to *cur, which moves
+ * from a to b once a is complete: what a pipelined session's reader does. */
+static void feed_two(ll__smtp_parser *p, const char *bytes, ll__smtp_txn *a, ll__smtp_txn *b,
+                     int *ra, int *rb, unsigned seed) {
+    size_t n = strlen(bytes), off = 0;
+    srand(seed);
+    while (off < n) {
+        size_t k = 1 + (size_t)rand() % 7;
+        if (k > n - off) k = n - off;
+        size_t done = 0;
+        while (done < k) {
+            size_t used = 0;
+            int rc = ll__smtp_parser_feed(p, bytes + off + done, k - done, &used);
+            assert_true(rc >= 0);
+            done += used;
+            if (rc == 1) {
+                if (a->state != LL__TX_DONE) *ra = ll__smtp_txn_reply(a, &p->cur);
+                else *rb = ll__smtp_txn_reply(b, &p->cur);
+            }
+        }
+        off += k;
+    }
+}
+
+/* RFC 2920: the next message's MAIL/RCPT in the same write as this message's data; the final
+ * reply is this message's, the rest the next one's, whatever the server said to either. */
+static void test_envelope_follows_data(void **st) {
+    (void)st;
+    for (unsigned seed = 1; seed <= 20; seed++) {
+        ll__smtp_parser p;
+        ll__smtp_parser_init(&p, 0, 0);
+        ll__smtp_caps c = caps_of(&p, "250-mx\r\n250 PIPELINING\r\n");
+        const char *ra_[] = {"a1@x.test"};
+        const char *rb_[] = {"b1@x.test", "b2@x.test"};
+        ll__smtp_txn a, b;
+        assert_int_equal(ll__smtp_txn_start(&a, &c, "s@x.test", ra_, 1, "hi\n.\n", 5, false), 0);
+        assert_string_equal(a.out.data, "MAIL FROM:<s@x.test>\r\nRCPT TO:<a1@x.test>\r\n");
+        assert_int_equal(ll__smtp_txn_reply(&a, reply(&p, "250 ok\r\n")), LL__TX_CONTINUE);
+        assert_int_equal(ll__smtp_txn_reply(&a, reply(&p, "250 ok\r\n")), LL__TX_CONTINUE);
+        assert_string_equal(a.out.data, "DATA\r\n");
+        assert_int_equal(ll__smtp_txn_reply(&a, reply(&p, "354 go\r\n")), LL__TX_SEND_BODY);
+        assert_int_equal(ll__smtp_txn_start(&b, &c, "s@x.test", rb_, 2, "b\r\n", 3, true), 0);
+        /* not before the terminator */
+        assert_int_equal(ll__smtp_txn_follow(&a, &b), LL_ESTATE);
+        assert_int_equal(ll__smtp_txn_body(&a, 1024), 1);
+        assert_true(a.body_done);
+        assert_int_equal(ll__smtp_txn_follow(&a, &b), 0);
+        assert_string_equal(a.out.data, "hi\r\n..\r\n.\r\nRSET\r\nMAIL FROM:<s@x.test>\r\n"
+                                        "RCPT TO:<b1@x.test>\r\n"
+                                        "RCPT TO:<b2@x.test>\r\n");
+        assert_int_equal(b.out.len, 0);
+        assert_int_equal(ll__smtp_txn_body(&a, 1024), 0);
+        /* a's data refused, b's second recipient refused, one read of all five replies */
+        int ra = -100, rb = -100;
+        feed_two(&p, "554 5.6.0 a rejected\r\n250 2.0.0 flushed\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n"
+                     "550 5.1.1 no b2\r\n",
+                 &a, &b, &ra, &rb, seed);
+        assert_int_equal(ra, LL__TX_COMPLETE);
+        assert_int_equal(a.code, 554);
+        assert_int_equal(a.rcpt[0].code, 554);
+        assert_string_equal(a.rcpt[0].text, "a rejected");
+        assert_int_equal(rb, LL__TX_CONTINUE);
+        assert_int_equal(b.rcpt[0].code, 250);
+        assert_int_equal(b.rcpt[1].code, 550);
+        assert_string_equal(b.rcpt[1].enhanced, "5.1.1");
+        assert_string_equal(b.out.data, "DATA\r\n");
+        assert_int_equal(ll__smtp_txn_reply(&b, reply(&p, "354 go\r\n")), LL__TX_SEND_BODY);
+        ll__smtp_txn_free(&a);
+        ll__smtp_txn_free(&b);
+        ll__smtp_caps_free(&c);
+        ll__smtp_parser_free(&p);
+    }
+    /* refused: no PIPELINING, or a next transaction whose envelope is not all queued (without
+     * PIPELINING, RSET goes out alone) */
+    ll__smtp_parser p;
+    ll__smtp_parser_init(&p, 0, 0);
+    ll__smtp_caps plain = caps_of(&p, "250 mx\r\n");
+    ll__smtp_caps pipe = caps_of(&p, "250-mx\r\n250 PIPELINING\r\n");
+    const char *r1[] = {"a@x.test"};
+    for (int k = 0; k < 2; k++) {
+        const ll__smtp_caps *cc = k == 0 ? &plain : &pipe;
+        ll__smtp_txn a, b;
+        assert_int_equal(ll__smtp_txn_start(&a, cc, "s@x.test", r1, 1, "x", 1, false), 0);
+        ll__smtp_txn_reply(&a, reply(&p, "250 ok\r\n"));
+        ll__smtp_txn_reply(&a, reply(&p, "250 ok\r\n"));
+        assert_int_equal(ll__smtp_txn_reply(&a, reply(&p, "354 go\r\n")), LL__TX_SEND_BODY);
+        assert_int_equal(ll__smtp_txn_body(&a, 100), 1);
+        /* k == 1: this one pipelines, the next was started for a session without PIPELINING
+         * (its RSET queued alone, its MAIL not yet) */
+        assert_int_equal(ll__smtp_txn_start(&b, &plain, "s@x.test", r1, 1, "y", 1, k == 1), 0);
+        assert_int_equal(ll__smtp_txn_follow(&a, &b), LL_ESTATE);
+        assert_string_equal(a.out.data, "x\r\n.\r\n"); /* nothing appended */
+        ll__smtp_txn_free(&a);
+        ll__smtp_txn_free(&b);
+    }
+    ll__smtp_caps_free(&plain);
+    ll__smtp_caps_free(&pipe);
+    ll__smtp_parser_free(&p);
+}
+
+/* The SIZE parameter counts the bytes as sent (a bare CR or LF becomes CRLF); the 8-bit check sees
+ * a high byte wherever it is (inside the eight-byte words it scans, or in the tail). */
+static void test_size_and_8bit_scan(void **st) {
+    (void)st;
+    ll__smtp_parser p;
+    ll__smtp_parser_init(&p, 0, 0);
+    ll__smtp_caps c = caps_of(&p, "250-mx\r\n250-PIPELINING\r\n250 SIZE 100000\r\n");
+    const char *r1[] = {"a@x.test"};
+    const char *cases[][2] = {{"a\rb\r\nc\n", "SIZE=9"}, {"\n\r", "SIZE=4"}, {"\r\n\r\n", "SIZE=4"},
+                              {"", "SIZE=0"}, {"\r", "SIZE=2"}, {"x\n\nx", "SIZE=6"}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        ll__smtp_txn t;
+        assert_int_equal(ll__smtp_txn_start(&t, &c, "s@x.test", r1, 1, cases[k][0], strlen(cases[k][0]),
+                                            false), 0);
+        char want[64];
+        snprintf(want, sizeof want, "MAIL FROM:<s@x.test> %s\r\n", cases[k][1]);
+        assert_true(strncmp(t.out.data, want, strlen(want)) == 0);
+        ll__smtp_txn_free(&t);
+    }
+    char buf[40];
+    for (size_t n = 0; n <= sizeof buf; n++) {
+        memset(buf, 'a', sizeof buf);
+        assert_true(ll__smtp_is_ascii(buf, n));
+        for (size_t i = 0; i < n; i++) {
+            memset(buf, 'a', sizeof buf);
+            buf[i] = (char)0x80;
+            assert_false(ll__smtp_is_ascii(buf, n));
+            if (i + 1 < n) assert_true(ll__smtp_is_ascii(buf + i + 1, n - i - 1));
+        }
+    }
+    ll__smtp_caps_free(&c);
+    ll__smtp_parser_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_starttls_required), cmocka_unit_test(test_downgrades_refused),
         cmocka_unit_test(test_helo_fallback),     cmocka_unit_test(test_sasl),
         cmocka_unit_test(test_pipelined_50),      cmocka_unit_test(test_lockstep_none_accepted),
         cmocka_unit_test(test_mail_refused_and_421), cmocka_unit_test(test_txn_refusals_before_sending),
+        cmocka_unit_test(test_envelope_follows_data), cmocka_unit_test(test_size_and_8bit_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -294,11 +294,66 @@ static void test_dkim_ed25519(void **st) {
     dkim_case("ed.pem", "ed.pub");
 }
 
+/* Chosen headers (ll_smtp_dkim_opts.headers): a header outside the list may change and the
+ * signature still verifies; one in the list may not; a listed header that was absent is signed as
+ * absent, so adding it later breaks the signature (RFC 6376 5.4). Verified by python3-dkim. */
+static void test_dkim_chosen_headers(void **st) {
+    (void)st;
+    if (!have_srv) skip();
+    char *pem = slurp("rsa.pem");
+    char *err = NULL;
+    ll_smtp_dkim_opts o = {.domain = "example.test", .selector = "sel", .key_pem = pem,
+                           .headers = "From:Subject:X-Campaign:X-Absent"};
+    ll_smtp_dkim *d = ll_smtp_dkim_new(&o, &err);
+    if (!d) fail_msg("%s", err);
+    ll_smtp_mime *m = sample();
+    ll_smtp_mime_set_dkim(m, d);
+    ll_smtp_mail mail;
+    assert_int_equal(ll_smtp_mime_mail(m, &mail, &err), 0);
+    static char out[32768];
+    send_and_inspect(&mail, "rsa.pub", out, sizeof out);
+    if (!strstr(out, "dkim: pass")) fail_msg("%s", out);
+    char *copy = malloc(mail.len + 32);
+    ll_smtp_mail changed = mail;
+    changed.data = copy;
+    /* To is not signed: changing it keeps the signature valid */
+    memcpy(copy, mail.data, mail.len);
+    char *p = strstr(copy, "\r\nTo: ");
+    assert_non_null(p);
+    p = strstr(p, "Example");
+    assert_non_null(p);
+    p[0] = 'e';
+    send_and_inspect(&changed, "rsa.pub", out, sizeof out);
+    if (!strstr(out, "dkim: pass")) fail_msg("unsigned header changed: %s", out);
+    /* X-Campaign is signed */
+    memcpy(copy, mail.data, mail.len);
+    p = strstr(copy, "X-Campaign: spring");
+    assert_non_null(p);
+    p[12] = 'S';
+    send_and_inspect(&changed, "rsa.pub", out, sizeof out);
+    assert_non_null(strstr(out, "dkim: fail"));
+    /* X-Absent was signed as absent: adding it after signing breaks the signature */
+    p = strstr(mail.data, "\r\n\r\n");
+    assert_non_null(p);
+    size_t head = (size_t)(p - (const char *)mail.data) + 2;
+    memcpy(copy, mail.data, head);
+    memcpy(copy + head, "X-Absent: now here\r\n", 20);
+    memcpy(copy + head + 20, (const char *)mail.data + head, mail.len - head);
+    changed.len = mail.len + 20;
+    send_and_inspect(&changed, "rsa.pub", out, sizeof out);
+    assert_non_null(strstr(out, "dkim: fail"));
+    free(copy);
+    ll_smtp_mime_free(m);
+    ll_smtp_dkim_free(d);
+    free(pem);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_shape),      cmocka_unit_test(test_injection_and_errors),
         cmocka_unit_test(test_parsed_by_python), cmocka_unit_test(test_base64_when_smaller),
         cmocka_unit_test(test_dkim_rsa),         cmocka_unit_test(test_dkim_ed25519),
+        cmocka_unit_test(test_dkim_chosen_headers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
