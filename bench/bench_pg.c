@@ -19,9 +19,12 @@
  *       results with the ll_pg_get_* getters, or text results parsed (the timestamp by a small
  *       parser here, as an application would). The best of REPS runs, in rows/s.
  *
- *       `stream` instead reads the same rows through ll_pg_rows (binary, 10,000-row chunks).
+ *       `stream` instead reads the same rows through ll_pg_rows (binary, the default chunk of
+ *       1,000 rows).
  *   bench_pg many URL ROWS REPS
  *       ll_pg_executemany of ROWS rows (int8, text, float8) into a table; rows/s, best of REPS.
+ *       (BENCH_PG_WINDOW=N: ll_pg_many_opts.window, default 512; BENCH_PG_CHUNK=N: the
+ *       streamed chunk in rows, default the library's)
  *
  * Output is one line of key=value pairs; the program exits non-zero, saying why on stderr, if any
  * query failed, so a broken client cannot produce a number. Measurements start after a short
@@ -30,8 +33,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "libloop.h"
 #include "libloop/pg.h"
+
+/* This process's CPU time (user + system), in seconds: the client's own cost, which the load
+ * of the shared machine changes far less than the wall-clock rate. */
+static double cpu_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+static double cpu_total; /* over the timed parts of every rep */
 
 #define WIDE_SQL                                                                                 \
     "SELECT g, g + 1, g + 2, g + 3, g + 4, g + 5, g + 6, g + 7, 'abcdefgh'::text, g::float8 "   \
@@ -231,8 +245,10 @@ static int stream_main(void *arg) {
     double best = 0;
     for (int rep = 0; rep < fetch_reps; rep++) {
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
-        ll_pg_rows_opts o = {.chunk_rows = 10000};
+        ll_pg_rows_opts o = {0}; /* the default chunk */
+        if (getenv("BENCH_PG_CHUNK")) o.chunk_rows = atoi(getenv("BENCH_PG_CHUNK"));
         ll_pg_rows *it;
         if (ll_pg_rows_open(&it, conns[0], DECODE_SQL, 1, &p, &o) != 0) {
             fprintf(stderr, "bench_pg: stream: %s\n", ll_pg_rows_errmsg(it));
@@ -250,6 +266,7 @@ static int stream_main(void *arg) {
             exit(1);
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         int64_t want = (int64_t)fetch_rows * (fetch_rows + 1) / 2;
         if (s.bad || s.rows != fetch_rows || s.sum != want || s.tsum != want * 1000000) {
             fprintf(stderr, "bench_pg: stream: wrong values\n");
@@ -259,7 +276,8 @@ static int stream_main(void *arg) {
     }
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d format=stream\n", best, fetch_rows, fetch_reps);
+    printf("rows_per_s=%.0f rows=%ld reps=%d format=stream cpu_us_per_row=%.3f\n", best, fetch_rows,
+           fetch_reps, cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 
@@ -285,22 +303,26 @@ static int many_main(void *arg) {
         if (ll_await(f) != 0) die("truncate", f);
         ll_future_free(f);
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_many_error e;
         /* atomic, as asyncpg's executemany is (one transaction) */
         ll_pg_many_opts mo = {.atomic = true};
+        if (getenv("BENCH_PG_WINDOW")) mo.window = (size_t)atoi(getenv("BENCH_PG_WINDOW"));
         if (ll_pg_executemany(conns[0], "INSERT INTO bench_many VALUES ($1, $2, $3)", 3,
                               (size_t)fetch_rows, p, &mo, &e) != 0) {
             fprintf(stderr, "bench_pg: executemany: row %zu: %s\n", e.row, e.message);
             exit(1);
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         if (fetch_rows / dt > best) best = fetch_rows / dt;
     }
     free(p);
     free(names);
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d\n", best, fetch_rows, fetch_reps);
+    printf("rows_per_s=%.0f rows=%ld reps=%d cpu_us_per_row=%.3f\n", best, fetch_rows, fetch_reps,
+           cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 
@@ -312,6 +334,7 @@ static int decode_main(void *arg) {
     ll_pg_query_opts o = {.text_results = !decode_binary};
     for (int rep = 0; rep < fetch_reps; rep++) {
         ll_time t0 = ll_now();
+        double c0 = cpu_now();
         ll_pg_param p = ll_pg_param_int4((int32_t)fetch_rows);
         ll_future *f = ll_pg_query_typed(conns[0], DECODE_SQL, 1, &p, &o);
         if (ll_await(f) != 0) die("decode", f);
@@ -349,6 +372,7 @@ static int decode_main(void *arg) {
             evens += b;
         }
         double dt = ll_now() - t0;
+        cpu_total += cpu_now() - c0;
         ll_future_free(f);
         int64_t want = (int64_t)fetch_rows * (fetch_rows + 1) / 2;
         if (bad || rows != fetch_rows || sum != want || tsum != want * 1000000 ||
@@ -360,8 +384,9 @@ static int decode_main(void *arg) {
     }
     ll_pg_close(conns[0]);
     free(conns);
-    printf("rows_per_s=%.0f rows=%ld reps=%d format=%s\n", best, fetch_rows, fetch_reps,
-           decode_binary ? "binary" : "text");
+    printf("rows_per_s=%.0f rows=%ld reps=%d format=%s cpu_us_per_row=%.3f\n", best, fetch_rows,
+           fetch_reps, decode_binary ? "binary" : "text",
+           cpu_total * 1e6 / ((double)fetch_rows * fetch_reps));
     return 0;
 }
 

@@ -165,7 +165,7 @@ static void cancel_finished(ll_pg_conn *c, int rc) {
     c->cancel_req = NULL;
     c->risk_hi = c->next_seq;
     pg_req *t = c->cancel_target;
-    if (t && t->state == RQ_CANCELLING) ll__pg_req_set_state(c, t, RQ_DRAINING);
+    if (t && t->state == RQ_CANCELLING) ll__pg_sched_cancel_confirmed(c, t);
     else if (t && t->state == RQ_CANCEL_WAIT) ll__pg_complete(c, t); /* abandoned: freed */
     if (c->state != PG_READY) return;
     ll__pg_cancel_progress(c);

@@ -41,8 +41,7 @@ bool ll__pg_binary_textlike(unsigned oid) {
 }
 
 bool ll__pg_col_binary(const ll_pg_result *r, int col) {
-    PGresult *res = ll__pg_result_pq(r);
-    return col >= 0 && col < PQnfields(res) && PQfformat(res, col) == 1;
+    return col >= 0 && col < r->ncols && r->cols[col].binary;
 }
 
 bool ll_pg_result_binary(const ll_pg_result *r, int col) {
@@ -64,14 +63,12 @@ typedef struct cell {
 } cell;
 
 static int cell_of(const ll_pg_result *r, int row, int col, cell *c) {
-    if (!r) return LL_ERANGE;
-    PGresult *res = ll__pg_result_pq(r);
-    if (row < 0 || col < 0 || row >= PQntuples(res) || col >= PQnfields(res)) return LL_ERANGE;
-    if (PQgetisnull(res, row, col)) return LL_ENOENT;
-    c->p = (const uint8_t *)PQgetvalue(res, row, col);
-    c->len = (size_t)PQgetlength(res, row, col);
-    c->type = (unsigned)PQftype(res, col);
-    c->binary = PQfformat(res, col) == 1;
+    if (!r || row < 0 || col < 0 || row >= r->nrows || col >= r->ncols) return LL_ERANGE;
+    if (PQgetisnull(r->res, row, col)) return LL_ENOENT;
+    c->p = (const uint8_t *)PQgetvalue(r->res, row, col);
+    c->len = (size_t)PQgetlength(r->res, row, col);
+    c->type = r->cols[col].type;
+    c->binary = r->cols[col].binary;
     return 0;
 }
 

@@ -427,6 +427,54 @@ static bool enc_write(const ll_pg_param *p, uint8_t *o) {
 
 static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
 
+int64_t ll__pg_param_size(const ll_pg_param *p, const char **why) {
+    if (p->made != &made_tag) {
+        *why = " was not made by an ll_pg_param_* constructor";
+        return -2;
+    }
+    if (p->err) {
+        *why = p->err == LL_ERANGE ? ": array too large"
+             : p->kind == K_ARRAY  ? ": array elements are NULL"
+                                   : ": text contains a zero byte (PostgreSQL text cannot hold "
+                                     "one; use ll_pg_param_bytea)";
+        return -2;
+    }
+    const char *w = NULL;
+    int64_t s = enc_size(p, &w);
+    if (s == -2 || s > INT32_MAX) {
+        *why = !w ? ": value larger than 2 GB"
+             : w[0] == 'a' ? ": array larger than 2 GB"
+                           : ": not made by an ll_pg_param_* constructor";
+        return -2;
+    }
+    return s;
+}
+
+const char *ll__pg_param_write(const ll_pg_param *p, uint8_t *o, int64_t size, char **value,
+                               int *length, int *format) {
+    if (size < 0) {
+        *value = NULL;
+        *length = 0;
+        *format = 0;
+        return NULL;
+    }
+    if (!enc_write(p, o)) return type_name(p->type); /* "... out of range" */
+    *value = (char *)o;
+    *length = p->kind == K_TEXT ? (int)size - 1 : (int)size;
+    *format = p->kind == K_TEXT ? 0 : 1;
+    return NULL;
+}
+
+size_t ll__pg_stmt_key(char *out, const Oid *types, int n, const char *sql) {
+    char *k = out;
+    *k++ = '\x01';
+    for (int i = 0; i < n; i++) k += sprintf(k, "%u,", types[i]);
+    *k++ = '\x01';
+    size_t sl = strlen(sql);
+    memcpy(k, sql, sl + 1);
+    return (size_t)(k - out) + sl;
+}
+
 pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *params,
                        int result_format) {
     if (n < 0 || n > 65535 || (n > 0 && !params)) {
@@ -437,27 +485,12 @@ pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *
     size_t un = (size_t)n;
     size_t data = 0;
     /* the key: \x01 + "oid," per parameter + \x01 + SQL (no SQL text starts with \x01) */
-    size_t keylen = 2 + strlen(sql) + un * 11;
+    size_t keylen = LL__PG_KEY_LEN(n, sql);
     for (int i = 0; i < n; i++) {
-        const ll_pg_param *p = &params[i];
-        const char *why = NULL;
-        if (p->made != &made_tag) {
-            ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d was not made by an "
-                                         "ll_pg_param_* constructor", i + 1);
-            return NULL;
-        }
-        if (p->err) {
-            ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d: %s", i + 1,
-                           p->err == LL_ERANGE ? "array too large"
-                           : p->kind == K_ARRAY ? "array elements are NULL"
-                                                : "text contains a zero byte (PostgreSQL text "
-                                                  "cannot hold one; use ll_pg_param_bytea)");
-            return NULL;
-        }
-        int64_t s = enc_size(p, &why);
-        if (s == -2 || s > INT32_MAX) {
-            ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d: %s", i + 1,
-                           why ? why : "value larger than 2 GB");
+        const char *why;
+        int64_t s = ll__pg_param_size(&params[i], &why);
+        if (s == -2) {
+            ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d%s", i + 1, why);
             return NULL;
         }
         if (s > 0) data += (size_t)s;
@@ -481,34 +514,22 @@ pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *
     e->lengths = (int *)(mem + off_lengths);
     e->formats = (int *)(mem + off_formats);
     e->key = mem + off_key;
-    char *k = e->key;
-    *k++ = '\x01';
     uint8_t *d = (uint8_t *)(mem + off_data);
     for (int i = 0; i < n; i++) {
         const ll_pg_param *p = &params[i];
-        const char *why = NULL;
-        int64_t s = enc_size(p, &why);
+        const char *why;
+        int64_t s = ll__pg_param_size(p, &why);
         e->types[i] = p->type; /* 0 for ll_pg_param_null(): the server infers it */
-        k += sprintf(k, "%u,", p->type);
-        if (s < 0) {
-            e->values[i] = NULL;
-            e->lengths[i] = 0;
-            e->formats[i] = 0;
-            continue;
-        }
-        if (!enc_write(p, d)) {
+        why = ll__pg_param_write(p, d, s, &e->values[i], &e->lengths[i], &e->formats[i]);
+        if (why) {
             ll_free(mem);
             ll_future_fail(f, LL_EINVAL, "postgres typed query: parameter $%d: %s out of range",
-                           i + 1, type_name(p->type));
+                           i + 1, why);
             return NULL;
         }
-        e->values[i] = (char *)d;
-        e->lengths[i] = p->kind == K_TEXT ? (int)s - 1 : (int)s;
-        e->formats[i] = p->kind == K_TEXT ? 0 : 1;
-        d += s;
+        if (s > 0) d += s;
     }
-    *k++ = '\x01';
-    strcpy(k, sql);
+    ll__pg_stmt_key(e->key, e->types, n, sql);
     return e;
 }
 

@@ -29,7 +29,9 @@ typedef enum {
     REQ_QUERY = 0, /* one statement, extended protocol, its own Sync (pipelined) */
     REQ_EXEC,      /* a script over the simple protocol: runs alone, pipeline mode off */
     REQ_COPY,      /* COPY: runs alone, pipeline mode off */
-    REQ_INTERNAL   /* DEALLOCATE and other housekeeping: no future */
+    REQ_INTERNAL,  /* DEALLOCATE and other housekeeping: no future */
+    REQ_MANY       /* executemany: one statement, nrows parameter sets, pipelined; one Sync at
+                    * the end (or one per row with RQF_SYNC_EACH) */
 } pg_req_kind;
 
 typedef enum { TXOP_NONE = 0, TXOP_BEGIN, TXOP_COMMIT, TXOP_ROLLBACK } pg_txop;
@@ -71,10 +73,21 @@ enum {
     RQF_NOCACHE = 2,       /* never a named statement (transaction control, LISTEN) */
     RQF_BATCHED = 4,       /* batch_sync: no Sync of its own (its segment's comes later) */
     RQF_SOLO = 8,          /* always in a segment of its own (re-run after a failure) */
+    RQF_SYNC_EACH = 16,    /* REQ_MANY: a Sync after every row (each row its own transaction) */
+    RQF_ROW_WAIT = 32,     /* REQ_MANY, abandoned: the next cancel request waits for a row's end */
     RQF_STMT = 64,         /* executes the explicit statement r->stmt (stmt.c), never the cache's;
                             * never re-prepared */
     RQF_DESCRIBE = 128     /* with RQF_STMT: Parse (if not sent) and Describe, no Execute */
 };
+
+/* executemany's progress, shared by its call and its requests (each holds a reference: a request
+ * abandoned by a deadline outlives the call). Rows are absolute indexes into the call's rows. */
+typedef struct pg_many_prog {
+    unsigned refs;
+    size_t done;                      /* rows answered so far, in order */
+    size_t err_row;                   /* the lowest row a server error was reported for */
+} pg_many_prog;
+void ll__pg_many_prog_unref(pg_many_prog *p);
 
 /* What the server said about a request besides results and errors. */
 typedef enum { OUT_NONE = 0, OUT_SKIPPED /* an earlier error in its segment: not run */ } pg_outcome;
@@ -121,6 +134,13 @@ typedef struct pg_req {
     Oid *types;
     char *stmt_key;
     int result_format;
+    /* REQ_MANY: rows [row0, row0 + nrows) of an executemany; values, lengths and formats hold
+     * nrows * nparams entries, row by row */
+    uint32_t nrows;
+    int err_cmd;                      /* the command that gave the first error */
+    size_t row0;
+    pg_many_prog *prog;
+    int cancel_cmds;                  /* cmds_done when its last cancel request went out */
 } pg_req;
 
 /* A notification waiting to be read, or a task waiting for one. */
@@ -271,6 +291,11 @@ void ll__pg_sched_abandon(ll_pg_conn *c, pg_req *r, ll_time now);
 pg_req *ll__pg_sched_cancel_due(const ll_pg_conn *c);
 /* When the oldest abandoned request must be over (LL_NEVER: none). */
 ll_time ll__pg_sched_cancel_deadline(const ll_pg_conn *c);
+/* The cancel request for r (CANCELLING) is confirmed: DRAINING, or ABANDONED again for an
+ * executemany whose rows run after a Sync each and are not all over. */
+void ll__pg_sched_cancel_confirmed(ll_pg_conn *c, pg_req *r);
+/* A row of an executemany (REQ_MANY) has answered. */
+void ll__pg_sched_row_done(ll_pg_conn *c, pg_req *r);
 /* All replies of r are in: what to do with it. */
 bool ll__pg_replies_in(const pg_req *r);
 bool ll__pg_is_abandoned(const pg_req *r);
@@ -315,6 +340,17 @@ pg_enc *ll__pg_enc_new(ll_future *f, const char *sql, int n, const ll_pg_param *
                        int result_format);
 /* Submit a typed query made from enc (copied) on c. */
 ll_future *ll__pg_query_enc(ll_pg_conn *c, const char *sql, const pg_enc *enc);
+/* A parameter's encoded size (-1: NULL), or -2 with *why saying why it is refused (to follow
+ * "parameter $N": " was not made ...", ": text contains ..."). */
+int64_t ll__pg_param_size(const ll_pg_param *p, const char **why);
+/* Write p (of that size) at o and set its wire value, length and format; NULL, or the type name
+ * of a value out of range. */
+const char *ll__pg_param_write(const ll_pg_param *p, uint8_t *o, int64_t size, char **value,
+                               int *length, int *format);
+/* The statement cache key of sql with these parameter types, written at out (LL__PG_KEY_LEN
+ * bytes plus the zero); returns its length. */
+#define LL__PG_KEY_LEN(n, sql) (2 + strlen(sql) + (size_t)(n) * 11)
+size_t ll__pg_stmt_key(char *out, const Oid *types, int n, const char *sql);
 /* The pool's typed query: enc is adopted. */
 ll_future *ll__pg_pool_query_enc(ll_pg_pool *p, const char *sql, pg_enc *enc, ll_future *f);
 
@@ -388,6 +424,16 @@ void ll__pg_fail_result(ll_future *f, ll_pg_conn *c, int code, PGresult *res);
 void ll__pg_fail_from(ll_future *dst, ll_future *src);
 
 /* result.c */
+/* A result: libpq's, with what the getters check for every value read once (result.c). */
+struct ll_pg_result {
+    PGresult *res;
+    struct decoded *dec;              /* values decoded into memory of their own */
+    int nrows, ncols;
+    struct {
+        unsigned type;                /* the column's type OID */
+        bool binary;                  /* binary format */
+    } cols[];
+};
 ll_pg_result *ll__pg_result_new(PGresult *res); /* adopts res; NULL on out of memory */
 PGresult *ll__pg_result_pq(const ll_pg_result *r);
 /* `size` bytes freed with the result (decoded values handed out by the getters); NULL on OOM. */

@@ -111,6 +111,7 @@ void ll__pg_req_free(pg_req *r) {
     ll_free(r->stmt_key);
     ll_future_free(r->task_f);
     ll_future_free(r->f);
+    ll__pg_many_prog_unref(r->prog);
     ll_free(r);
 }
 
@@ -164,6 +165,23 @@ void ll__pg_close_segment(ll_pg_conn *c) {
     else if (fl > 0) ll__pg_want_write(c);
 }
 
+/* executemany's rows: Bind/Execute per row (the statement parsed once), a Sync between rows
+ * with RQF_SYNC_EACH; the caller writes the last Sync. */
+static int send_rows(PGconn *pg, pg_req *r, const pg_stmt *st) {
+    size_t n = (size_t)r->nparams;
+    for (uint32_t i = 0; i < r->nrows; i++) {
+        const char *const *v = (const char *const *)r->values + i * n;
+        const int *len = r->lengths + i * n;
+        const int *fmt = r->formats ? r->formats + i * n : NULL;
+        int ok = st ? PQsendQueryPrepared(pg, st->name, r->nparams, v, len, fmt, r->result_format)
+                    : PQsendQueryParams(pg, r->sql, r->nparams, r->types, v, len, fmt,
+                                        r->result_format);
+        if (!ok) return 0;
+        if ((r->flags & RQF_SYNC_EACH) && i + 1 < r->nrows && !PQpipelineSync(pg)) return 0;
+    }
+    return 1;
+}
+
 /* Write r (state NEW, in no list). False when libpq refused: the connection is then unusable (r
  * is in the sent list and fails with everything else). */
 static bool send_one(ll_pg_conn *c, pg_req *r) {
@@ -195,19 +213,24 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
             c->pipeline_on = true;
         }
         pg_stmt *st = (r->flags & RQF_STMT) ? r->stmt /* an explicit statement (stmt.c) */
-                      : r->kind == REQ_QUERY && r->txop == TXOP_NONE && !(r->flags & RQF_NOCACHE)
+                      : (r->kind == REQ_QUERY || r->kind == REQ_MANY) && r->txop == TXOP_NONE &&
+                                !(r->flags & RQF_NOCACHE)
                           ? ll__pg_stmt_get(c, r->stmt_key ? r->stmt_key : r->sql)
                           : NULL;
         ll__pg_cork(c); /* schedules the end of the burst (uncork, batch Sync) */
-        r->ncmds = 1;
+        r->ncmds = r->kind == REQ_MANY ? (int)r->nrows : 1;
         if (st) {
             r->stmt = st;
             if (!st->sent) {
                 ok = PQsendPrepare(pg, st->name, r->sql, r->types ? r->nparams : 0, r->types);
                 st->sent = true;
                 r->flags |= RQF_PREPARE_FIRST;
-                r->ncmds = 2;
+                r->ncmds++;
             }
+        }
+        if (r->kind == REQ_MANY) {
+            ok = ok && send_rows(pg, r, st);
+        } else if (st) {
             if (r->flags & RQF_DESCRIBE) /* ll_pg_prepare: the types and columns, no Execute */
                 ok = ok && PQsendDescribePrepared(pg, st->name);
             else
@@ -298,6 +321,7 @@ static void resend(ll_pg_conn *c, pg_req *r) {
     r->flags &= (uint8_t)~(RQF_PREPARE_FIRST | RQF_BATCHED);
     r->outcome = OUT_NONE;
     r->cmds_done = 0;
+    r->err_cmd = 0;
     r->retries++;
     r->seq = ++c->next_seq;
     r->state = RQ_NEW;
@@ -307,7 +331,10 @@ static void resend(ll_pg_conn *c, pg_req *r) {
 
 /* Outside a transaction block nothing of a failed or skipped request stayed: it may run again. */
 static bool may_rerun(ll_pg_conn *c, const pg_req *r) {
-    return r->kind == REQ_QUERY && !r->retries && !(r->flags & RQF_DESCRIBE) &&
+    /* executemany's rows with a Sync each: those before the failing one stayed */
+    bool whole = r->kind == REQ_QUERY ||
+                 (r->kind == REQ_MANY && (!(r->flags & RQF_SYNC_EACH) || r->err_cmd == 0));
+    return whole && !r->retries && !(r->flags & RQF_DESCRIBE) &&
            PQtransactionStatus(c->pg) == PQTRANS_IDLE && !c->tx.owner;
 }
 
@@ -327,6 +354,7 @@ static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
  * cancel was confirmed and after its target; outside a transaction block it is simply run again. */
 static bool retry_hit_by_cancel(ll_pg_conn *c, pg_req *r) {
     if (!r->err || !sqlstate_is(r->err, "57014") || !may_rerun(c, r)) return false;
+    if (r->flags & RQF_SYNC_EACH) return false; /* the rows after the one hit ran: a row error */
     const char *m = PQresultErrorField(r->err, PG_DIAG_MESSAGE_PRIMARY);
     if (!m || !strstr(m, "user request")) return false; /* statement_timeout is the caller's */
     if (!(r->seq > c->risk_lo && r->seq <= c->risk_hi)) return false;
@@ -394,6 +422,11 @@ void ll__pg_complete(ll_pg_conn *c, pg_req *r) {
         return;
     }
     ll_future *f = r->f;
+    if (r->kind == REQ_MANY && r->err && r->prog) {
+        int row = r->err_cmd - ((r->flags & RQF_PREPARE_FIRST) ? 1 : 0);
+        size_t at = r->row0 + (size_t)(row > 0 ? row : 0);
+        if (at < r->prog->err_row) r->prog->err_row = at;
+    }
     if (f && ll_future_get_state(f) == LL_FUTURE_PENDING) {
         if (r->err) {
             int code = LL_EPG_SERVER;
@@ -507,6 +540,11 @@ static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
     }
     if (!res) {
         if (++r->cmds_done >= r->ncmds) c->cur = r->next; /* settles with its segment's Sync */
+        if (r->kind == REQ_MANY) {
+            ll__pg_sched_row_done(c, r);
+            size_t rows = (size_t)r->cmds_done - ((r->flags & RQF_PREPARE_FIRST) ? 1 : 0);
+            if (r->prog && r->row0 + rows > r->prog->done) r->prog->done = r->row0 + rows;
+        }
         return;
     }
     if (ll__pg_is_abandoned(r)) {
@@ -523,8 +561,12 @@ static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
             /* the Parse failed: the statement does not exist on the server */
             ll__pg_stmt_forget(c, r->stmt, false);
         }
-        if (!r->err) r->err = res;
-        else PQclear(res);
+        if (!r->err) {
+            r->err = res;
+            r->err_cmd = r->cmds_done;
+        } else {
+            PQclear(res);
+        }
         break;
     default:
         if ((r->flags & RQF_PREPARE_FIRST) && r->cmds_done == 0) {

@@ -14,6 +14,10 @@
  *   other tasks' queries on the connection wait (the transaction rule), so a stream should be
  *   read to the end or closed promptly. If the task ends without closing, the transaction is
  *   rolled back automatically, which also drops the cursor.
+ * - The next chunk is fetched ahead: its FETCH is written when a chunk is handed out (and with
+ *   the DECLARE), so the server produces it while the caller reads the one it has. The client
+ *   holds at most two chunks, and the round trip per chunk overlaps the caller's work. A FETCH
+ *   still in flight at close is awaited and dropped (an early close costs one chunk).
  * - The calls await, so they must run in a task; they return a code and keep the message.
  */
 #include <stdio.h>
@@ -27,12 +31,27 @@ struct ll_pg_rows {
     bool text_results;
     bool done;             /* the last FETCH returned fewer rows than asked */
     bool failed;           /* a step failed: the transaction is aborted */
+    ll_future *ahead;      /* the next chunk's FETCH, written already; or NULL */
     char name[32];
     char fetch_sql[64];
     char errmsg[256];
 };
 
 static unsigned cursor_counter;
+
+/* Write the next chunk's FETCH (its future in it->ahead; NULL only when out of memory). */
+static void fetch_ahead(ll_pg_rows *it) {
+    ll_pg_query_opts o = {.text_results = it->text_results};
+    it->ahead = ll_pg_query_typed(it->conn, it->fetch_sql, 0, NULL, &o);
+}
+
+/* Await and drop the FETCH written ahead (an early close, a failed DECLARE). */
+static void drop_ahead(ll_pg_rows *it) {
+    if (!it->ahead) return;
+    (void)ll_await(it->ahead); /* cut by a deadline: the request is abandoned by the await */
+    ll_future_free(it->ahead);
+    it->ahead = NULL;
+}
 
 /* A step failed with rc (the await's code: LL_ECANCELED or LL_ETIMEDOUT when cut). */
 static int fail_with(ll_pg_rows *it, int rc, ll_future *f, const char *what) {
@@ -74,8 +93,12 @@ int ll_pg_rows_open(ll_pg_rows **out, ll_pg_conn *c, const char *sql, int n,
     ll_future *f = ll_pg_query_typed(c, decl, n, params, NULL);
     ll_free(decl);
     if (!f) return LL_ENOMEM;
+    fetch_ahead(it); /* pipelined behind the DECLARE: no round trip of its own */
     int rc = ll_await(f);
-    if (rc != 0) return fail_with(it, rc, f, "declare");
+    if (rc != 0) {
+        drop_ahead(it);
+        return fail_with(it, rc, f, "declare");
+    }
     ll_future_free(f);
     return 0;
 }
@@ -85,8 +108,9 @@ int ll_pg_rows_next(ll_pg_rows *it, ll_pg_result **chunk) {
     if (!it || !chunk) return LL_EINVAL;
     if (it->failed) return LL_ESTATE;
     if (it->done) return LL_EOF;
-    ll_pg_query_opts o = {.text_results = it->text_results};
-    ll_future *f = ll_pg_query_typed(it->conn, it->fetch_sql, 0, NULL, &o);
+    if (!it->ahead) fetch_ahead(it);
+    ll_future *f = it->ahead;
+    it->ahead = NULL;
     if (!f) return LL_ENOMEM;
     int rc = ll_await(f);
     if (rc != 0) return fail_with(it, rc, f, "fetch");
@@ -94,6 +118,7 @@ int ll_pg_rows_next(ll_pg_rows *it, ll_pg_result **chunk) {
     ll_future_free(f);
     int rows = ll_pg_result_rows(r);
     if (rows < it->chunk) it->done = true;
+    else fetch_ahead(it); /* the server makes the next chunk while the caller reads this one */
     if (rows == 0) {
         ll_pg_result_free(r);
         return LL_EOF;
@@ -105,6 +130,7 @@ int ll_pg_rows_next(ll_pg_rows *it, ll_pg_result **chunk) {
 int ll_pg_rows_close(ll_pg_rows *it) {
     if (!it) return 0;
     int rc = 0;
+    drop_ahead(it);
     if (it->tx) {
         /* our transaction: its end drops the cursor */
         bool commit = !it->failed && it->done;

@@ -22,6 +22,11 @@
  *   request already sent behind it can still be hit when the abandoned query ends just as the
  *   cancel arrives: pipeline.c runs such a request again (it is the only request that can be
  *   affected, and outside a transaction block its effects were rolled back with it).
+ * - An executemany with a Sync per row (REQ_MANY, RQF_SYNC_EACH) is one request whose rows the
+ *   server runs one after another, each after its own Sync: a cancel request stops one row only.
+ *   While rows are left it stays ABANDONED (blocking: nothing new is written behind it) and a
+ *   cancel request goes out for each row still running; after one is confirmed, the next waits
+ *   (RQF_ROW_WAIT) until the row it hit has answered, so it does not land on the same row.
  */
 #include "pg_internal.h"
 
@@ -105,7 +110,10 @@ void ll__pg_req_set_state(ll_pg_conn *c, pg_req *r, pg_req_state st) {
     if (!is_blocking(old) && is_blocking(st)) c->nblocking++;
     if (old == RQ_CANCEL_WAIT && c->cancel_wait == r) c->cancel_wait = NULL;
     if (st == RQ_CANCEL_WAIT) c->cancel_wait = r;
-    if (st == RQ_CANCELLING) c->cancel_target = r;
+    if (st == RQ_CANCELLING) {
+        c->cancel_target = r;
+        r->cancel_cmds = r->cmds_done;
+    }
     else if (c->cancel_target == r && st != RQ_CANCEL_WAIT) c->cancel_target = NULL;
     r->state = (uint8_t)st;
 }
@@ -156,7 +164,28 @@ void ll__pg_sched_abandon(ll_pg_conn *c, pg_req *r, ll_time now) {
 pg_req *ll__pg_sched_cancel_due(const ll_pg_conn *c) {
     if (c->state != PG_READY || c->cancel_target || c->cancel_wait) return NULL;
     pg_req *r = c->cur;
-    return r && r->state == RQ_ABANDONED ? r : NULL;
+    return r && r->state == RQ_ABANDONED && !(r->flags & RQF_ROW_WAIT) ? r : NULL;
+}
+
+static bool rows_left(const pg_req *r) {
+    return r->kind == REQ_MANY && (r->flags & RQF_SYNC_EACH) && !ll__pg_replies_in(r);
+}
+
+void ll__pg_sched_cancel_confirmed(ll_pg_conn *c, pg_req *r) {
+    if (r->state != RQ_CANCELLING) return;
+    if (!rows_left(r)) {
+        ll__pg_req_set_state(c, r, RQ_DRAINING);
+        return;
+    }
+    /* the row it hit has not answered yet: the next cancel request is for the row after it */
+    if (r->cmds_done == r->cancel_cmds) r->flags |= RQF_ROW_WAIT;
+    ll__pg_req_set_state(c, r, RQ_ABANDONED);
+}
+
+void ll__pg_sched_row_done(ll_pg_conn *c, pg_req *r) {
+    if (!(r->flags & RQF_SYNC_EACH) || !ll__pg_is_abandoned(r)) return;
+    r->flags &= (uint8_t)~RQF_ROW_WAIT;
+    if (r->state == RQ_DRAINING && rows_left(r)) ll__pg_req_set_state(c, r, RQ_ABANDONED);
 }
 
 ll_time ll__pg_sched_cancel_deadline(const ll_pg_conn *c) {

@@ -344,8 +344,9 @@ LL_EXPORT int ll_pg_get_text_array(ll_pg_result *r, int row, int col, const char
 LL_EXPORT bool ll_pg_result_binary(const ll_pg_result *r, int col);
 
 /* ---- streamed rows ----
- * A query's rows read in chunks through a server-side cursor: the client holds one chunk at a
- * time whatever the row count. From a task (the calls await; LL_ENOTASK otherwise). Outside a
+ * A query's rows read in chunks through a server-side cursor: the client holds at most two
+ * chunks whatever the row count (the one read, and the next, fetched ahead while the caller reads
+ * it). From a task (the calls await; LL_ENOTASK otherwise). Outside a
  * transaction the stream opens one of its own (other tasks' queries on the connection wait until
  * it is closed) and ll_pg_rows_close ends it (COMMIT after reading to the end, else ROLLBACK);
  * inside the task's transaction it uses that one. Deadlines and cancellation apply to each step
@@ -371,7 +372,8 @@ LL_EXPORT int ll_pg_rows_close(ll_pg_rows *it);
 
 /* ---- executemany ----
  * One statement run with nrows parameter sets (params holds nrows * nparams parameters, row by
- * row), pipelined up to `window` rows in flight. From a task (it awaits; LL_ENOTASK otherwise).
+ * row), encoded in batches and pipelined, up to `window` rows in flight (memory stays bounded by
+ * it). From a task (it awaits; LL_ENOTASK otherwise).
  * Returns 0, or the first failing row's code with *err (may be NULL) saying which row and why.
  * Without atomic every row runs on its own and the successful rows stay; with atomic the rows
  * run in one transaction (the task's, or one begun and ended here: rolled back on any failure,

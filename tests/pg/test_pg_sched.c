@@ -12,6 +12,9 @@
  *   - a cancel request only ever goes out for the request the server runs now (every earlier reply
  *     in, none of its own), one at a time;
  *   - every request ends exactly once and nothing is left (ASan checks the frees).
+ * And one fixed sequence: an executemany whose rows run after a Sync each, abandoned, gets a
+ * cancel request per row still running, never two for the row one already hit, and blocks the
+ * connection until its rows are over.
  */
 #include <stdlib.h>
 #include "harness/harness.h"
@@ -282,6 +285,58 @@ static int t_random(void *arg) {
     return 0;
 }
 
+static int t_many_rows(void *arg) {
+    (void)arg;
+    model *m = calloc(1, sizeof *m);
+    ll_pg_conn *c = &m->c;
+    c->state = PG_READY;
+    c->tx.conn = c;
+    c->copy.conn = c;
+    c->loop = ll_loop_current();
+    pg_req *r = ll__pg_req_new(c, REQ_MANY, "INSERT INTO t VALUES ($1)", 0, NULL, NULL, NULL);
+    LT_CHECK(r != NULL);
+    r->flags |= RQF_SYNC_EACH;
+    r->nrows = 3;
+    LT_CHECK(ll__pg_eligible(c, r));
+    ll__pg_req_set_state(c, r, RQ_SENT);
+    r->ncmds = 3;
+    ll__pg_sched_abandon(c, r, 1.0); /* a deadline while row 1 runs */
+    LT_CHECK(r->state == RQ_ABANDONED && c->nblocking == 1);
+    LT_CHECK(ll__pg_sched_cancel_due(c) == r);
+    ll__pg_req_set_state(c, r, RQ_CANCELLING); /* cancel.c sent one */
+    ll__pg_sched_cancel_confirmed(c, r);       /* before row 1 answered */
+    LT_CHECK(r->state == RQ_ABANDONED && c->nblocking == 1); /* rows left: still blocking */
+    LT_CHECK(ll__pg_sched_cancel_due(c) == NULL);            /* not a second one for row 1 */
+    LT_CHECK(check_lists(m) == 0);
+    r->cmds_done = 1; /* row 1 answered (cancelled): row 2 runs */
+    ll__pg_sched_row_done(c, r);
+    LT_CHECK(ll__pg_sched_cancel_due(c) == r);
+    ll__pg_req_set_state(c, r, RQ_CANCELLING);
+    r->cmds_done = 2; /* row 2 answered before its cancel was confirmed: row 3 runs */
+    ll__pg_sched_row_done(c, r);
+    ll__pg_sched_cancel_confirmed(c, r);
+    LT_CHECK(r->state == RQ_ABANDONED && ll__pg_sched_cancel_due(c) == r); /* at once */
+    ll__pg_req_set_state(c, r, RQ_CANCELLING);
+    r->cmds_done = 3;
+    ll__pg_sched_row_done(c, r);
+    ll__pg_sched_cancel_confirmed(c, r); /* every row over: nothing more to stop */
+    LT_CHECK(r->state == RQ_DRAINING && c->nblocking == 0);
+    LT_CHECK(check_lists(m) == 0);
+    ll__pg_req_set_state(c, r, RQ_DONE);
+    ll__pg_req_free(r);
+    LT_CHECK(c->nsent == 0 && c->nabandoned == 0);
+    free(m);
+    return 0;
+}
+
+static void test_many_rows_cancel(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    lt_run_checked(t.loop, t_many_rows, NULL);
+    lt_teardown(&t);
+}
+
 static void test_random_interleavings(void **state) {
     (void)state;
     lt_ctx t;
@@ -293,6 +348,7 @@ static void test_random_interleavings(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_interleavings),
+        cmocka_unit_test(test_many_rows_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
