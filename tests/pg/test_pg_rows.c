@@ -67,10 +67,10 @@ static int t_stream_bounded(void *arg) {
         int n = ll_pg_result_rows(r);
         assert_true(n <= 1000);
         for (int i = 0; i < n; i++) {
-            int64_t v;
-            double d;
-            const char *t;
-            size_t len;
+            int64_t v = 0;
+            double d = 0;
+            const char *t = NULL;
+            size_t len = 0;
             if (ll_pg_get_int8(r, i, 0, &v) != 0 || v != count + 1 ||
                 ll_pg_get_text(r, i, 1, &t, &len) != 0 || ll_pg_get_float8(r, i, 2, &d) != 0 ||
                 d != (double)v * 0.5)
