@@ -168,14 +168,7 @@ static int t_many_cancel_rows(void *arg) {
     return 0;
 }
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
+#define RUN(name) PGT_TASK_TEST(name) /* pgtest.h */
 RUN(many)
 RUN(many_deadline)
 RUN(many_encode)

@@ -208,14 +208,7 @@ static int t_stream_others_wait(void *arg) {
 }
 
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
+#define RUN(name) PGT_TASK_TEST(name) /* pgtest.h */
 RUN(stream_bounded)
 RUN(stream_edges)
 RUN(stream_deadline)

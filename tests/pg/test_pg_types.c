@@ -561,14 +561,7 @@ static int t_fetch_pool(void *arg) {
     return 0;
 }
 
-#define RUN(name)                                                                                  \
-    static void test_##name(void **state) {                                                        \
-        (void)state;                                                                               \
-        lt_ctx t;                                                                                  \
-        lt_setup(&t);                                                                              \
-        assert_int_equal(lt_run_task(t.loop, t_##name, NULL), 0);                                  \
-        lt_teardown(&t);                                                                           \
-    }
+#define RUN(name) PGT_TASK_TEST(name) /* pgtest.h */
 RUN(ints_floats)
 RUN(text_numeric)
 RUN(times_uuid)
