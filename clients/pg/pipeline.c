@@ -308,6 +308,14 @@ static bool sqlstate_is(const PGresult *res, const char *code) {
     return s && strcmp(s, code) == 0;
 }
 
+/* Interrupted by a cancel request ("canceling statement due to user request"), not by
+ * statement_timeout (the same SQLSTATE, the caller's own limit). */
+static bool hit_by_cancel(const PGresult *res) {
+    if (!sqlstate_is(res, "57014")) return false;
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    return m && strstr(m, "user request");
+}
+
 /* Send r (state DONE, out of every list) again as if new (its replies so far are dropped); it
  * keeps its future. */
 static void resend(ll_pg_conn *c, pg_req *r) {
@@ -322,6 +330,8 @@ static void resend(ll_pg_conn *c, pg_req *r) {
     r->outcome = OUT_NONE;
     r->cmds_done = 0;
     r->err_cmd = 0;
+    r->nerrs = r->nhits = 0;
+    r->last_err_cmd = 0;
     r->retries++;
     r->seq = ++c->next_seq;
     r->state = RQ_NEW;
@@ -349,15 +359,43 @@ static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
     return true;
 }
 
+/* executemany with a Sync per row, outside a transaction block: a row was hit by our cancel (one
+ * cancel request can stop two consecutive rows: both are counted). The rows before and after
+ * them ran and committed, each in its own transaction, so only the rows hit run again (each with
+ * its own Sync, after the rest); r keeps its future and becomes a request for those rows alone
+ * (row0 moves, so a row's index stays its own). Not when a row failed for another reason: its
+ * own error is the one to report. */
+static bool rerun_hit_rows(ll_pg_conn *c, pg_req *r) {
+    /* RQF_SYNC_EACH was set because no transaction block was open when the rows were made, and
+     * none of this task's can open while it waits for them; the transaction status is of no use
+     * here (libpq says ACTIVE while later requests are in flight). Another task's transaction
+     * opened meanwhile holds the re-run back until it ends (sched.c). */
+    if (r->kind != REQ_MANY || !(r->flags & RQF_SYNC_EACH) || r->retries || !r->nerrs ||
+        r->nhits != r->nerrs || r->last_err_cmd - r->err_cmd + 1 != (int)r->nerrs)
+        return false;
+    int first = r->err_cmd - ((r->flags & RQF_PREPARE_FIRST) ? 1 : 0);
+    if (first < 0 || (uint32_t)first + r->nerrs > r->nrows) return false; /* the Parse */
+    size_t n = (size_t)r->nparams, at = (size_t)first * n, len = r->nerrs * n;
+    if (n) {
+        memmove(r->values, r->values + at, len * sizeof *r->values);
+        memmove(r->lengths, r->lengths + at, len * sizeof *r->lengths);
+        if (r->formats) memmove(r->formats, r->formats + at, len * sizeof *r->formats);
+    }
+    r->row0 += (size_t)first;
+    r->nrows = r->nerrs;
+    resend(c, r); /* counts as its one retry */
+    return true;
+}
+
 /* Our cancel request, meant for the abandoned request in front of r, arrived when that one had
  * just finished and hit r instead (the server cannot tell them apart). r was written before the
  * cancel was confirmed and after its target; outside a transaction block it is simply run again. */
 static bool retry_hit_by_cancel(ll_pg_conn *c, pg_req *r) {
-    if (!r->err || !sqlstate_is(r->err, "57014") || !may_rerun(c, r)) return false;
-    if (r->flags & RQF_SYNC_EACH) return false; /* the rows after the one hit ran: a row error */
-    const char *m = PQresultErrorField(r->err, PG_DIAG_MESSAGE_PRIMARY);
-    if (!m || !strstr(m, "user request")) return false; /* statement_timeout is the caller's */
+    if (!r->err || !hit_by_cancel(r->err)) return false; /* statement_timeout is the caller's */
     if (!(r->seq > c->risk_lo && r->seq <= c->risk_hi)) return false;
+    /* with a Sync per row the rows after the one hit ran: only the rows hit run again */
+    if (r->flags & RQF_SYNC_EACH) return rerun_hit_rows(c, r);
+    if (!may_rerun(c, r)) return false;
     resend(c, r);
     return true;
 }
@@ -561,6 +599,9 @@ static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
             /* the Parse failed: the statement does not exist on the server */
             ll__pg_stmt_forget(c, r->stmt, false);
         }
+        r->nerrs++;
+        r->last_err_cmd = r->cmds_done;
+        if (hit_by_cancel(res)) r->nhits++;
         if (!r->err) {
             r->err = res;
             r->err_cmd = r->cmds_done;
