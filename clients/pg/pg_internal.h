@@ -138,6 +138,9 @@ typedef struct pg_req {
      * nrows * nparams entries, row by row */
     uint32_t nrows;
     int err_cmd;                      /* the command that gave the first error */
+    uint32_t nerrs, nhits;            /* commands that failed; of them, stopped by a cancel */
+    uint64_t *hits;                   /* RQF_SYNC_EACH: the rows (bits from row0) a cancel
+                                       * stopped; after their re-run, the rows it holds */
     size_t row0;
     pg_many_prog *prog;
     int cancel_cmds;                  /* cmds_done when its last cancel request went out */

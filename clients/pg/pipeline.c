@@ -108,6 +108,7 @@ void ll__pg_req_free(pg_req *r) {
     if (r->err) PQclear(r->err);
     ll__pg_stmt_unref(r->stmt);
     ll_free(r->types);
+    ll_free(r->hits);
     ll_free(r->stmt_key);
     ll_future_free(r->task_f);
     ll_future_free(r->f);
@@ -308,6 +309,14 @@ static bool sqlstate_is(const PGresult *res, const char *code) {
     return s && strcmp(s, code) == 0;
 }
 
+/* Interrupted by a cancel request ("canceling statement due to user request"), not by
+ * statement_timeout (the same SQLSTATE, the caller's own limit). */
+static bool hit_by_cancel(const PGresult *res) {
+    if (!sqlstate_is(res, "57014")) return false;
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    return m && strstr(m, "user request");
+}
+
 /* Send r (state DONE, out of every list) again as if new (its replies so far are dropped); it
  * keeps its future. */
 static void resend(ll_pg_conn *c, pg_req *r) {
@@ -322,6 +331,7 @@ static void resend(ll_pg_conn *c, pg_req *r) {
     r->outcome = OUT_NONE;
     r->cmds_done = 0;
     r->err_cmd = 0;
+    r->nerrs = r->nhits = 0;
     r->retries++;
     r->seq = ++c->next_seq;
     r->state = RQ_NEW;
@@ -349,15 +359,52 @@ static bool retry_prepared(ll_pg_conn *c, pg_req *r) {
     return true;
 }
 
+/* executemany with a Sync per row, outside a transaction block: rows were hit by our cancel (one
+ * cancel request can stop more than one row, not always consecutive ones). The other rows ran
+ * and committed, each in its own transaction, so only the rows hit run again (each with its own
+ * Sync, after the rest); r keeps its future and becomes a request for those rows alone, r->hits
+ * keeping which rows they are (for the index of a row that fails again). Not when a row failed
+ * for another reason: its own error is the one to report. */
+static bool rerun_hit_rows(ll_pg_conn *c, pg_req *r) {
+    /* RQF_SYNC_EACH was set because no transaction block was open when the rows were made, and
+     * none of this task's can open while it waits for them; the transaction status is of no use
+     * here (libpq says ACTIVE while later requests are in flight). Another task's transaction
+     * opened meanwhile holds the re-run back until it ends (sched.c). */
+    if (r->kind != REQ_MANY || !(r->flags & RQF_SYNC_EACH) || r->retries || !r->nerrs ||
+        r->nhits != r->nerrs || !r->hits)
+        return false;
+    size_t n = (size_t)r->nparams, k = 0;
+    for (size_t i = 0; i < r->nrows; i++) {
+        if (!(r->hits[i / 64] >> (i % 64) & 1)) continue;
+        if (n && k != i) {
+            memmove(r->values + k * n, r->values + i * n, n * sizeof *r->values);
+            memmove(r->lengths + k * n, r->lengths + i * n, n * sizeof *r->lengths);
+            if (r->formats) memmove(r->formats + k * n, r->formats + i * n, n * sizeof *r->formats);
+        }
+        k++;
+    }
+    if (k != r->nhits) return false; /* cannot happen: every hit is a row */
+    r->nrows = (uint32_t)k;
+    resend(c, r); /* counts as its one retry */
+    return true;
+}
+
+/* Row `row` of r: its index in the executemany (after a re-run of hit rows, the row-th hit). */
+static size_t many_row_index(const pg_req *r, size_t row) {
+    if (!r->retries || !r->hits) return r->row0 + row;
+    for (size_t i = 0;; i++)
+        if ((r->hits[i / 64] >> (i % 64) & 1) && row-- == 0) return r->row0 + i;
+}
+
 /* Our cancel request, meant for the abandoned request in front of r, arrived when that one had
  * just finished and hit r instead (the server cannot tell them apart). r was written before the
  * cancel was confirmed and after its target; outside a transaction block it is simply run again. */
 static bool retry_hit_by_cancel(ll_pg_conn *c, pg_req *r) {
-    if (!r->err || !sqlstate_is(r->err, "57014") || !may_rerun(c, r)) return false;
-    if (r->flags & RQF_SYNC_EACH) return false; /* the rows after the one hit ran: a row error */
-    const char *m = PQresultErrorField(r->err, PG_DIAG_MESSAGE_PRIMARY);
-    if (!m || !strstr(m, "user request")) return false; /* statement_timeout is the caller's */
+    if (!r->err || !hit_by_cancel(r->err)) return false; /* statement_timeout is the caller's */
     if (!(r->seq > c->risk_lo && r->seq <= c->risk_hi)) return false;
+    /* with a Sync per row the rows after the one hit ran: only the rows hit run again */
+    if (r->flags & RQF_SYNC_EACH) return rerun_hit_rows(c, r);
+    if (!may_rerun(c, r)) return false;
     resend(c, r);
     return true;
 }
@@ -424,7 +471,7 @@ void ll__pg_complete(ll_pg_conn *c, pg_req *r) {
     ll_future *f = r->f;
     if (r->kind == REQ_MANY && r->err && r->prog) {
         int row = r->err_cmd - ((r->flags & RQF_PREPARE_FIRST) ? 1 : 0);
-        size_t at = r->row0 + (size_t)(row > 0 ? row : 0);
+        size_t at = many_row_index(r, (size_t)(row > 0 ? row : 0));
         if (at < r->prog->err_row) r->prog->err_row = at;
     }
     if (f && ll_future_get_state(f) == LL_FUTURE_PENDING) {
@@ -522,6 +569,17 @@ static void on_script_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
     r->res = res;
 }
 
+/* An executemany row stopped by a cancel request: remembered for rerun_hit_rows (out of
+ * memory: not counted, so the row's error is reported). */
+static void note_hit(pg_req *r) {
+    int row = r->cmds_done - ((r->flags & RQF_PREPARE_FIRST) ? 1 : 0);
+    if (row < 0 || (uint32_t)row >= r->nrows) return; /* the Parse */
+    if (!r->hits) r->hits = ll_calloc((r->nrows + 63) / 64, sizeof *r->hits);
+    if (!r->hits) return;
+    r->hits[row / 64] |= (uint64_t)1 << (row % 64);
+    r->nhits++;
+}
+
 static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
     if (!c->pipeline_on) {
         on_script_result(c, r, res);
@@ -561,6 +619,8 @@ static void on_result(ll_pg_conn *c, pg_req *r, PGresult *res) {
             /* the Parse failed: the statement does not exist on the server */
             ll__pg_stmt_forget(c, r->stmt, false);
         }
+        r->nerrs++;
+        if ((r->flags & RQF_SYNC_EACH) && !r->retries && hit_by_cancel(res)) note_hit(r);
         if (!r->err) {
             r->err = res;
             r->err_cmd = r->cmds_done;

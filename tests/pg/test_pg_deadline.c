@@ -394,6 +394,77 @@ static void test_pipeline_neighbours(void **state) {
     lt_teardown(&t);
 }
 
+/* ---- the same with other tasks' executemany behind the cancelled query: a row hit by the late
+ * cancel runs again alone; every row's effect is there exactly once ---- */
+
+enum { MANY_ROWS = 50 };
+
+typedef struct {
+    ll_pg_conn *c;
+    int base;
+    int rc;
+    ll_pg_many_error err;
+} many_neighbour;
+
+static int many_neighbour_task(void *arg) {
+    many_neighbour *n = arg;
+    ll_pg_param p[MANY_ROWS];
+    for (int j = 0; j < MANY_ROWS; j++) p[j] = ll_pg_param_int4(n->base + j);
+    /* rows that take a moment, so the late cancel can land on one */
+    n->rc = ll_pg_executemany(n->c, "INSERT INTO nb_rows(k) SELECT $1 FROM pg_sleep(0.0005)", 1,
+                              MANY_ROWS, p, NULL, &n->err);
+    return 0;
+}
+
+static int t_pipeline_many_neighbours(void *arg) {
+    (void)arg;
+    ll_pg_conn *c = connect_opts(pgt_server.conninfo, 5.0);
+    LT_CHECK(c);
+    ll_future *ct = ll_pg_query(c, "CREATE TEMP TABLE nb_rows(k int)", 0);
+    LT_CHECK(ll_await(ct) == 0);
+    ll_future_free(ct);
+    enum { ROUNDS = 60 };
+    int cancelled = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT pg_sleep(%g)", 0.0005 * (i % 8));
+        ll_future *q = ll_pg_query(c, sql, 0);
+        many_neighbour m[2] = {{.c = c, .base = i * 1000, .rc = 1},
+                               {.c = c, .base = i * 1000 + 500, .rc = 1}};
+        ll_future *mf[2];
+        for (int k = 0; k < 2; k++) mf[k] = ll_spawn(many_neighbour_task, &m[k]);
+        if (i % 3) ll_sleep(0.0004 * (i % 5));
+        else ll_yield();
+        ll_future_cancel(q);
+        int rc = ll_await(q);
+        LT_CHECK(rc == 0 || rc == LL_ECANCELED);
+        cancelled += rc == LL_ECANCELED;
+        ll_future_free(q);
+        for (int k = 0; k < 2; k++) {
+            ll_await(mf[k]);
+            ll_future_free(mf[k]);
+            LT_CHECKF(m[k].rc == 0, "round %d executemany %d: %d row %zu %s %s", i, k, m[k].rc,
+                      m[k].err.row, m[k].err.sqlstate, m[k].err.message);
+        }
+    }
+    /* every row exactly once: as many rows as keys, and as many keys as rows sent */
+    LT_CHECK(pgt_int(c, "SELECT count(*) FROM nb_rows") == ROUNDS * 2 * MANY_ROWS);
+    LT_CHECK(pgt_int(c, "SELECT count(DISTINCT k) FROM nb_rows") == ROUNDS * 2 * MANY_ROWS);
+    LT_CHECK(pgt_int(c, "SELECT count(*) FROM nb_rows WHERE k % 500 >= 50") == 0);
+    LT_CHECKF(cancelled > 0, "no round cancelled its query");
+    ll_pg_close(c);
+    pgt_settle();
+    return 0;
+}
+
+static void test_pipeline_many_neighbours(void **state) {
+    (void)state;
+    lt_ctx t;
+    lt_setup(&t);
+    lt_run_checked(t.loop, t_pipeline_many_neighbours, NULL);
+    lt_teardown(&t);
+}
+
 /* ---- many pipelined queries, every 7th cancelled: no other fails, none gets a wrong answer ---- */
 
 static int t_many_cancelled(void *arg) {
@@ -479,6 +550,7 @@ int main(void) {
         PGT_TEST(test_cut_and_reuse),
         PGT_TEST(test_pool_meanwhile),
         PGT_TEST(test_pipeline_neighbours),
+        PGT_TEST(test_pipeline_many_neighbours),
         PGT_TEST(test_many_cancelled),
         PGT_TEST(test_shutdown_never_blocks),
     };
