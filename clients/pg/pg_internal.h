@@ -222,6 +222,8 @@ struct ll_pg_conn {
     pg_req *sent_head, *sent_tail;
     pg_req *cur;                      /* the sent request the next reply belongs to */
     bool seg_open;                    /* batch_sync: requests written since the last Sync */
+    bool block_unknown;               /* since libpq last said IDLE, something was written that
+                                       * may open or end a transaction block (pipeline.c) */
     unsigned seg_len;
     size_t nheld, nsent;
     uint64_t next_seq;

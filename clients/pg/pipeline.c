@@ -199,6 +199,11 @@ static bool send_one(ll_pg_conn *c, pg_req *r) {
     }
     ll__pg_req_set_state(c, r, RQ_SENT);
     ll__pg_tx_on_send(c, r);
+    /* Only a plain query or DML statement is known not to open or end a transaction block
+     * (BEGIN as SQL, a script, a procedure's COMMIT, ll_pg_begin/commit do or may) */
+    const char *text = r->sql ? r->sql : r->stmt ? r->stmt->sql : NULL;
+    if (r->txop != TXOP_NONE || is_exclusive(r) || !text || !batchable(text))
+        c->block_unknown = true;
     if (is_exclusive(r)) {
         if (c->pipeline_on) {
             if (PQexitPipelineMode(pg) != 1) return false;
@@ -344,8 +349,12 @@ static bool may_rerun(ll_pg_conn *c, const pg_req *r) {
     /* executemany's rows with a Sync each: those before the failing one stayed */
     bool whole = r->kind == REQ_QUERY ||
                  (r->kind == REQ_MANY && (!(r->flags & RQF_SYNC_EACH) || r->err_cmd == 0));
-    return whole && !r->retries && !(r->flags & RQF_DESCRIBE) &&
-           PQtransactionStatus(c->pg) == PQTRANS_IDLE && !c->tx.owner;
+    /* Outside a transaction block only. libpq says ACTIVE, not the block status, while later
+     * requests are in flight (a neighbour hit by a cancel usually has some behind it): then no
+     * block is open if nothing written since libpq last said IDLE could have opened one. */
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    bool outside = ts == PQTRANS_IDLE || (ts == PQTRANS_ACTIVE && !c->block_unknown);
+    return whole && !r->retries && !(r->flags & RQF_DESCRIBE) && outside && !c->tx.owner;
 }
 
 /* The cached statement went away or its plan no longer fits (a schema change): outside a
@@ -444,6 +453,7 @@ static void finalize_segment(ll_pg_conn *c) {
     /* After an error the implicit transaction of the segment was rolled back; inside a
      * transaction block (now INERROR) nothing was committed or rolled back by the Sync. */
     PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    if (ts == PQTRANS_IDLE) c->block_unknown = false; /* nothing in flight, no block open */
     /* libpq answers ACTIVE, not INERROR, while later segments are still in flight (an atomic
      * executemany's windows): then our own transaction (ll_pg_begin) says we are in a block, and
      * the rows that ran before the error are not re-run into an aborted transaction (where they
