@@ -208,14 +208,8 @@ static bool launch(lt_pg *s) {
     return false;
 }
 
-bool lt_pg_start(lt_pg *s) {
-    memset(s, 0, sizeof *s);
-    if (!find_bindir(s)) {
-        fprintf(stderr, "pgserver: no PostgreSQL server found (install postgresql, or set "
-                        "LL_PG_BINDIR)\n");
-        return false;
-    }
-    pick_user(s);
+/* The server's temporary directory (owned by the user it runs as) and its data directory's path. */
+static bool make_dirs(lt_pg *s) {
     snprintf(s->dir, sizeof s->dir, "/tmp/llpg-XXXXXX");
     if (!mkdtemp(s->dir)) {
         s->dir[0] = 0;
@@ -228,6 +222,18 @@ bool lt_pg_start(lt_pg *s) {
         return false;
     }
     snprintf(s->datadir, sizeof s->datadir, "%s/data", s->dir);
+    return true;
+}
+
+bool lt_pg_start(lt_pg *s) {
+    memset(s, 0, sizeof *s);
+    if (!find_bindir(s)) {
+        fprintf(stderr, "pgserver: no PostgreSQL server found (install postgresql, or set "
+                        "LL_PG_BINDIR)\n");
+        return false;
+    }
+    pick_user(s);
+    if (!make_dirs(s)) return false;
     s->port = lt_free_port();
     if (s->port <= 0 || !initdb(s) || !launch(s)) {
         lt_pg_stop(s);
@@ -325,18 +331,7 @@ bool lt_pg_start_standby(lt_pg *s, const lt_pg *primary) {
     s->uid = primary->uid;
     s->gid = primary->gid;
     s->drop = primary->drop;
-    snprintf(s->dir, sizeof s->dir, "/tmp/llpg-XXXXXX");
-    if (!mkdtemp(s->dir)) {
-        s->dir[0] = 0;
-        perror("pgserver: mkdtemp");
-        return false;
-    }
-    if (s->drop && chown(s->dir, (uid_t)s->uid, (gid_t)s->gid) != 0) {
-        perror("pgserver: chown");
-        lt_pg_stop(s);
-        return false;
-    }
-    snprintf(s->datadir, sizeof s->datadir, "%s/data", s->dir);
+    if (!make_dirs(s)) return false;
     char port[16];
     snprintf(port, sizeof port, "%d", primary->port);
     char *const argv[] = {"pg_basebackup", "-h", (char *)primary->dir, "-p", port,
